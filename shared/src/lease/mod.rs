@@ -1,0 +1,427 @@
+//! The lease store: one lease record per validator identity, with Azure Blob lease semantics.
+//!
+//! The trait models the Blob Storage "Lease Blob" operation so that the embedded SQLite
+//! backend and the Azure backend are interchangeable and pass one conformance suite
+//! (`tests/src/lease_conformance.rs`). The semantics, per lease state:
+//!
+//! | state     | acquire               | renew (id)          | change (id)        | release (id) | break        |
+//! |-----------|-----------------------|---------------------|--------------------|--------------|--------------|
+//! | available | ok                    | lost: not present   | lost: not present  | lost: not present | lost: not present |
+//! | leased    | same id only, else held | ok / lost: mismatch | ok / lost: mismatch | ok / mismatch | breaking or broken |
+//! | expired   | ok (any id)           | ok, same id: resumes | lost: not present  | ok / mismatch | broken       |
+//! | breaking  | held (breaking)       | lost: broken        | lost: breaking     | ok / mismatch | shorten only |
+//! | broken    | ok                    | lost: broken        | lost: not present  | ok / mismatch | broken       |
+//!
+//! Note the `expired` row: a renew with the old id succeeds on an expired lease that nobody
+//! took. The daemon must therefore never "renew back" after it fenced; it re-enters only by
+//! a fresh acquire (ARCHITECTURE.md).
+//!
+//! Lease ids never carry key material; metadata is written only under a live lease, and only
+//! holds who holds the lease (never key material).
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::name::Name;
+
+/// Shortest fixed lease Azure grants.
+pub const MIN_LEASE: Duration = Duration::from_secs(15);
+/// Longest fixed lease Azure grants.
+pub const MAX_LEASE: Duration = Duration::from_secs(60);
+/// Longest break period Azure accepts.
+pub const MAX_BREAK_PERIOD: Duration = Duration::from_secs(60);
+
+/// How long a lease lasts once acquired or renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseDuration {
+    /// 15–60 s; checked by [`LeaseDuration::fixed`].
+    Fixed(Duration),
+    /// Held until released or broken. For on-call tools and tests, never for the daemon.
+    Infinite,
+}
+
+impl LeaseDuration {
+    /// A fixed duration, checked against Azure's 15–60 s range (whole seconds).
+    pub fn fixed(d: Duration) -> Result<Self, LeaseError> {
+        if d < MIN_LEASE || d > MAX_LEASE || d.subsec_nanos() != 0 {
+            return Err(LeaseError::Invalid(format!(
+                "lease duration {}s is outside 15-60 whole seconds",
+                d.as_secs_f64()
+            )));
+        }
+        Ok(Self::Fixed(d))
+    }
+
+    pub fn from_secs(secs: u64) -> Result<Self, LeaseError> {
+        Self::fixed(Duration::from_secs(secs))
+    }
+}
+
+impl fmt::Display for LeaseDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(d) => write!(f, "{}s", d.as_secs()),
+            Self::Infinite => f.write_str("infinite"),
+        }
+    }
+}
+
+/// A lease id: a GUID, as Azure requires for `x-ms-proposed-lease-id`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    /// A fresh random (version 4) GUID from the OS CSPRNG.
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b).expect("the OS random number generator failed");
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        Self(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        ))
+    }
+
+    /// Parses the canonical 8-4-4-4-12 GUID form; stored lower-case so ids compare equal
+    /// whatever case a caller used, as Azure's do.
+    pub fn parse(s: &str) -> Result<Self, LeaseError> {
+        let groups: Vec<&str> = s.split('-').collect();
+        let lens = [8, 4, 4, 4, 12];
+        let ok = groups.len() == 5
+            && groups
+                .iter()
+                .zip(lens)
+                .all(|(g, n)| g.len() == n && g.bytes().all(|c| c.is_ascii_hexdigit()));
+        if !ok {
+            return Err(LeaseError::Invalid(format!(
+                "lease id {s:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+            )));
+        }
+        Ok(Self(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeaseId({})", self.0)
+    }
+}
+
+/// The five blob lease states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// Never leased, or released: anyone may acquire.
+    Available,
+    /// Held under a live lease.
+    Leased,
+    /// The holder stopped renewing; anyone may acquire, and the old holder may still renew.
+    Expired,
+    /// Broken, but locked until the break period ends.
+    Breaking,
+    /// Broken and the break period has passed: anyone may acquire.
+    Broken,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Leased => "leased",
+            Self::Expired => "expired",
+            Self::Breaking => "breaking",
+            Self::Broken => "broken",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "available" => Self::Available,
+            "leased" => Self::Leased,
+            "expired" => Self::Expired,
+            "breaking" => Self::Breaking,
+            "broken" => Self::Broken,
+            _ => return None,
+        })
+    }
+
+    /// Whether a new holder may acquire now.
+    pub fn is_acquirable(self) -> bool {
+        matches!(self, Self::Available | Self::Expired | Self::Broken)
+    }
+}
+
+impl fmt::Display for LeaseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// User metadata stored with a lease record (Azure: blob metadata). Keys must be valid
+/// C# identifiers there, so the well-known keys use underscores.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Well-known metadata keys written by the daemon under its lease.
+pub mod meta {
+    pub const HOLDER_HOST: &str = "holder_host";
+    pub const HOLDER_BOOT_ID: &str = "holder_boot_id";
+    pub const HOLDER_PID: &str = "holder_pid";
+    pub const ACQUIRED_AT: &str = "acquired_at";
+    pub const EPOCH: &str = "epoch";
+}
+
+/// What the store says about one identity's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub identity: Name,
+    pub state: LeaseState,
+    /// The duration of the current or last lease; `None` when never leased.
+    pub duration: Option<LeaseDuration>,
+    /// For `Leased`: time left on the lease as the store sees it. For `Breaking`: time left
+    /// until it becomes `Broken`. Otherwise `None`.
+    pub remaining: Option<Duration>,
+    pub metadata: Metadata,
+}
+
+impl LeaseRecord {
+    /// The generation counter written under the lease; 0 when never written.
+    pub fn epoch(&self) -> u64 {
+        self.metadata
+            .get(meta::EPOCH)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Why the caller no longer holds (or never held) the lease it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// The record is leased (or expired) under another lease id
+    /// (`LeaseIdMismatchWithLeaseOperation`).
+    IdMismatch,
+    /// There is no lease to operate on (`LeaseNotPresentWithLeaseOperation`).
+    NotPresent,
+    /// The lease was broken (`LeaseIsBrokenAndCannotBeRenewed`).
+    Broken,
+    /// The lease is being broken (`LeaseIsBreakingAndCannotBeChanged`).
+    Breaking,
+    /// The service says the lease is gone for another reason (`LeaseLost`).
+    Lost,
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::IdMismatch => "the record is leased under another lease id",
+            Self::NotPresent => "there is no lease on the record",
+            Self::Broken => "the lease was broken",
+            Self::Breaking => "the lease is being broken",
+            Self::Lost => "the lease was lost",
+        })
+    }
+}
+
+/// Lease store errors, split so the daemon can tell *someone else holds it* from *you lost
+/// it* (fence now) from *try again* (retry until the fence deadline).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Acquire refused: another holder has it, or it is breaking (`LeaseAlreadyPresent`,
+    /// `LeaseIsBreakingAndCannotBeAcquired`).
+    #[error("{identity} is {state} by another holder")]
+    HeldByOther { identity: Name, state: LeaseState },
+    /// The caller's lease is gone; a holder must fence at once.
+    #[error("lease on {identity} lost: {reason}")]
+    Lost { identity: Name, reason: LostReason },
+    /// No lease record for the identity.
+    #[error("no lease record for {identity}")]
+    NotFound { identity: Name },
+    /// Worth retrying: timeouts, busy database, 5xx, 429.
+    #[error("lease store temporarily unavailable: {message}")]
+    Transient {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The request itself is wrong (bad duration, bad lease id, bad break period).
+    #[error("invalid lease request: {0}")]
+    Invalid(String),
+    /// The store cannot serve requests (corrupt file, permissions, misconfiguration).
+    #[error("lease store failed: {message}")]
+    Backend {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl LeaseError {
+    /// True for errors that mean the caller's lease is gone.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, Self::Lost { .. })
+    }
+
+    /// True for errors worth retrying before the fence deadline.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}
+
+/// Whether [`LeaseStore::create_record`] made the record or found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCreated {
+    Created,
+    AlreadyExisted,
+}
+
+/// One lease record per identity, with Azure Blob lease semantics (see the module docs).
+///
+/// Every method is one atomic operation on the store: two callers racing on one identity
+/// see a single winner. Callers on the lease path wrap each call in their own timeout.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Creates the record (state `available`, no metadata) unless it exists.
+    async fn create_record(&self, identity: &Name) -> Result<RecordCreated, LeaseError>;
+
+    /// Acquires a lease. Succeeds on `available`, `expired` and `broken`, and on `leased`
+    /// when `proposed` equals the current lease id (which restarts it with `duration`).
+    /// Without `proposed`, the store chooses a random id.
+    async fn acquire(
+        &self,
+        identity: &Name,
+        duration: LeaseDuration,
+        proposed: Option<&LeaseId>,
+    ) -> Result<LeaseId, LeaseError>;
+
+    /// Restarts the lease's duration. Succeeds on `leased` and on `expired` with the same id.
+    async fn renew(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError>;
+
+    /// Ends the lease at once: the record becomes `available`.
+    async fn release(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError>;
+
+    /// Replaces the lease id of a live lease; succeeds too when the lease already has
+    /// `proposed` as its id.
+    async fn change(
+        &self,
+        identity: &Name,
+        lease: &LeaseId,
+        proposed: &LeaseId,
+    ) -> Result<LeaseId, LeaseError>;
+
+    /// Breaks the lease without its id. `period` (0–60 s) is how long it stays locked;
+    /// `None` means the rest of a fixed lease, or at once for an infinite one. A second
+    /// break may only shorten a running break. Returns the time until it can be acquired.
+    async fn break_lease(
+        &self,
+        identity: &Name,
+        period: Option<Duration>,
+    ) -> Result<Duration, LeaseError>;
+
+    /// Replaces the record's metadata; allowed only under the live lease `lease`.
+    async fn write_metadata(
+        &self,
+        identity: &Name,
+        lease: &LeaseId,
+        metadata: &Metadata,
+    ) -> Result<(), LeaseError>;
+
+    /// Reads one record.
+    async fn read(&self, identity: &Name) -> Result<LeaseRecord, LeaseError>;
+
+    /// All records, sorted by identity.
+    async fn list(&self) -> Result<Vec<LeaseRecord>, LeaseError>;
+}
+
+/// Wall-clock time as the lease *service* sees it, in milliseconds since the Unix epoch.
+///
+/// Only the embedded backends need one (Azure keeps time on the server). It is injected so
+/// the conformance suite can expire a 15 s lease without waiting 15 s.
+pub trait StoreClock: Send + Sync + fmt::Debug {
+    fn now_millis(&self) -> u64;
+}
+
+/// The host's real-time clock: shared by every process on the host, as lease expiry must be.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemStoreClock;
+
+impl StoreClock for SystemStoreClock {
+    fn now_millis(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told; for tests.
+#[derive(Debug, Default)]
+pub struct ManualStoreClock(std::sync::atomic::AtomicU64);
+
+impl ManualStoreClock {
+    pub fn new(start_millis: u64) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(start_millis))
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.0
+            .fetch_add(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl StoreClock for ManualStoreClock {
+    fn now_millis(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_azure_limits() {
+        assert!(LeaseDuration::from_secs(14).is_err());
+        assert!(LeaseDuration::from_secs(15).is_ok());
+        assert!(LeaseDuration::from_secs(60).is_ok());
+        assert!(LeaseDuration::from_secs(61).is_err());
+        assert!(LeaseDuration::fixed(Duration::from_millis(15_500)).is_err());
+    }
+
+    #[test]
+    fn lease_ids_are_v4_guids() {
+        let a = LeaseId::random();
+        let b = LeaseId::random();
+        assert_ne!(a, b);
+        assert_eq!(LeaseId::parse(a.as_str()).unwrap(), a);
+        assert_eq!(&a.as_str()[14..15], "4");
+        let upper = LeaseId::parse("0F8FAD5B-D9CB-469F-A165-70867728950E").unwrap();
+        assert_eq!(upper.as_str(), "0f8fad5b-d9cb-469f-a165-70867728950e");
+        for bad in [
+            "",
+            "x",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5bd9cb469fa16570867728950e0000",
+        ] {
+            assert!(LeaseId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
