@@ -1,0 +1,264 @@
+//! `orchestrator key generate|inspect`: single validator key files, in the spirit of
+//! ethkey / ethstore.
+//!
+//! Both commands check every input before doing any work, so a bad invocation writes
+//! nothing. `generate` writes through [`shared::fsutil::write_new_private`] (0600, atomic,
+//! never overwrites). Neither prints the private key.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use shared::keyfile::{self, KeyFileError, KeyFormat};
+use shared::keystore::KdfParams;
+use shared::{fsutil, ValidatorKey};
+use zeroize::Zeroizing;
+
+use crate::exit::Failure;
+
+/// Longest password file accepted.
+const MAX_PASSWORD_FILE: usize = 4096;
+/// Longest key file accepted by `inspect`.
+const MAX_KEY_FILE: usize = 64 * 1024;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Generate a new validator key from the OS random generator and write it to a file.
+    ///
+    /// The file is created with mode 0600 and is never overwritten. The address is printed
+    /// on stdout; the private key is not.
+    Generate(GenerateArgs),
+    /// Show the address, public key and enode id of a key file. Never prints the private key.
+    ///
+    /// The format (raw hex, Besu `key`, Nethermind binary `node.key.plain`, keystore v3) is
+    /// detected from the file's content.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// File format to write.
+    #[arg(long, value_enum, default_value_t = FormatArg::RawHex)]
+    format: FormatArg,
+    /// Key-derivation function for keystore-v3 (scrypt n=262144 r=8 p=1, or
+    /// pbkdf2-hmac-sha256 with 600,000 rounds).
+    #[arg(long, value_enum, requires = "password_file")]
+    kdf: Option<KdfArg>,
+    /// File holding the keystore password (one trailing newline is ignored). Required for
+    /// keystore-v3; not allowed otherwise.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Where to write the key. Must not exist.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Print {"address", "public_key", "enode_id"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The key file.
+    file: PathBuf,
+    /// File holding the keystore password, for keystore-v3 files.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Print {"address", "public_key", "enode_id"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    /// 64 hex digits and a newline.
+    RawHex,
+    /// Besu's `key` file: 0x and 64 hex digits.
+    Besu,
+    /// Nethermind's binary node.key.plain: the 32 key bytes.
+    Nethermind,
+    /// Web3 Secret Storage v3 keystore (encrypted; needs --password-file).
+    KeystoreV3,
+}
+
+impl From<FormatArg> for KeyFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::RawHex => KeyFormat::RawHex,
+            FormatArg::Besu => KeyFormat::Besu,
+            FormatArg::Nethermind => KeyFormat::Nethermind,
+            FormatArg::KeystoreV3 => KeyFormat::KeystoreV3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KdfArg {
+    Scrypt,
+    Pbkdf2,
+}
+
+pub(crate) fn run(cmd: KeyCommand) -> Result<(), Failure> {
+    match cmd {
+        KeyCommand::Generate(args) => generate(args),
+        KeyCommand::Inspect(args) => inspect(args),
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<(), Failure> {
+    let format = KeyFormat::from(args.format);
+    // Check everything before generating, so bad input writes nothing.
+    let password = match (format.needs_password(), &args.password_file) {
+        (true, Some(p)) => Some(read_password(p)?),
+        (true, None) => {
+            return Err(Failure::usage(
+                "--format keystore-v3 needs --password-file FILE",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(Failure::usage(format!(
+                "--password-file applies only to --format keystore-v3, not {format}"
+            )))
+        }
+        (false, None) => None,
+    };
+    if args.kdf.is_some() && !format.needs_password() {
+        return Err(Failure::usage("--kdf applies only to --format keystore-v3"));
+    }
+    check_can_create(&args.out)?;
+    let kdf = match args.kdf.unwrap_or(KdfArg::Scrypt) {
+        KdfArg::Scrypt => KdfParams::scrypt_default(),
+        KdfArg::Pbkdf2 => KdfParams::pbkdf2_default(),
+    };
+
+    let key = ValidatorKey::generate();
+    let bytes = keyfile::encode(&key, format, password.as_ref().map(|p| p.as_slice()), &kdf)
+        .map_err(|e| Failure::data(e.to_string()))?;
+    fsutil::write_new_private(&args.out, &bytes).map_err(|e| write_failure(&args.out, e))?;
+    eprintln!(
+        "orchestrator: wrote {format} key for {} to {} (mode 0600)",
+        key.address(),
+        args.out.display()
+    );
+    print_identity(&key, args.json, false)
+}
+
+fn inspect(args: InspectArgs) -> Result<(), Failure> {
+    let bytes = Zeroizing::new(read_input(&args.file, "key file", MAX_KEY_FILE)?);
+    let format = keyfile::detect(&bytes)
+        .map_err(|e| Failure::data(format!("{}: {e}", args.file.display())))?;
+    let password = match (&args.password_file, format.needs_password()) {
+        (Some(p), true) => Some(read_password(p)?),
+        (None, true) => {
+            return Err(Failure::usage(format!(
+                "{} is a keystore-v3 file; pass --password-file FILE",
+                args.file.display()
+            )))
+        }
+        (Some(_), false) => {
+            return Err(Failure::usage(format!(
+                "{} is a {format} key file, which has no password; drop --password-file",
+                args.file.display()
+            )))
+        }
+        (None, false) => None,
+    };
+    let (key, format) = keyfile::decode(&bytes, password.as_ref().map(|p| p.as_slice()))
+        .map_err(|e| decode_failure(&args.file, e))?;
+    if !args.json {
+        // Printed first so it is beside the fields in human output.
+        print_line(&format!("format      {format}"))?;
+    }
+    print_identity(&key, args.json, true)
+}
+
+/// Prints the key's public identity: the address only (generate) or all fields (inspect),
+/// or the JSON object.
+fn print_identity(key: &ValidatorKey, json: bool, all_fields: bool) -> Result<(), Failure> {
+    if json {
+        let v = serde_json::json!({
+            "address": key.address().to_string(),
+            "public_key": key.public_key().to_string(),
+            "enode_id": key.enode_id(),
+        });
+        return print_line(&v.to_string());
+    }
+    if !all_fields {
+        return print_line(&key.address().to_string());
+    }
+    print_line(&format!(
+        "address     {}\npublic key  {}\nenode id    {}",
+        key.address(),
+        key.public_key(),
+        key.enode_id()
+    ))
+}
+
+fn print_line(s: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{s}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::io(format!("cannot write to stdout: {e}")))
+}
+
+/// Reads a password file, ignoring one trailing newline (`\n` or `\r\n`), as editors and
+/// `echo` add one.
+fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let mut pw = Zeroizing::new(read_input(path, "password file", MAX_PASSWORD_FILE)?);
+    if pw.ends_with(b"\n") {
+        pw.pop();
+        if pw.ends_with(b"\r") {
+            pw.pop();
+        }
+    }
+    if pw.is_empty() {
+        return Err(Failure::data(format!(
+            "password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(pw)
+}
+
+fn read_input(path: &Path, what: &str, max: usize) -> Result<Vec<u8>, Failure> {
+    fsutil::read_limited(path, max).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+            Failure::no_input(format!("cannot read {what} {}: {e}", path.display()))
+        }
+        io::ErrorKind::InvalidData => Failure::data(format!("{what} {e}")),
+        _ => Failure::io(format!("cannot read {what} {}: {e}", path.display())),
+    })
+}
+
+fn check_can_create(out: &Path) -> Result<(), Failure> {
+    if out.symlink_metadata().is_ok() {
+        return Err(Failure::cant_create(format!(
+            "{} already exists; refusing to overwrite a key file",
+            out.display()
+        )));
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Failure::cant_create(format!(
+            "directory {} does not exist",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn write_failure(path: &Path, e: io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::AlreadyExists => Failure::cant_create(e.to_string()),
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+            Failure::cant_create(format!("cannot create {}: {e}", path.display()))
+        }
+        _ => Failure::io(format!("cannot write {}: {e}", path.display())),
+    }
+}
+
+fn decode_failure(path: &Path, e: KeyFileError) -> Failure {
+    Failure::data(format!("{}: {e}", path.display()))
+}

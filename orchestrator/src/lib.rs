@@ -1,0 +1,54 @@
+//! The `orchestrator` command line: argument parsing, exit codes, and one-line errors.
+//!
+//! Commands live in their own modules; this file only dispatches. Every failure is printed
+//! as a single line on stderr, prefixed `orchestrator: error:`, with a sysexits-style exit
+//! status, so a deployment pipeline can tell bad input (64/65/66) from an environment
+//! problem (73/74). Nothing here prints key material.
+
+mod exit;
+mod key_cmd;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::Failure;
+
+/// Sets up the validator identities of a proof-of-authority consortium member.
+///
+/// Exit status: 0 success, 64 bad usage, 65 bad data (invalid key, wrong password,
+/// damaged keystore), 66 input file missing or unreadable, 73 output exists or cannot be
+/// created, 74 other I/O error.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate and inspect validator key files (secp256k1).
+    #[command(subcommand)]
+    Key(key_cmd::KeyCommand),
+}
+
+/// Runs the CLI on `args` (including the program name) and returns the exit status.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(e),
+    };
+    let result = match cli.command {
+        Command::Key(cmd) => key_cmd::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
