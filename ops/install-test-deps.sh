@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Installs the third-party tools the integration tests run, at the versions pinned in
+# ops/test-deps/, into .tools/ of this checkout (ignored by git):
+#
+#   .tools/venv   Python virtual environment from ops/test-deps/requirements.txt (PyPI)
+#   .tools/node   node_modules from ops/test-deps/package.json + package-lock.json (npm)
+#
+# Idempotent: each part keeps a stamp of the pin files it was installed from and is
+# skipped when the stamp still matches, so a second run takes well under a second. A
+# changed pin file rebuilds that part from scratch. Safe for CI (CI=true, no stdin).
+#
+# Adding a tool is a one-line change: a pinned line in ops/test-deps/requirements.in or
+# an exact version in ops/test-deps/package.json, then `ops/install-test-deps.sh --relock`
+# to regenerate the lock files (requirements.txt with hashes, package-lock.json), and
+# commit all of them.
+#
+# Usage: ops/install-test-deps.sh [--relock]
+set -euo pipefail
+
+# Bump to force every checkout to reinstall when the install steps below change.
+readonly INSTALL_RECIPE=1
+# pip-tools compiles requirements.in into requirements.txt; only --relock uses it.
+readonly PIP_TOOLS_PIN='pip-tools==7.6.2'
+readonly MIN_PYTHON='3.10' # eth-account 0.14 requires it
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+pins="$root/ops/test-deps"
+tools="$root/.tools"
+venv="$tools/venv"
+node_prefix="$tools/node"
+
+say() { printf 'test-deps: %s\n' "$*"; }
+die() {
+    printf 'test-deps: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+need() {
+    command -v "$1" >/dev/null 2>&1 || die "\`$1\` is not on PATH. $2"
+}
+
+sha256_of_stdin() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum | cut -d' ' -f1
+    else
+        shasum -a 256 | cut -d' ' -f1
+    fi
+}
+
+# A stamp names the recipe, the interpreter and the exact pin files a part was built from.
+stamp_key() {
+    local runtime="$1"
+    shift
+    {
+        printf 'recipe %s\nruntime %s\n' "$INSTALL_RECIPE" "$runtime"
+        cat "$@"
+    } | sha256_of_stdin
+}
+
+stamp_matches() {
+    local stamp="$1" key="$2"
+    [[ -f "$stamp" && "$(<"$stamp")" == "$key" ]]
+}
+
+# Sets python_build (the interpreter's full version) for the stamp.
+check_python() {
+    need python3 "Install Python >= $MIN_PYTHON with venv support (Debian: apt-get install python3 python3-venv)."
+    local info major minor
+    info="$(python3 -c 'import sys; print(*sys.version_info[:2]); print(sys.version)' 2>&1)" ||
+        die "\`python3\` is on PATH but does not run: $info"
+    read -r major minor <<<"$info"
+    python_build="$(tail -n +2 <<<"$info")"
+    if ((major < ${MIN_PYTHON%.*} || (major == ${MIN_PYTHON%.*} && minor < ${MIN_PYTHON#*.}))); then
+        die "python3 is $major.$minor; the pinned PyPI tools need Python >= $MIN_PYTHON."
+    fi
+}
+
+check_node() {
+    need node "Install Node.js with npm (Debian: apt-get install nodejs npm)."
+    need npm "Install npm (Debian: apt-get install npm)."
+}
+
+install_python_tools() {
+    check_python
+    local req="$pins/requirements.txt"
+    [[ -f "$req" ]] || die "missing ops/test-deps/requirements.txt (run \`ops/install-test-deps.sh --relock\`)."
+    # A pin added to requirements.in but not yet compiled would otherwise go unnoticed.
+    local pin name
+    while read -r pin; do
+        name="${pin%%==*}"
+        # pip-compile writes names normalised: lower case, `_` and `.` as `-`.
+        grep -qiF -- "${name//[_.]/-}==${pin#*==} " "$req" ||
+            die "ops/test-deps/requirements.in pins $pin but requirements.txt does not: run \`ops/install-test-deps.sh --relock\`."
+    done < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$pins/requirements.in" | grep -v '^$')
+    local key stamp="$venv/.test-deps-stamp"
+    key="$(stamp_key "$python_build" "$req")"
+    if [[ -x "$venv/bin/python" ]] && stamp_matches "$stamp" "$key"; then
+        say "python tools up to date in .tools/venv"
+        return
+    fi
+
+    say "creating .tools/venv with Python ${python_build%% *}"
+    rm -rf "$venv"
+    python3 -m venv "$venv" </dev/null ||
+        die "\`python3 -m venv\` failed (Debian: apt-get install python3-venv)."
+
+    say "installing ops/test-deps/requirements.txt from PyPI"
+    # Hash-checking mode: every package, dependencies included, must match a pinned hash.
+    "$venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+        --require-hashes -r "$req" </dev/null ||
+        die "pip could not install ops/test-deps/requirements.txt (see pip's message above): is PyPI reachable, and does every pin exist for Python ${python_build%% *}?"
+    "$venv/bin/python" -m pip check --disable-pip-version-check >/dev/null ||
+        die "installed PyPI packages have conflicting requirements; run \`ops/install-test-deps.sh --relock\`."
+
+    printf '%s\n' "$key" >"$stamp"
+    say "python tools installed: $(grep -E '^[A-Za-z0-9_.-]+==' "$pins/requirements.in" | paste -sd' ' -)"
+}
+
+install_node_tools() {
+    check_node
+    local file
+    for file in package.json package-lock.json; do
+        [[ -f "$pins/$file" ]] || die "missing ops/test-deps/$file (run \`ops/install-test-deps.sh --relock\`)."
+    done
+    local key stamp="$node_prefix/.test-deps-stamp"
+    key="$(stamp_key "node $(node --version)" "$pins/package.json" "$pins/package-lock.json")"
+    if [[ -d "$node_prefix/node_modules" ]] && stamp_matches "$stamp" "$key"; then
+        say "node tools up to date in .tools/node"
+        return
+    fi
+
+    say "installing ops/test-deps/package-lock.json from npm into .tools/node (node $(node --version))"
+    rm -rf "$node_prefix"
+    mkdir -p "$node_prefix"
+    cp "$pins/package.json" "$pins/package-lock.json" "$node_prefix/"
+    # `npm ci` installs exactly the lock file and fails if it disagrees with package.json.
+    # No install scripts: these are libraries and CLIs that need none.
+    npm ci --prefix "$node_prefix" --ignore-scripts --no-audit --no-fund \
+        --loglevel=error </dev/null >/dev/null ||
+        die "\`npm ci\` could not install ops/test-deps/package-lock.json (see npm's message above): is the npm registry reachable, and does the lock file match package.json?"
+
+    printf '%s\n' "$key" >"$stamp"
+    say "node tools installed: $(node -e '
+        const deps = require(process.argv[1]).dependencies || {};
+        console.log(Object.entries(deps).map(([n, v]) => n + "@" + v).join(" "));
+    ' "$pins/package.json")"
+}
+
+# Regenerates the lock files from requirements.in and package.json. Resolves against the
+# registries, so the result can change from day to day: review the diff before committing.
+relock() {
+    check_python
+    check_node
+    local piptools="$tools/pip-tools"
+    if [[ ! -x "$piptools/bin/pip-compile" ]] ||
+        ! "$piptools/bin/python" -m pip show pip-tools 2>/dev/null | grep -qx "Version: ${PIP_TOOLS_PIN#*==}"; then
+        say "installing $PIP_TOOLS_PIN into .tools/pip-tools"
+        rm -rf "$piptools"
+        python3 -m venv "$piptools" </dev/null || die "\`python3 -m venv\` failed."
+        "$piptools/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+            "$PIP_TOOLS_PIN" </dev/null || die "pip could not install $PIP_TOOLS_PIN from PyPI."
+    fi
+
+    say "compiling ops/test-deps/requirements.in -> requirements.txt (with hashes)"
+    (
+        cd "$pins"
+        CUSTOM_COMPILE_COMMAND="ops/install-test-deps.sh --relock" \
+            "$piptools/bin/pip-compile" --quiet --generate-hashes --allow-unsafe \
+            --strip-extras --no-emit-find-links --no-emit-index-url \
+            --output-file requirements.txt requirements.in </dev/null
+    ) || die "pip-compile could not resolve ops/test-deps/requirements.in."
+
+    say "resolving ops/test-deps/package.json -> package-lock.json"
+    # No registry URLs in the lock file: `npm ci` fetches from whatever registry is
+    # configured, and the integrity hashes still pin the exact tarballs.
+    npm install --prefix "$pins" --package-lock-only --ignore-scripts --no-audit --no-fund \
+        --omit-lockfile-registry-resolved --loglevel=error </dev/null >/dev/null ||
+        die "npm could not resolve ops/test-deps/package.json."
+}
+
+main() {
+    case "${1:-}" in
+    "") ;;
+    --relock) ;;
+    -h | --help)
+        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        return
+        ;;
+    *) die "unknown argument '$1' (usage: ops/install-test-deps.sh [--relock])" ;;
+    esac
+
+    mkdir -p "$tools"
+    # One installer at a time per checkout; a second waits instead of racing the first.
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$tools/.install.lock"
+        flock 9
+    fi
+
+    if [[ "${1:-}" == --relock ]]; then
+        relock
+    fi
+    install_python_tools
+    install_node_tools
+}
+
+main "$@"
