@@ -1,12 +1,18 @@
-//! The `orchestrator` command line: argument parsing, exit codes, and one-line errors.
+//! The `orchestrator`: the deployment pipeline's one-shot tool.
 //!
-//! Commands live in their own modules; this file only dispatches. Every failure is printed
+//! The library parts are [`provision`] (identities into the secret and lease stores),
+//! [`contracts`] (the governance contract's committed artifacts and genesis state) and
+//! [`genesis`] (AuRa, QBFT and Clique genesis rendering). The command line, here, parses
+//! arguments and dispatches to the command modules. Every failure is printed
 //! as a single line on stderr, prefixed `orchestrator: error:`, with a sysexits-style exit
 //! status, so a deployment pipeline can tell bad input (64/65/66) from an environment
 //! problem (73/74). Nothing here prints key material.
 
+pub mod contracts;
 mod exit;
+pub mod genesis;
 mod key_cmd;
+pub mod provision;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
