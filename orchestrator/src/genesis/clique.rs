@@ -14,10 +14,7 @@ use serde_json::{json, Map, Value};
 use shared::Address;
 
 use super::qbft::FORK_BLOCKS;
-use super::{
-    contract_code_account, gas_limit, hex_data, place_admin, Builder, Compare, Consortium, Owner,
-    INITIAL_BASE_FEE,
-};
+use super::{header_and_alloc, hex_data, Builder, Compare, Consortium, Owner};
 
 const VANITY: usize = 32;
 const SEAL: usize = 65;
@@ -59,31 +56,8 @@ pub(super) fn render(c: &Consortium, b: &mut Builder) -> Map<String, Value> {
         Owner::Consortium,
         Compare::Bytes,
     );
-    let (gas, owner) = gas_limit(c);
-    b.set(&mut doc, "", "gasLimit", gas, owner, Compare::Loose);
-    let defaults = [
-        ("nonce", json!("0x0")),
-        ("timestamp", json!("0x0")),
-        // In-turn difficulty is 2 and out-of-turn 1 for later blocks; block 0 uses 1.
-        ("difficulty", json!("0x1")),
-        ("mixHash", json!(hex_data(&[0u8; 32]))),
-        ("coinbase", json!(hex_data(&[0u8; 20]))),
-        ("baseFeePerGas", json!(format!("{INITIAL_BASE_FEE:#x}"))),
-    ];
-    for (key, value) in defaults {
-        b.fill(&mut doc, "", key, value);
-    }
-
-    if let Some(alloc) = b.object(&mut doc, "", "alloc") {
-        let contract = contract_code_account(&c.contract);
-        b.account(
-            alloc,
-            &c.contract.address,
-            "validator-set contract",
-            contract,
-        );
-        place_admin(b, alloc, c);
-    }
+    // Block 0's difficulty is 1; later in-turn blocks carry 2 and out-of-turn ones 1.
+    header_and_alloc(c, b, &mut doc, json!(hex_data(&[0u8; 32])));
     doc
 }
 

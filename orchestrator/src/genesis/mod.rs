@@ -651,6 +651,43 @@ impl Builder {
     }
 }
 
+/// The header fields and `alloc` that the geth-style files (Clique, and Besu's QBFT) share:
+/// the gas limit, defaults a base genesis may override, the contract in code + storage
+/// form, and the optional prefunded admin. Only the mix hash differs between them.
+pub(crate) fn header_and_alloc(
+    c: &Consortium,
+    b: &mut Builder,
+    doc: &mut Map<String, Value>,
+    mix_hash: Value,
+) {
+    let (gas, owner) = gas_limit(c);
+    b.set(doc, "", "gasLimit", gas, owner, Compare::Loose);
+    let defaults = [
+        ("nonce", serde_json::json!("0x0")),
+        ("timestamp", serde_json::json!("0x0")),
+        ("difficulty", serde_json::json!("0x1")),
+        ("mixHash", mix_hash),
+        ("coinbase", serde_json::json!(hex_data(&[0u8; 20]))),
+        (
+            "baseFeePerGas",
+            serde_json::json!(format!("{INITIAL_BASE_FEE:#x}")),
+        ),
+    ];
+    for (key, value) in defaults {
+        b.fill(doc, "", key, value);
+    }
+    if let Some(alloc) = b.object(doc, "", "alloc") {
+        let contract = contract_code_account(&c.contract);
+        b.account(
+            alloc,
+            &c.contract.address,
+            "validator-set contract",
+            contract,
+        );
+        place_admin(b, alloc, c);
+    }
+}
+
 /// The JSON for the governance contract in code-plus-storage form.
 pub(crate) fn contract_code_account(contract: &ContractAccount) -> Map<String, Value> {
     let mut account = Map::new();

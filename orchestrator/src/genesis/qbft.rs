@@ -17,8 +17,7 @@ use shared::Address;
 
 use super::rlp::{self, Item, RlpError};
 use super::{
-    contract_code_account, gas_limit, hex_address, hex_data, place_admin, Builder, Compare,
-    Consortium, Owner, QbftValidatorMode, INITIAL_BASE_FEE,
+    header_and_alloc, hex_address, hex_data, Builder, Compare, Consortium, Owner, QbftValidatorMode,
 };
 
 /// The mix hash every Besu BFT block carries ("ctical byzantine fault tolerance").
@@ -163,31 +162,8 @@ pub(super) fn render(c: &Consortium, b: &mut Builder) -> Map<String, Value> {
         Owner::Consortium,
         Compare::Bytes,
     );
-    let (gas, owner) = gas_limit(c);
-    b.set(&mut doc, "", "gasLimit", gas, owner, Compare::Loose);
-    let defaults = [
-        ("nonce", json!("0x0")),
-        ("timestamp", json!("0x0")),
-        ("difficulty", json!("0x1")),
-        ("mixHash", json!(BFT_MIX_HASH)),
-        ("coinbase", json!(hex_data(&[0u8; 20]))),
-        ("baseFeePerGas", json!(format!("{INITIAL_BASE_FEE:#x}"))),
-    ];
-    for (key, value) in defaults {
-        b.fill(&mut doc, "", key, value);
-    }
-
-    if let Some(alloc) = b.object(&mut doc, "", "alloc") {
-        // Besu's alloc has no constructor form: the contract's state is written directly.
-        let contract = contract_code_account(&c.contract);
-        b.account(
-            alloc,
-            &c.contract.address,
-            "validator-set contract",
-            contract,
-        );
-        place_admin(b, alloc, c);
-    }
+    // Besu's alloc has no constructor form: the contract's state is written directly.
+    header_and_alloc(c, b, &mut doc, json!(BFT_MIX_HASH));
     doc
 }
 
