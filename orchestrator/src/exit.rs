@@ -42,10 +42,6 @@ impl Failure {
         Self { code, message }
     }
 
-    pub fn code(&self) -> u8 {
-        self.code
-    }
-
     /// Prints the error line and returns the exit status.
     pub fn report(self) -> ExitCode {
         eprintln!("orchestrator: error: {}", self.message);

@@ -112,3 +112,24 @@ async fn a_damaged_secret_file_is_reported_with_its_path() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn a_damaged_secret_file_never_echoes_its_contents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let store = DirSecretStore::open(&dir).unwrap();
+    let hex = shared::ValidatorKey::generate().expose_hex();
+    // The key where an object is expected: serde would quote it in its own message.
+    let body = format!(
+        "{{\"name\":\"m0-v0\",\"value\":\"x\",\"tags\":\"{}\"}}",
+        *hex
+    );
+    shared::fsutil::write_new_private(&dir.join("m0-v0"), body.as_bytes()).unwrap();
+    let err = store.get(&Name::new("m0-v0").unwrap()).await.unwrap_err();
+    let msg = format!("{err} {err:?}");
+    assert!(msg.contains("not a secret file"), "{msg}");
+    assert!(
+        !msg.contains(&hex[..16]),
+        "key material in the error: {msg}"
+    );
+}

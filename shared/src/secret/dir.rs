@@ -89,8 +89,16 @@ impl DirSecretStore {
         let bytes = Zeroizing::new(
             fsutil::read_limited(path, MAX_FILE).map_err(|e| backend(path, "cannot read", e))?,
         );
+        // serde_json's messages can quote the offending value, and this file holds a key:
+        // report only what kind of error it is and where.
         let parsed: FileIn = serde_json::from_slice(&bytes).map_err(|e| SecretError::Backend {
-            message: format!("{} is not a secret file: {e}", path.display()),
+            message: format!(
+                "{} is not a secret file: {:?} error at line {} column {}",
+                path.display(),
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
             source: None,
         })?;
         let name = Name::new(parsed.name).map_err(|e| SecretError::Backend {
