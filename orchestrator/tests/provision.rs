@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orchestrator::provision::{
-    provision, tag, Plan, ProvisionError, Quiet, RateLimiter, MAX_VALIDATORS,
+    provision, tag, Plan, ProvisionError, Quiet, RateLimiter, SecretFormat, MAX_VALIDATORS,
 };
 use shared::keyfile::CONTENT_TYPE_RAW_HEX;
 use shared::lease::sqlite::SqliteLeaseStore;
@@ -26,8 +26,12 @@ fn plan(validators: u32) -> Plan {
         member: 0,
         validators,
         network_id: 10_101_010,
+        admin: ADMIN.parse().unwrap(),
+        format: SecretFormat::RawHex,
     }
 }
+
+const ADMIN: &str = "0x00000000000000000000000000000000000a0001";
 
 fn stores(dir: &Path) -> (DirSecretStore, SqliteLeaseStore) {
     (
@@ -221,6 +225,7 @@ async fn a_secret_whose_key_does_not_match_its_address_tag_stops_the_run() {
         (tag::MEMBER, "0".into()),
         (tag::INDEX, "0".into()),
         (tag::NETWORK_ID, "10101010".into()),
+        (tag::ADMIN, ADMIN.into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -229,7 +234,7 @@ async fn a_secret_whose_key_does_not_match_its_address_tag_stops_the_run() {
         .create_if_absent(
             &Name::new("m0-v0").unwrap(),
             &SecretValue::new(key.expose_hex()),
-            None,
+            Some(CONTENT_TYPE_RAW_HEX),
             &tags,
         )
         .await
@@ -274,4 +279,96 @@ async fn the_rate_limiter_keeps_to_its_window() {
         let in_window = at.iter().skip(i).filter(|u| **u < t + 10).count();
         assert!(in_window <= 3);
     }
+}
+
+fn keystore_plan(validators: u32, password: &str) -> Plan {
+    Plan {
+        format: SecretFormat::KeystoreV3 {
+            password: zeroize::Zeroizing::new(password.as_bytes().to_vec()),
+            kdf: shared::keystore::KdfParams::scrypt_fast_for_tests(),
+        },
+        ..plan(validators)
+    }
+}
+
+#[tokio::test]
+async fn keystore_secrets_decrypt_to_the_reported_addresses_and_rerun_reuses_them() {
+    let d = tempfile::tempdir().unwrap();
+    let (secrets, leases) = stores(d.path());
+    let first = provision(
+        &keystore_plan(3, "pw-one"),
+        &secrets,
+        &leases,
+        &mut limiter(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap();
+    for identity in &first {
+        let stored = secrets.get(&identity.id).await.unwrap();
+        assert_eq!(
+            stored.properties.content_type.as_deref(),
+            Some(shared::keystore::CONTENT_TYPE)
+        );
+        let key = shared::keystore::decrypt(stored.value.expose().as_bytes(), b"pw-one").unwrap();
+        assert_eq!(key.address(), identity.address);
+    }
+    let before = snapshot(&d.path().join("secrets"));
+    let second = provision(
+        &keystore_plan(3, "pw-one"),
+        &secrets,
+        &leases,
+        &mut limiter(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap();
+    assert!(second.iter().all(|i| !i.key_created && !i.record_created));
+    assert_eq!(
+        first.iter().map(|i| i.address).collect::<Vec<_>>(),
+        second.iter().map(|i| i.address).collect::<Vec<_>>()
+    );
+    assert_eq!(before, snapshot(&d.path().join("secrets")));
+
+    // The wrong password, or the other format, is refused and adds nothing.
+    let err = provision(
+        &keystore_plan(3, "pw-two"),
+        &secrets,
+        &leases,
+        &mut limiter(),
+        &mut Quiet,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ProvisionError::BadSecret { .. }), "{err}");
+    let err = provision(&plan(3), &secrets, &leases, &mut limiter(), &mut Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProvisionError::FormatConflict { .. }),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(&d.path().join("secrets")));
+}
+
+#[tokio::test]
+async fn another_admin_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (secrets, leases) = stores(d.path());
+    provision(&plan(2), &secrets, &leases, &mut limiter(), &mut Quiet)
+        .await
+        .unwrap();
+    let other = Plan {
+        admin: "0x00000000000000000000000000000000000a0002"
+            .parse()
+            .unwrap(),
+        ..plan(2)
+    };
+    let err = provision(&other, &secrets, &leases, &mut limiter(), &mut Quiet)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProvisionError::Conflict { tag: "admin", .. }),
+        "{err}"
+    );
 }
