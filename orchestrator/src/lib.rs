@@ -12,6 +12,8 @@ pub mod contracts;
 mod exit;
 pub mod genesis;
 mod key_cmd;
+mod network_cmd;
+pub mod networkinfo;
 pub mod provision;
 
 use std::ffi::OsString;
@@ -38,6 +40,22 @@ enum Command {
     /// Generate and inspect validator key files (secp256k1).
     #[command(subcommand)]
     Key(key_cmd::KeyCommand),
+    /// Start a consortium: this member's identities into the stores, genesis for each
+    /// flavour, networkinfo.json and deployment-output.json.
+    ///
+    /// Safe to re-run: existing identities are checked and kept, never regenerated, and
+    /// files already in --out must match byte for byte. Bad input writes nothing (exit 64).
+    ///
+    /// Example: orchestrator init --member 0 --validators 4 --admin 0xADDR
+    /// --secrets dir:./secrets --leases sqlite:./leases.db --out ./network
+    Init(network_cmd::InitArgs),
+    /// Join a consortium from another member's networkinfo.json: create only this member's
+    /// identities, copy the network's genesis, and print what the existing admins must vote in.
+    ///
+    /// Example: orchestrator join --member 1 --validators 4 --admin 0xADDR
+    /// --consortium-data ./network/networkinfo.json --secrets dir:./secrets1
+    /// --leases sqlite:./leases1.db --out ./member1
+    Join(network_cmd::JoinArgs),
 }
 
 /// Runs the CLI on `args` (including the program name) and returns the exit status.
@@ -52,6 +70,8 @@ where
     };
     let result = match cli.command {
         Command::Key(cmd) => key_cmd::run(cmd),
+        Command::Init(args) => network_cmd::run_init(args),
+        Command::Join(args) => network_cmd::run_join(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

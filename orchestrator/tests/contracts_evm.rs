@@ -614,3 +614,102 @@ fn an_admin_removes_only_its_own_validators() {
         "the set would be empty"
     );
 }
+
+// ---- The chainspec `orchestrator init` writes ----
+
+/// Runs `orchestrator init --flavour aura` with `form`, and returns the chainspec's
+/// governance account and the validators the run reports.
+fn chainspec_contract_account(form: &str) -> (serde_json::Value, Vec<Address>) {
+    let d = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args([
+            "init",
+            "--member",
+            "0",
+            "--validators",
+            "4",
+            "--admin",
+            &admin(1).to_string(),
+            "--secrets",
+            "dir:secrets",
+            "--leases",
+            "sqlite:leases.db",
+            "--out",
+            "net",
+            "--flavour",
+            "aura",
+            "--aura-contract-form",
+            form,
+        ])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.path().join(p)).unwrap()).unwrap()
+    };
+    let spec = read("net/genesis/aura.json");
+    let account = spec["accounts"][contracts::CONTRACT_ADDRESS.to_plain_hex()].clone();
+    let account = if account.is_null() {
+        spec["accounts"][contracts::CONTRACT_ADDRESS.to_string()].clone()
+    } else {
+        account
+    };
+    assert!(
+        account.is_object(),
+        "no governance account in the chainspec"
+    );
+    let validators = read("net/deployment-output.json")["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    (account, validators)
+}
+
+fn unhex(v: &serde_json::Value) -> Vec<u8> {
+    hex::decode(v.as_str().unwrap().trim_start_matches("0x")).unwrap()
+}
+
+#[test]
+fn the_chainspecs_constructor_account_runs_to_the_generated_validator_set() {
+    let (account, generated) = chainspec_contract_account("constructor");
+    let mut chain = Chain {
+        db: CacheDB::new(EmptyDB::default()),
+        contract: Address([0; 20]),
+    };
+    match chain.execute(
+        addr(0xde, 2),
+        TxKind::Create,
+        unhex(&account["constructor"]),
+    ) {
+        ExecutionResult::Success {
+            output: Output::Create(_, Some(created)),
+            ..
+        } => chain.contract = Address(created.into_array()),
+        other => panic!("the chainspec's constructor failed: {other:?}"),
+    }
+    assert_eq!(chain.validators(), generated);
+    assert_eq!(chain.admins(), vec![admin(1)]);
+}
+
+#[test]
+fn the_chainspecs_code_and_storage_account_holds_the_generated_validator_set() {
+    let (account, generated) = chainspec_contract_account("code-and-storage");
+    let mut db = CacheDB::new(EmptyDB::default());
+    let address = evm_addr(&contracts::CONTRACT_ADDRESS);
+    let code = Bytecode::new_raw(Bytes::from(unhex(&account["code"])));
+    db.insert_account_info(address, AccountInfo::from_bytecode(code));
+    for (slot, value) in account["storage"].as_object().unwrap() {
+        let slot = U256::from_be_slice(&hex::decode(slot.trim_start_matches("0x")).unwrap());
+        db.insert_account_storage(address, slot, U256::from_be_slice(&unhex(value)))
+            .unwrap();
+    }
+    let mut chain = Chain {
+        db,
+        contract: contracts::CONTRACT_ADDRESS,
+    };
+    assert_eq!(chain.validators(), generated);
+    assert_eq!(chain.admins(), vec![admin(1)]);
+}

@@ -281,9 +281,10 @@ impl Consortium {
 }
 
 /// Precompiles, present and future, sit at small addresses (0x01–0x11 today, 0x100 for
-/// P-256). Anything whose first 18 bytes are zero is treated as theirs.
+/// P-256). Everything up to 0x0fff is treated as theirs, which leaves the governance
+/// contract's 0x2000 clear with room to spare.
 fn is_reserved(address: &Address) -> bool {
-    address.0[..18].iter().all(|b| *b == 0)
+    address.0[..18].iter().all(|b| *b == 0) && address.0[18] < 0x10
 }
 
 /// One reason a consortium cannot be rendered.
@@ -941,8 +942,10 @@ mod tests {
             c.validate(Flavour::Aura)[..],
             [Problem::ContractAddressReserved { .. }]
         ));
-        a[17] = 1; // 0x…010006: clear of the 0x…0000–0x…ffff block
+        a[18] = 1; // 0x…0106: P-256 is at 0x100, so this block stays reserved
         c.contract.address = Address(a);
+        assert!(!c.validate(Flavour::Aura).is_empty());
+        c.contract.address = crate::contracts::CONTRACT_ADDRESS; // 0x…2000
         assert!(c.validate(Flavour::Aura).is_empty());
     }
 

@@ -1,0 +1,1092 @@
+//! `orchestrator init` and `orchestrator join`: a member's identities into the stores, its
+//! genesis files and its network-info document.
+//!
+//! Both commands run in the same order, so that bad input writes nothing and an interrupted
+//! run is completed by the next:
+//!
+//! 1. settle the settings (flags over `--config`), listing every problem at once (exit 64);
+//! 2. read the inputs (base genesis, password, another member's network info) and render
+//!    the genesis once with stand-in validators, so a malformed base genesis is refused
+//!    before any store is touched;
+//! 3. provision the identities (create-if-absent; existing keys are checked, never replaced);
+//! 4. render the outputs and compare them with what `--out` already holds: every file is
+//!    either absent, or byte-identical, or the run stops (exit 73) before writing any;
+//! 5. write the missing files atomically, and report what was created and what existed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use shared::keystore::KdfParams;
+use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
+use shared::{fsutil, Address};
+
+use crate::contracts::{self, ChangeMode, Member};
+use crate::exit::Failure;
+use crate::genesis::{
+    self, Admin, AuraContractForm, Consortium, ContractAccount, Flavour, NETWORK_ID_RANGE,
+};
+use crate::networkinfo::{self, AddressList, MemberInfo, NetworkInfo};
+use crate::provision::{
+    self, Identity, Plan, Progress, RateLimiter, SecretFormat, MAX_VALIDATORS, MIN_VALIDATORS,
+};
+
+/// Longest password file accepted.
+const MAX_PASSWORD_FILE: usize = 4096;
+/// Longest base genesis or config file accepted.
+const MAX_INPUT_FILE: usize = 4 << 20;
+/// Time allowed to fetch network info over HTTP.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Settings shared by `init` and `join`. Every one can also come from `--config`.
+#[derive(Debug, Args)]
+pub(crate) struct CommonArgs {
+    /// TOML file with any of these settings, named as the flags with `_` for `-`
+    /// (`member = 0`, `network_id = 10101010`, `flavours = ["aura", "clique"]`,
+    /// `[base_genesis] aura = "base.json"`). Flags given on the command line win. Relative
+    /// paths are taken from the working directory.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This member's number; its identities are named m<MEMBER>-v<INDEX>.
+    #[arg(long, value_name = "N")]
+    member: Option<u32>,
+    /// How many validator identities this member runs (2–15).
+    #[arg(long, value_name = "N")]
+    validators: Option<u32>,
+    /// This member's admin account (EIP-55 checksummed if mixed case). It votes in the
+    /// governance contract.
+    #[arg(long, value_name = "0xADDRESS")]
+    admin: Option<String>,
+    /// Secret store for the keys: dir:PATH or keyvault:https://NAME.vault.azure.net.
+    #[arg(long, value_name = "SPEC")]
+    secrets: Option<String>,
+    /// Lease store for the lease records: sqlite:PATH or blob:https://ACCOUNT.blob.core.windows.net/CONTAINER.
+    #[arg(long, value_name = "SPEC")]
+    leases: Option<String>,
+    /// Output directory for genesis/, networkinfo.json and deployment-output.json.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// enode URL of a node that accepts peers, published in networkinfo.json. Repeatable.
+    #[arg(long = "bootnode", value_name = "ENODE")]
+    bootnodes: Vec<String>,
+    /// How keys are stored: raw-hex (the secret store protects them) or keystore-v3
+    /// (encrypted under --password-file; the KDF runs on every core).
+    #[arg(long, value_enum)]
+    secret_format: Option<SecretFormatArg>,
+    /// Password for keystore-v3 secrets (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// KDF for keystore-v3 secrets: scrypt n=262144 r=8 p=1 (default) or pbkdf2 600,000 rounds.
+    #[arg(long, value_enum)]
+    kdf: Option<KdfArg>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Chain id and network id (5–999999999) [default: 10101010].
+    #[arg(long, value_name = "ID")]
+    network_id: Option<u64>,
+    /// Genesis flavour to render; repeatable [default: all three].
+    #[arg(long = "flavour", value_enum, value_name = "FLAVOUR")]
+    flavours: Vec<FlavourArg>,
+    /// Prefund the admin account with this many wei at genesis.
+    #[arg(long, value_name = "WEI")]
+    admin_balance_wei: Option<u128>,
+    /// AuRa step duration, Clique period and QBFT block period, in seconds [default: 5].
+    #[arg(long, value_name = "SECONDS")]
+    block_period_secs: Option<u64>,
+    /// How the AuRa chainspec carries the governance contract: its init code run by the
+    /// client at genesis (constructor), or its runtime code and storage (code-and-storage).
+    #[arg(long, value_enum, value_name = "FORM")]
+    aura_contract_form: Option<AuraFormArg>,
+    /// A genesis of that flavour to render into (its other settings are kept); repeatable,
+    /// e.g. --base-genesis qbft=besu-base.json.
+    #[arg(long = "base-genesis", value_name = "FLAVOUR=FILE")]
+    base_genesis: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Another member's networkinfo.json: a file path or an http:// URL. Untrusted: it is
+    /// size-limited and checked against the schema before use.
+    #[arg(long, value_name = "URL_OR_PATH")]
+    consortium_data: Option<String>,
+    /// Refuse the consortium data unless its network id is this one.
+    #[arg(long, value_name = "ID")]
+    network_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SecretFormatArg {
+    RawHex,
+    KeystoreV3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum KdfArg {
+    Scrypt,
+    Pbkdf2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AuraFormArg {
+    Constructor,
+    CodeAndStorage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum FlavourArg {
+    Aura,
+    Qbft,
+    Clique,
+}
+
+impl From<FlavourArg> for Flavour {
+    fn from(f: FlavourArg) -> Self {
+        match f {
+            FlavourArg::Aura => Flavour::Aura,
+            FlavourArg::Qbft => Flavour::Qbft,
+            FlavourArg::Clique => Flavour::Clique,
+        }
+    }
+}
+
+/// The `--config` file: the flags' settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    member: Option<u32>,
+    validators: Option<u32>,
+    admin: Option<String>,
+    secrets: Option<String>,
+    leases: Option<String>,
+    out: Option<PathBuf>,
+    bootnodes: Option<Vec<String>>,
+    secret_format: Option<SecretFormatArg>,
+    password_file: Option<PathBuf>,
+    kdf: Option<KdfArg>,
+    network_id: Option<u64>,
+    flavours: Option<Vec<FlavourArg>>,
+    admin_balance_wei: Option<u128>,
+    block_period_secs: Option<u64>,
+    aura_contract_form: Option<AuraFormArg>,
+    base_genesis: Option<BTreeMap<FlavourArg, PathBuf>>,
+    consortium_data: Option<String>,
+}
+
+impl PartialOrd for FlavourArg {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FlavourArg {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        Flavour::from(*self).cmp(&Flavour::from(*other))
+    }
+}
+
+/// Settings every command needs, checked.
+struct Settled {
+    member: u32,
+    validators: u32,
+    admin: Address,
+    secrets: SecretStoreSpec,
+    secrets_text: String,
+    leases: LeaseStoreSpec,
+    leases_text: String,
+    out: PathBuf,
+    bootnodes: Vec<String>,
+    format: SecretFormat,
+    json: bool,
+}
+
+fn load_config(path: Option<&Path>) -> Result<FileConfig, Failure> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let bytes = read_input(path, "--config")?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Failure::usage(format!("{}: is not UTF-8 text", path.display())))?;
+    toml::from_str(text).map_err(|e| {
+        Failure::usage(format!(
+            "{}: {}",
+            path.display(),
+            e.message().replace('\n', " ")
+        ))
+    })
+}
+
+/// Flags over config file; every missing or bad setting is collected.
+fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Option<Settled> {
+    let member = args.member.or(file.member);
+    let validators = args.validators.or(file.validators);
+    let admin = args.admin.or_else(|| file.admin.clone());
+    let secrets = args.secrets.or_else(|| file.secrets.clone());
+    let leases = args.leases.or_else(|| file.leases.clone());
+    let out = args.out.or_else(|| file.out.clone());
+    let bootnodes = if args.bootnodes.is_empty() {
+        file.bootnodes.clone().unwrap_or_default()
+    } else {
+        args.bootnodes
+    };
+    let format = args
+        .secret_format
+        .or(file.secret_format)
+        .unwrap_or(SecretFormatArg::RawHex);
+    let password_file = args.password_file.or_else(|| file.password_file.clone());
+    let kdf = args.kdf.or(file.kdf);
+
+    let require = |name: &str, problems: &mut Vec<String>| {
+        problems.push(format!(
+            "--{name} is required (or `{}` in --config)",
+            name.replace('-', "_")
+        ))
+    };
+    if member.is_none() {
+        require("member", problems);
+    }
+    match validators {
+        None => require("validators", problems),
+        Some(n) if !(MIN_VALIDATORS..=MAX_VALIDATORS).contains(&n) => problems.push(format!(
+            "--validators {n} is outside {MIN_VALIDATORS}-{MAX_VALIDATORS}"
+        )),
+        Some(_) => {}
+    }
+    let admin = match admin {
+        None => {
+            require("admin", problems);
+            None
+        }
+        Some(text) => match text.parse::<Address>() {
+            Ok(a) if a == Address([0; 20]) => {
+                problems.push("--admin cannot be the zero address".into());
+                None
+            }
+            Ok(a) => Some(a),
+            Err(e) => {
+                problems.push(format!("--admin: {e}"));
+                None
+            }
+        },
+    };
+    let secrets_spec = match &secrets {
+        None => {
+            require("secrets", problems);
+            None
+        }
+        Some(s) => s
+            .parse::<SecretStoreSpec>()
+            .map_err(|e| problems.push(format!("--secrets: {e}")))
+            .ok(),
+    };
+    let leases_spec = match &leases {
+        None => {
+            require("leases", problems);
+            None
+        }
+        Some(s) => s
+            .parse::<LeaseStoreSpec>()
+            .map_err(|e| problems.push(format!("--leases: {e}")))
+            .ok(),
+    };
+    if out.is_none() {
+        require("out", problems);
+    }
+    for (i, b) in bootnodes.iter().enumerate() {
+        if !networkinfo::is_enode_url(b) {
+            problems.push(format!(
+                "bootnode {} is not an enode://<128 hex digits>@host:port URL",
+                i + 1
+            ));
+        }
+    }
+    let format = match (format, password_file, kdf) {
+        (SecretFormatArg::RawHex, None, None) => Some(SecretFormat::RawHex),
+        (SecretFormatArg::RawHex, _, _) => {
+            problems
+                .push("--password-file and --kdf apply only to --secret-format keystore-v3".into());
+            None
+        }
+        (SecretFormatArg::KeystoreV3, None, _) => {
+            problems.push("--secret-format keystore-v3 needs --password-file".into());
+            None
+        }
+        (SecretFormatArg::KeystoreV3, Some(path), kdf) => match read_password(&path) {
+            Ok(password) => Some(SecretFormat::KeystoreV3 {
+                password,
+                kdf: match kdf.unwrap_or(KdfArg::Scrypt) {
+                    KdfArg::Scrypt => KdfParams::scrypt_default(),
+                    KdfArg::Pbkdf2 => KdfParams::pbkdf2_default(),
+                },
+            }),
+            Err(message) => {
+                problems.push(message);
+                None
+            }
+        },
+    };
+    Some(Settled {
+        member: member?,
+        validators: validators?,
+        admin: admin?,
+        secrets: secrets_spec?,
+        secrets_text: secrets?,
+        leases: leases_spec?,
+        leases_text: leases?,
+        out: out?,
+        bootnodes,
+        format: format?,
+        json: args.json,
+    })
+}
+
+fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    let mut bytes = Zeroizing::new(
+        fsutil::read_limited(path, MAX_PASSWORD_FILE)
+            .map_err(|e| format!("--password-file {}: {e}", path.display()))?,
+    );
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(format!("--password-file {}: is empty", path.display()));
+    }
+    Ok(bytes)
+}
+
+fn read_input(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
+    fsutil::read_limited(path, MAX_INPUT_FILE).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+            Failure::no_input(format!("{what} {}: {e}", path.display()))
+        }
+        _ => Failure::usage(format!("{what} {}: {e}", path.display())),
+    })
+}
+
+fn problems_failure(problems: Vec<String>) -> Failure {
+    Failure::usage(problems.join("; "))
+}
+
+/// The governance contract account for `flavour`, with `members` in its initial state.
+fn contract_account(flavour: Flavour, first: &Member) -> Result<ContractAccount, Failure> {
+    let mode = match flavour {
+        Flavour::Aura => ChangeMode::AwaitFinalize,
+        // Besu never calls finalizeChange; Clique ignores the contract's set entirely.
+        Flavour::Qbft | Flavour::Clique => ChangeMode::Immediate,
+    };
+    let usage = |e: contracts::InitialStateError| Failure::usage(e.to_string());
+    Ok(ContractAccount {
+        address: contracts::CONTRACT_ADDRESS,
+        runtime_code: contracts::runtime_code(),
+        storage: contracts::storage_for(std::slice::from_ref(first), mode).map_err(usage)?,
+        constructor: Some(contracts::deploy_code(first, mode).map_err(usage)?),
+    })
+}
+
+struct GenesisInputs {
+    network_id: u64,
+    flavours: Vec<Flavour>,
+    admin_balance_wei: Option<u128>,
+    block_period_secs: Option<u64>,
+    aura_form: AuraContractForm,
+    bases: BTreeMap<Flavour, Value>,
+}
+
+fn render_all(
+    inputs: &GenesisInputs,
+    admin: Address,
+    validators: &[Address],
+) -> Result<BTreeMap<Flavour, String>, Failure> {
+    let first = Member {
+        admin,
+        validators: validators.to_vec(),
+    };
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for &flavour in &inputs.flavours {
+        let mut c = Consortium::new(validators.to_vec(), contract_account(flavour, &first)?);
+        c.network_id = inputs.network_id;
+        c.admin = inputs.admin_balance_wei.map(|balance_wei| Admin {
+            address: admin,
+            balance_wei,
+        });
+        if let Some(p) = inputs.block_period_secs {
+            c.block_period_secs = p;
+        }
+        c.aura.contract_form = inputs.aura_form;
+        c.base = inputs.bases.get(&flavour).cloned();
+        match genesis::render(&c, flavour) {
+            Ok(doc) => {
+                let mut text = serde_json::to_string_pretty(&doc).expect("genesis serialises");
+                text.push('\n');
+                out.insert(flavour, text);
+            }
+            Err(ps) => problems.push(format!("{flavour} genesis: {ps}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems_failure(problems))
+    }
+}
+
+/// Stand-in validators for the dry render: distinct, non-zero, clear of the precompiles.
+fn stand_in_validators(n: u32) -> Vec<Address> {
+    (0..n)
+        .map(|i| {
+            let mut a = [0x11u8; 20];
+            a[19] = i as u8;
+            Address(a)
+        })
+        .collect()
+}
+
+/// `orchestrator init`.
+pub(crate) fn run_init(args: InitArgs) -> Result<(), Failure> {
+    let file = load_config(args.common.config.as_deref())?;
+    if file.consortium_data.is_some() {
+        return Err(Failure::usage(
+            "consortium_data in --config belongs to `join`, not `init`",
+        ));
+    }
+    let mut problems = Vec::new();
+    let network_id = args
+        .network_id
+        .or(file.network_id)
+        .unwrap_or(genesis::DEFAULT_NETWORK_ID);
+    if !NETWORK_ID_RANGE.contains(&network_id) {
+        problems.push(format!(
+            "--network-id {network_id} is outside {}..={}",
+            NETWORK_ID_RANGE.start(),
+            NETWORK_ID_RANGE.end()
+        ));
+    }
+    let mut flavours: Vec<Flavour> = if args.flavours.is_empty() {
+        file.flavours
+            .clone()
+            .map(|f| f.into_iter().map(Flavour::from).collect())
+            .unwrap_or_else(|| Flavour::ALL.to_vec())
+    } else {
+        args.flavours.iter().map(|f| Flavour::from(*f)).collect()
+    };
+    flavours.sort();
+    flavours.dedup();
+    if flavours.is_empty() {
+        problems.push("flavours is empty; name at least one of aura, qbft, clique".into());
+    }
+    let mut base_paths: BTreeMap<Flavour, PathBuf> = file
+        .base_genesis
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(f, p)| (Flavour::from(f), p))
+        .collect();
+    for spec in &args.base_genesis {
+        match spec.split_once('=') {
+            Some((f, path)) if !path.is_empty() => match f.parse::<Flavour>() {
+                Ok(f) => {
+                    base_paths.insert(f, PathBuf::from(path));
+                }
+                Err(e) => problems.push(format!("--base-genesis {f}=…: {e}")),
+            },
+            _ => problems.push(format!(
+                "--base-genesis takes FLAVOUR=FILE, e.g. qbft=base.json; got {:?}",
+                spec.chars().take(80).collect::<String>()
+            )),
+        }
+    }
+    for f in base_paths.keys() {
+        if !flavours.contains(f) {
+            problems.push(format!(
+                "--base-genesis {f}=… is given, but {f} is not among the flavours rendered"
+            ));
+        }
+    }
+    let block_period_secs = args.block_period_secs.or(file.block_period_secs);
+    let admin_balance_wei = args.admin_balance_wei.or(file.admin_balance_wei);
+    let settled = settle(args.common, &file, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems_failure(problems));
+    }
+    let settled = settled.expect("no problems means every setting is present");
+
+    let mut bases = BTreeMap::new();
+    for (flavour, path) in &base_paths {
+        let bytes = read_input(path, "--base-genesis")?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::usage(format!(
+                "--base-genesis {flavour}={}: not JSON (line {}, column {})",
+                path.display(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        bases.insert(*flavour, value);
+    }
+    let inputs = GenesisInputs {
+        network_id,
+        flavours,
+        admin_balance_wei,
+        block_period_secs,
+        aura_form: match args.aura_contract_form.or(file.aura_contract_form) {
+            None | Some(AuraFormArg::Constructor) => AuraContractForm::Constructor,
+            Some(AuraFormArg::CodeAndStorage) => AuraContractForm::CodeAndStorage,
+        },
+        bases,
+    };
+    // Dry run: a base genesis or setting the renderer refuses stops us before any write.
+    render_all(
+        &inputs,
+        settled.admin,
+        &stand_in_validators(settled.validators),
+    )?;
+
+    let plan = Plan {
+        member: settled.member,
+        validators: settled.validators,
+        network_id,
+        admin: settled.admin,
+        format: settled.format.clone(),
+    };
+    let identities = provision_identities(&settled, &plan)?;
+    let validators: Vec<Address> = identities.iter().map(|i| i.address).collect();
+    let genesis = render_all(&inputs, settled.admin, &validators)?;
+
+    let info = NetworkInfo {
+        major_version: networkinfo::MAJOR_VERSION,
+        minor_version: networkinfo::MINOR_VERSION,
+        bootnodes: settled.bootnodes.clone(),
+        val_set_contract: contracts::CONTRACT_ADDRESS,
+        admin_contract: contracts::CONTRACT_ADDRESS,
+        admin_contract_abi: compact_abi(),
+        parity_spec: genesis.get(&Flavour::Aura).cloned().unwrap_or_default(),
+        error_message: String::new(),
+        address_list: AddressList {
+            addresses: validators.clone(),
+        },
+        network_id,
+        members: vec![MemberInfo {
+            member: settled.member,
+            admin: settled.admin,
+            validators: validators.clone(),
+        }],
+        genesis: genesis
+            .iter()
+            .map(|(f, text)| (f.to_string(), text.clone()))
+            .collect(),
+    };
+    finish(&settled, network_id, &identities, &genesis, &info, None)
+}
+
+/// `orchestrator join`.
+pub(crate) fn run_join(args: JoinArgs) -> Result<(), Failure> {
+    let file = load_config(args.common.config.as_deref())?;
+    let mut problems = Vec::new();
+    for (set, name) in [
+        (file.flavours.is_some(), "flavours"),
+        (file.base_genesis.is_some(), "base_genesis"),
+        (file.admin_balance_wei.is_some(), "admin_balance_wei"),
+        (file.block_period_secs.is_some(), "block_period_secs"),
+        (file.aura_contract_form.is_some(), "aura_contract_form"),
+    ] {
+        if set {
+            problems.push(format!(
+                "{name} in --config belongs to `init`; a joining member takes the genesis from the consortium data"
+            ));
+        }
+    }
+    let wanted_network = args.network_id.or(file.network_id);
+    let source = args
+        .consortium_data
+        .or_else(|| file.consortium_data.clone());
+    if source.is_none() {
+        problems.push("--consortium-data is required (or `consortium_data` in --config)".into());
+    }
+    let settled = settle(args.common, &file, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems_failure(problems));
+    }
+    let settled = settled.expect("no problems means every setting is present");
+    let source = source.expect("checked above");
+
+    let bytes = fetch_consortium_data(&source)?;
+    let mut info = networkinfo::parse_untrusted(&bytes).map_err(|ps| {
+        Failure::usage(format!(
+            "consortium data {}: {}",
+            short(&source),
+            ps.join("; ")
+        ))
+    })?;
+    let mut problems = Vec::new();
+    if let Some(id) = wanted_network {
+        if id != info.network_id {
+            problems.push(format!(
+                "the consortium data is for network {}, not --network-id {id}",
+                info.network_id
+            ));
+        }
+    }
+    let cap = info.first_member().validators.len() as u32;
+    if settled.validators > cap {
+        problems.push(format!(
+            "--validators {} is more than the first member's {cap}; the governance contract would refuse the extra ones",
+            settled.validators
+        ));
+    }
+    let existing = info
+        .members
+        .iter()
+        .find(|m| m.member == settled.member)
+        .cloned();
+    match &existing {
+        Some(m) if m.admin != settled.admin => problems.push(format!(
+            "member {} is already in the consortium with admin {}",
+            m.member, m.admin
+        )),
+        Some(m) if m.validators.len() != settled.validators as usize => problems.push(format!(
+            "member {} is already in the consortium with {} validators",
+            m.member,
+            m.validators.len()
+        )),
+        Some(_) => {}
+        None => {
+            if let Some(m) = info.members.iter().find(|m| m.admin == settled.admin) {
+                problems.push(format!(
+                    "admin {} already speaks for member {}",
+                    settled.admin, m.member
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems_failure(problems));
+    }
+
+    let plan = Plan {
+        member: settled.member,
+        validators: settled.validators,
+        network_id: info.network_id,
+        admin: settled.admin,
+        format: settled.format.clone(),
+    };
+    let identities = provision_identities(&settled, &plan)?;
+    let validators: Vec<Address> = identities.iter().map(|i| i.address).collect();
+    match existing {
+        Some(m) if m.validators != validators => {
+            return Err(Failure::data(format!(
+                "member {} is listed in the consortium data with other validators than the secret store holds",
+                m.member
+            )))
+        }
+        Some(_) => {}
+        None => {
+            if let Some(a) = validators
+                .iter()
+                .find(|a| info.address_list.addresses.contains(a))
+            {
+                return Err(Failure::data(format!(
+                    "validator {a} is already listed by another member"
+                )));
+            }
+            info.members.push(MemberInfo {
+                member: settled.member,
+                admin: settled.admin,
+                validators: validators.clone(),
+            });
+            info.address_list.addresses.extend(validators.iter().copied());
+        }
+    }
+    for b in &settled.bootnodes {
+        if !info.bootnodes.contains(b) {
+            info.bootnodes.push(b.clone());
+        }
+    }
+    let genesis: BTreeMap<Flavour, String> = info
+        .genesis
+        .iter()
+        .map(|(f, text)| (f.parse().expect("checked by parse_untrusted"), text.clone()))
+        .collect();
+    let network_id = info.network_id;
+    finish(
+        &settled,
+        network_id,
+        &identities,
+        &genesis,
+        &info,
+        Some(&validators),
+    )
+}
+
+fn compact_abi() -> String {
+    let abi: Value = serde_json::from_str(contracts::ABI_JSON).expect("committed ABI is JSON");
+    serde_json::to_string(&abi).expect("ABI serialises")
+}
+
+fn provision_identities(settled: &Settled, plan: &Plan) -> Result<Vec<Identity>, Failure> {
+    let secrets = settled
+        .secrets
+        .open()
+        .map_err(|e| Failure::cant_create(format!("--secrets {}: {e}", settled.secrets_text)))?;
+    let leases = settled
+        .leases
+        .open()
+        .map_err(|e| Failure::cant_create(format!("--leases {}: {e}", settled.leases_text)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
+    let mut progress = StderrProgress::new();
+    let result = runtime.block_on(provision::provision(
+        plan,
+        secrets.as_ref(),
+        leases.as_ref(),
+        &mut RateLimiter::key_vault_creates(),
+        &mut progress,
+    ));
+    result.map_err(|e| match e {
+        provision::ProvisionError::ValidatorCount(_) => Failure::usage(e.to_string()),
+        provision::ProvisionError::Conflict { .. }
+        | provision::ProvisionError::FormatConflict { .. } => Failure::usage(e.to_string()),
+        provision::ProvisionError::AddressMismatch { .. }
+        | provision::ProvisionError::BadSecret { .. } => Failure::data(e.to_string()),
+        _ => Failure::io(e.to_string()),
+    })
+}
+
+/// Progress on stderr: a line per identity, and a counter while keystore KDFs run when
+/// stderr is a terminal.
+struct StderrProgress {
+    terminal: bool,
+}
+
+impl StderrProgress {
+    fn new() -> Self {
+        Self {
+            terminal: io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for StderrProgress {
+    fn key_prepared(&mut self, done: usize, total: usize) {
+        if self.terminal {
+            let mut err = io::stderr().lock();
+            let _ = write!(err, "\rpreparing keys (keystore KDF): {done}/{total}");
+            if done == total {
+                let _ = writeln!(err);
+            }
+        }
+    }
+
+    fn identity_done(&mut self, done: usize, total: usize, identity: &Identity) {
+        let key = if identity.key_created {
+            "key created"
+        } else {
+            "key existed"
+        };
+        let record = if identity.record_created {
+            "lease record created"
+        } else {
+            "lease record existed"
+        };
+        eprintln!(
+            "[{done}/{total}] {} {}: {key}, {record}",
+            identity.id, identity.address
+        );
+    }
+}
+
+/// One output file: where, and what it must hold.
+struct Output {
+    relative: PathBuf,
+    contents: String,
+}
+
+/// Checks every output against `--out`, writes the missing ones, and reports.
+fn finish(
+    settled: &Settled,
+    network_id: u64,
+    identities: &[Identity],
+    genesis: &BTreeMap<Flavour, String>,
+    info: &NetworkInfo,
+    to_vote_in: Option<&[Address]>,
+) -> Result<(), Failure> {
+    let mut outputs: Vec<Output> = genesis
+        .iter()
+        .map(|(f, text)| Output {
+            relative: Path::new("genesis").join(format!("{f}.json")),
+            contents: text.clone(),
+        })
+        .collect();
+    outputs.push(Output {
+        relative: "networkinfo.json".into(),
+        contents: info.to_pretty_json(),
+    });
+    let deployment = json!({
+        "member": settled.member,
+        "networkId": network_id,
+        "admin": settled.admin,
+        "secrets": settled.secrets_text,
+        "leases": settled.leases_text,
+        "secretContentType": settled.format.content_type(),
+        "identities": identities.iter().map(|i| json!({
+            "id": i.id.as_str(),
+            "index": i.index,
+            "address": i.address,
+        })).collect::<Vec<_>>(),
+        "validators": identities.iter().map(|i| i.address).collect::<Vec<_>>(),
+        "genesis": genesis.keys().map(|f| (f.to_string(), format!("genesis/{f}.json"))).collect::<BTreeMap<_, _>>(),
+        "networkInfo": "networkinfo.json",
+    });
+    let mut text = serde_json::to_string_pretty(&deployment).expect("deployment output serialises");
+    text.push('\n');
+    outputs.push(Output {
+        relative: "deployment-output.json".into(),
+        contents: text,
+    });
+
+    // All or nothing: a differing file stops the run before anything is written.
+    let mut status = Vec::new();
+    for o in &outputs {
+        let path = settled.out.join(&o.relative);
+        match fs::read(&path) {
+            Ok(existing) if existing == o.contents.as_bytes() => status.push(false),
+            Ok(_) => {
+                return Err(Failure::cant_create(format!(
+                    "{} exists with other content; it describes another run. Move it away to write this one",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => status.push(true),
+            Err(e) => return Err(Failure::io(format!("{}: {e}", path.display()))),
+        }
+    }
+    for (o, &missing) in outputs.iter().zip(&status) {
+        if missing {
+            write_public(&settled.out.join(&o.relative), o.contents.as_bytes())?;
+        }
+    }
+
+    let created: Vec<&str> = identities
+        .iter()
+        .filter(|i| i.key_created)
+        .map(|i| i.id.as_str())
+        .collect();
+    let existed: Vec<&str> = identities
+        .iter()
+        .filter(|i| !i.key_created)
+        .map(|i| i.id.as_str())
+        .collect();
+    let mut stdout = io::stdout().lock();
+    let write = |out: &mut io::StdoutLock<'_>, s: String| {
+        writeln!(out, "{s}").map_err(|e| Failure::io(format!("stdout: {e}")))
+    };
+    if settled.json {
+        let report = json!({
+            "networkId": network_id,
+            "member": settled.member,
+            "identities": identities.iter().map(|i| json!({
+                "id": i.id.as_str(),
+                "address": i.address,
+                "keyCreated": i.key_created,
+                "recordCreated": i.record_created,
+            })).collect::<Vec<_>>(),
+            "files": outputs.iter().zip(&status).map(|(o, &w)| json!({
+                "path": o.relative.to_string_lossy(),
+                "written": w,
+            })).collect::<Vec<_>>(),
+            "voteIn": to_vote_in.map(|v| json!({"admin": settled.admin, "validators": v})),
+        });
+        write(&mut stdout, report.to_string())?;
+        return Ok(());
+    }
+    write(
+        &mut stdout,
+        format!(
+            "network {network_id}, member {}: {} identities ({} created, {} already existed{})",
+            settled.member,
+            identities.len(),
+            created.len(),
+            existed.len(),
+            if existed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", existed.join(", "))
+            }
+        ),
+    )?;
+    for (o, &w) in outputs.iter().zip(&status) {
+        write(
+            &mut stdout,
+            format!(
+                "{} {}",
+                if w { "wrote    " } else { "unchanged" },
+                settled.out.join(&o.relative).display()
+            ),
+        )?;
+    }
+    if let Some(validators) = to_vote_in {
+        write(
+            &mut stdout,
+            format!(
+                "existing admins must vote in admin {} (voteAddAdmin on {}); once in, it adds its validators with addValidator:",
+                settled.admin,
+                contracts::CONTRACT_ADDRESS
+            ),
+        )?;
+        for v in validators {
+            write(&mut stdout, format!("  {v}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new world-readable file atomically: a temporary file in the same directory,
+/// fsync, then link(2), which fails rather than replace a file that appeared meanwhile.
+fn write_public(path: &Path, contents: &[u8]) -> Result<(), Failure> {
+    let dir = path.parent().expect("outputs live in a directory");
+    fs::create_dir_all(dir).map_err(|e| Failure::cant_create(format!("{}: {e}", dir.display())))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".orchestrator-")
+        .tempfile_in(dir)
+        .map_err(|e| Failure::cant_create(format!("{}: {e}", dir.display())))?;
+    let io_err = |e: io::Error| Failure::io(format!("{}: {e}", path.display()));
+    tmp.write_all(contents).map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err)?;
+    }
+    fs::hard_link(tmp.path(), path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Failure::cant_create(format!(
+                "{}: appeared while this run wrote it",
+                path.display()
+            ))
+        } else {
+            io_err(e)
+        }
+    })?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn short(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(100).collect();
+    if s.chars().count() > 100 {
+        out.push('…');
+    }
+    out
+}
+
+/// Reads the consortium data from a path or an `http://` URL, at most
+/// [`networkinfo::MAX_BYTES`] + 1 bytes, so that an oversized document is refused unread.
+fn fetch_consortium_data(source: &str) -> Result<Vec<u8>, Failure> {
+    let limit = networkinfo::MAX_BYTES;
+    if let Some(rest) = source.strip_prefix("http://") {
+        return http_get(rest, limit)
+            .map_err(|e| Failure::no_input(format!("--consortium-data {}: {e}", short(source))));
+    }
+    if source.starts_with("https://") {
+        return Err(Failure::usage(
+            "--consortium-data over https:// is not part of this build yet; download the document and pass its path",
+        ));
+    }
+    let path = Path::new(source);
+    let f = fs::File::open(path)
+        .map_err(|e| Failure::no_input(format!("--consortium-data {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::io(format!("--consortium-data {}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+/// A minimal HTTP/1.1 GET: `Connection: close`, status 200 only, body up to `limit` + 1
+/// bytes, a deadline on connect and on every read.
+fn http_get(rest: &str, limit: usize) -> Result<Vec<u8>, String> {
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err("the URL needs a host, and no user info".into());
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the host: {e}"))?
+        .next()
+        .ok_or("the host has no address")?;
+    let mut stream = TcpStream::connect_timeout(&addr, FETCH_TIMEOUT).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(FETCH_TIMEOUT))
+        .and_then(|_| stream.set_write_timeout(Some(FETCH_TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    // Headers are small; the body is capped.
+    let mut raw = Vec::new();
+    stream
+        .take((limit + 64 * 1024) as u64)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the response has no header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status_line = head.lines().next().unwrap_or("");
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("the server answered {:?}", short(status_line)));
+    }
+    if head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:"))
+    {
+        return Err(
+            "chunked responses are not supported; serve the file with a Content-Length".into(),
+        );
+    }
+    let mut body = raw[split + 4..].to_vec();
+    body.truncate(limit + 1);
+    Ok(body)
+}
