@@ -1,28 +1,103 @@
-//! `leased`, the per-VM lease daemon.
-//!
-//! The control loop (acquire, hand off, renew, fence, release) and the on-call commands
-//! (`status`, `break`) are built in the daemon issue on top of `shared::lease::LeaseStore`.
-//! Until then this binary says so plainly and exits with EX_UNAVAILABLE, so nothing can
-//! mistake it for a working daemon.
+//! `leased`, the per-VM lease daemon, and the on-call commands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const HELP: &str = "\
-leased: the per-VM validator lease daemon
+use clap::{Args, Parser, Subcommand};
 
-Not built yet: the control loop and the on-call commands (status, break) arrive with
-the daemon issue. The lease store it will use (sqlite:PATH) is in the shared library.
-";
+use leased::config::{Config, Overrides};
 
-#[allow(clippy::print_stdout)] // the help text is this program's output
+/// Keeps each validator identity signing on exactly one VM.
+///
+/// `leased run` takes a lease on one unused identity of its pool, hands the key to the
+/// local Ethereum client, renews the lease, and stops the client before the lease can
+/// lapse; on SIGTERM it fences, releases and exits 0, so a standby takes over at once.
+/// `leased status` and `leased break` are for on-call engineers, from any host that can
+/// read the lease store.
+///
+/// Exit status: 0 success, 64 bad configuration or usage, 69 a store or the HTTP
+/// listener unavailable, 75 another daemon holds the runtime directory.
+#[derive(Debug, Parser)]
+#[command(name = "leased", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the systemd unit's ExecStart).
+    Run(RunArgs),
+    /// The fence guard the daemon starts for each hand-off; not for people.
+    #[command(hide = true)]
+    Guard(leased::guard::GuardArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// TOML configuration; see ops/leased.example.toml for every setting.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Overrides `node`.
+    #[arg(long)]
+    node: Option<String>,
+    /// Overrides `runtime_dir`.
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Overrides `store.leases`.
+    #[arg(long, value_name = "SPEC")]
+    leases: Option<String>,
+    /// Overrides `store.secrets`.
+    #[arg(long, value_name = "SPEC")]
+    secrets: Option<String>,
+    /// Overrides `identity.pool`.
+    #[arg(long, value_name = "PREFIX")]
+    pool: Option<String>,
+    /// Overrides `lease.duration_secs`.
+    #[arg(long, value_name = "SECONDS")]
+    duration_secs: Option<u64>,
+    /// Overrides `http.listen`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+}
+
 fn main() -> ExitCode {
-    let wants_help = std::env::args()
-        .skip(1)
-        .any(|a| a == "--help" || a == "-h" || a == "help");
-    if wants_help {
-        print!("{HELP}");
-        return ExitCode::SUCCESS;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Guard(args) => leased::guard::run_guard(args.into_config()),
     }
-    eprintln!("leased: error: the daemon is not built yet (see leased --help)");
-    ExitCode::from(69)
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let overrides = Overrides {
+        node: args.node,
+        runtime_dir: args.runtime_dir,
+        leases: args.leases,
+        secrets: args.secrets,
+        pool: args.pool,
+        duration_secs: args.duration_secs,
+        listen: args.listen,
+    };
+    match Config::load(&args.config, &overrides) {
+        Ok(config) => leased::daemon::run(config),
+        Err(problems) => {
+            eprintln!(
+                "leased: error: {} has {} problem(s):",
+                args.config.display(),
+                problems.as_slice().len()
+            );
+            for p in problems.as_slice() {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(64)
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::lease::sqlite::SqliteLeaseStore;
 use crate::lease::{LeaseError, LeaseStore};
@@ -137,6 +138,21 @@ impl LeaseStoreSpec {
                 ),
                 source: None,
             }),
+        }
+    }
+
+    /// Opens the store with every call bounded by about `op_timeout` on the store's side
+    /// (SQLite: the busy timeout), for the daemon's lease path, where a call must give up
+    /// well before the next renew is due. Callers still bound each call themselves.
+    pub fn open_with_timeout(
+        &self,
+        op_timeout: Duration,
+    ) -> Result<Arc<dyn LeaseStore>, LeaseError> {
+        match self {
+            Self::Sqlite(path) => Ok(Arc::new(
+                SqliteLeaseStore::open(path)?.with_busy_timeout(op_timeout)?,
+            )),
+            Self::Blob { .. } => self.open(),
         }
     }
 }

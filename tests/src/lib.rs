@@ -4,5 +4,6 @@
 //! Nothing here is linked into a shipped binary.
 
 pub mod lease_conformance;
+pub mod overlap;
 pub mod secret_conformance;
 pub mod tools;

@@ -188,6 +188,11 @@ pub mod meta {
     pub const HOLDER_PID: &str = "holder_pid";
     pub const ACQUIRED_AT: &str = "acquired_at";
     pub const EPOCH: &str = "epoch";
+    /// The daemon's node name (`node` in its config; the hostname by default).
+    pub const HOLDER_NODE: &str = "holder_node";
+    /// The identity's validator address (public), so that on-call tools can show it
+    /// without reading the secret store.
+    pub const ADDRESS: &str = "address";
 }
 
 /// What the store says about one identity's lease.

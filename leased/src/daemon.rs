@@ -1,0 +1,926 @@
+//! `leased run`: the driver that executes the [`machine`](crate::machine)'s actions against
+//! the real stores, the fence guard and the clock, and feeds the answers back as events.
+//!
+//! Everything that can block runs off the loop: store calls in tasks, each bounded by a
+//! timeout of at most R/2 (and the SQLite busy timeout set to match), so the loop always
+//! gets to the fence deadline on time. The loop itself never decides anything; it only
+//! carries actions out and reports what happened, with the time it happened, on the same
+//! `CLOCK_MONOTONIC` the guard enforces deadlines on.
+//!
+//! The key travels from the secret store through a zeroizing buffer into the key file
+//! (0600, atomically, in the private runtime directory, which is meant to be a tmpfs), and
+//! is wiped from memory as soon as the file is written. The guard owns the client: it is
+//! started only under a deadline, and stopped by the guard when the deadline passes, when
+//! told to fence, or when this process dies.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use shared::keyfile::{self, KeyFormat, CONTENT_TYPE_RAW_HEX};
+use shared::keystore::KdfParams;
+use shared::lease::{meta, LeaseId, LeaseStore, Metadata};
+use shared::secret::SecretStore;
+use shared::{fsutil, Name, ValidatorKey};
+
+use crate::config::{Config, Substitutions};
+use crate::guard::{GuardCommand, GuardConfig, GuardEvent, MonoNanos};
+use crate::machine::{
+    AcquireOutcome, Action, Event, FenceReason, Lease, Machine, MonoTime, RenewOutcome, Ticket,
+};
+use crate::telemetry::Telemetry;
+use crate::{http, notify};
+
+/// Exit status when another daemon holds the runtime directory's lock (EX_TEMPFAIL).
+pub const EXIT_LOCKED: u8 = 75;
+/// Exit status when the stores or the HTTP listener cannot be set up (EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+/// Now, on `CLOCK_MONOTONIC` (the guard's clock), as a machine time.
+pub fn now() -> MonoTime {
+    MonoTime::from_duration(MonoNanos::now().as_duration())
+}
+
+fn log(node: &str, message: impl std::fmt::Display) {
+    eprintln!("leased[{node}]: {message}");
+}
+
+/// Runs the daemon until SIGTERM/SIGINT has fenced and released; returns the exit status.
+pub fn run(config: Config) -> ExitCode {
+    let node = config.node.clone();
+    if let Err(e) = fsutil::ensure_private_dir(&config.runtime_dir) {
+        log(
+            &node,
+            format!("runtime_dir {}: {e}", config.runtime_dir.display()),
+        );
+        return ExitCode::from(EXIT_UNAVAILABLE);
+    }
+    let lock_path = config.runtime_dir.join("leased.lock");
+    let _lock = match take_lock(&lock_path) {
+        Ok(lock) => lock,
+        Err(message) => {
+            log(&node, message);
+            return ExitCode::from(EXIT_LOCKED);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log(&node, format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    runtime.block_on(async move {
+        match Driver::new(config).await {
+            Ok(driver) => driver.run().await,
+            Err(message) => {
+                log(&node, message);
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        }
+    })
+}
+
+/// The single-instance lock: an exclusive `flock` on a file in the runtime directory, held
+/// for the life of the process (the kernel drops it when the process dies, however it dies).
+fn take_lock(path: &Path) -> Result<nix::fcntl::Flock<fs::File>, String> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("lock file {}: {e}", path.display()))?;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        format!(
+            "another leased already runs with this runtime_dir (lock {} is held); one daemon per VM",
+            path.display()
+        )
+    })
+}
+
+/// Messages into the loop: the machine's events, and what the guard says.
+#[derive(Debug)]
+enum Msg {
+    Machine(Event),
+    /// The key is in the key file; start the guard.
+    KeyReady {
+        generation: u64,
+        lease: Lease,
+        address: String,
+        started: MonoTime,
+    },
+    Guard {
+        generation: u64,
+        event: GuardEvent,
+    },
+    /// The guard's stdout ended: it exited.
+    GuardGone {
+        generation: u64,
+    },
+    /// The holder metadata is written; `epoch` is this lease's generation number.
+    Epoch {
+        ticket: Ticket,
+        epoch: u64,
+    },
+}
+
+/// A running guard, tied to one lease.
+struct GuardHandle {
+    /// Tags the guard's messages; unique per guard process.
+    generation: u64,
+    ticket: Ticket,
+    child: Child,
+    commands: mpsc::UnboundedSender<GuardCommand>,
+    /// The client's process group, once started.
+    client_pgid: Option<i32>,
+    fenced: bool,
+}
+
+struct Driver {
+    config: Config,
+    leases: Arc<dyn LeaseStore>,
+    secrets: Arc<dyn SecretStore>,
+    op_timeout: Duration,
+    telemetry: Arc<Telemetry>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    wake: Option<MonoTime>,
+    /// The last deadline the machine allowed the client; sent to every new guard first.
+    deadline: Option<MonoTime>,
+    guard: Option<GuardHandle>,
+    /// Bumped for every hand-off and fence, so a late key of an earlier hand-off is dropped.
+    generation: u64,
+    /// Numbers the guards.
+    guards_started: u64,
+    /// A fence the machine waits for, answered when the guard is gone.
+    fence_waiting: Option<Ticket>,
+    /// Holder metadata written under the current lease, extended with the address later.
+    metadata: Option<(Ticket, Metadata)>,
+    /// When the current lease was acquired, for the hand-off latency.
+    acquired_at: Option<(Ticket, MonoTime)>,
+    address: Option<String>,
+    epoch: Option<u64>,
+}
+
+impl Driver {
+    async fn new(config: Config) -> Result<Self, String> {
+        // Every store call ends well before the next renew is due (ARCHITECTURE.md).
+        let op_timeout = (config.lease.renew_every / 2).min(Duration::from_secs(5));
+        let leases = config
+            .store
+            .leases
+            .open_with_timeout(op_timeout)
+            .map_err(|e| format!("store.leases {}: {e}", config.store.leases))?;
+        let secrets = config
+            .store
+            .secrets
+            .open()
+            .map_err(|e| format!("store.secrets {}: {e}", config.store.secrets))?;
+        let telemetry = Arc::new(Telemetry::default());
+        telemetry.update_snapshot(|s| {
+            s.node = config.node.clone();
+            s.lease = config.lease.duration;
+            s.heartbeat = Some(now());
+        });
+        let listener = http::bind(config.http.listen)
+            .await
+            .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
+        tokio::spawn(http::serve(listener, telemetry.clone(), now));
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A stale key file can only be left by a daemon that died; nothing may use it now.
+        let _ = fs::remove_file(key_path(&config));
+        Ok(Self {
+            config,
+            leases,
+            secrets,
+            op_timeout,
+            telemetry,
+            tx,
+            rx,
+            wake: None,
+            deadline: None,
+            guard: None,
+            generation: 0,
+            guards_started: 0,
+            fence_waiting: None,
+            metadata: None,
+            acquired_at: None,
+            address: None,
+            epoch: None,
+        })
+    }
+
+    async fn run(mut self) -> ExitCode {
+        let node = self.config.node.clone();
+        let mut sigterm =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log(&node, format!("cannot watch SIGTERM: {e}"));
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            };
+        let mut sigint =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log(&node, format!("cannot watch SIGINT: {e}"));
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            };
+        let seed = random_seed();
+        let (mut machine, actions) = Machine::start(self.config.machine_params(seed), now());
+        log(
+            &node,
+            format!(
+                "started: pool {:?}, lease {}s, renew every {}s, margin {}s, http {}",
+                self.config.identity.pool,
+                self.config.lease.duration.as_secs(),
+                self.config.lease.renew_every.as_secs_f64(),
+                self.config.lease.margin.as_secs_f64(),
+                self.config.http.listen
+            ),
+        );
+        notify::send("READY=1");
+        let watchdog = notify::watchdog_interval();
+        let mut heartbeat = tokio::time::interval(watchdog.map_or(Duration::from_secs(1), |w| {
+            (w / 2).min(Duration::from_secs(1))
+        }));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut terminating = false;
+        let mut exit = self.execute(&machine, actions);
+        while !exit {
+            let sleep_for = self
+                .wake
+                .map(|w| w.saturating_duration_since(now()))
+                .unwrap_or(Duration::from_secs(3600));
+            let event = tokio::select! {
+                biased;
+                _ = sigterm.recv() => Some(Event::Terminate),
+                _ = sigint.recv() => Some(Event::Terminate),
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => self.on_message(msg),
+                    None => None,
+                },
+                _ = tokio::time::sleep(sleep_for), if self.wake.is_some() => {
+                    self.wake = None;
+                    Some(Event::Tick)
+                }
+                _ = heartbeat.tick() => {
+                    // The loop is alive and not wedged: only it pings the watchdog.
+                    self.telemetry.update_snapshot(|s| s.heartbeat = Some(now()));
+                    if watchdog.is_some() {
+                        notify::send("WATCHDOG=1");
+                    }
+                    None
+                }
+            };
+            let Some(event) = event else { continue };
+            if matches!(event, Event::Terminate) {
+                if terminating {
+                    continue;
+                }
+                terminating = true;
+                log(&node, "SIGTERM: fencing, releasing, stopping");
+                notify::send("STOPPING=1");
+            }
+            let actions = machine.handle(now(), event);
+            exit = self.execute(&machine, actions);
+        }
+        self.stop_guard_now();
+        log(&node, "stopped");
+        ExitCode::SUCCESS
+    }
+
+    /// Turns a message into a machine event, doing the driver's part first.
+    fn on_message(&mut self, msg: Msg) -> Option<Event> {
+        match msg {
+            Msg::Machine(event) => Some(event),
+            Msg::Epoch { ticket, epoch } => {
+                if self.metadata.as_ref().is_some_and(|(t, _)| *t == ticket) {
+                    self.epoch = Some(epoch);
+                }
+                None
+            }
+            Msg::KeyReady {
+                generation,
+                lease,
+                address,
+                started,
+            } => {
+                if generation != self.generation {
+                    // A fence overtook this hand-off: the key must not be used.
+                    let _ = fs::remove_file(key_path(&self.config));
+                    return None;
+                }
+                self.address = Some(address.clone());
+                self.write_address_metadata(&lease, &address);
+                match self.spawn_guard(&lease, &address) {
+                    Ok(()) => {
+                        self.acquired_at = Some((lease.ticket, started));
+                        None
+                    }
+                    Err(message) => {
+                        log(
+                            &self.config.node,
+                            format!("hand-off of {}: {message}", lease.identity),
+                        );
+                        let _ = fs::remove_file(key_path(&self.config));
+                        Some(Event::HandOffFailed {
+                            ticket: lease.ticket,
+                        })
+                    }
+                }
+            }
+            Msg::Guard { generation, event } => {
+                let guard = self.guard.as_mut().filter(|g| g.generation == generation)?;
+                let ticket = guard.ticket;
+                match event {
+                    GuardEvent::Ready(_) => None,
+                    GuardEvent::Started(pid) => {
+                        guard.client_pgid = i32::try_from(pid).ok();
+                        self.telemetry.metrics(|m| m.client_starts += 1);
+                        if let Some((t, at)) = self.acquired_at.take() {
+                            if t == ticket {
+                                let took = now().saturating_duration_since(at);
+                                self.telemetry.metrics(|m| m.observe_hand_off(took));
+                            }
+                        }
+                        Some(Event::ClientStarted { ticket })
+                    }
+                    GuardEvent::Exited(kind) => {
+                        log(&self.config.node, format!("client exited ({kind:?})"));
+                        self.telemetry.metrics(|m| m.client_exits += 1);
+                        Some(Event::ClientExited { ticket })
+                    }
+                    GuardEvent::Fenced {
+                        reason,
+                        stop,
+                        elapsed,
+                        ..
+                    } => {
+                        guard.fenced = true;
+                        log(
+                            &self.config.node,
+                            format!(
+                                "guard fenced the client: {} ({}, {} ms)",
+                                reason.as_str(),
+                                stop.as_str(),
+                                elapsed.as_millis()
+                            ),
+                        );
+                        None
+                    }
+                    GuardEvent::Error(text) => {
+                        log(&self.config.node, format!("guard: {text}"));
+                        None
+                    }
+                }
+            }
+            Msg::GuardGone { generation } => {
+                let guard = self.guard.take_if(|g| g.generation == generation)?;
+                let ticket = guard.ticket;
+                self.reap(guard);
+                let _ = fs::remove_file(key_path(&self.config));
+                if let Some(ticket) = self.fence_waiting.take() {
+                    return Some(Event::FenceDone { ticket });
+                }
+                // Not asked to fence: the guard fenced on its own (deadline) or died. To
+                // the machine that is the client exiting; past F it fences anyway.
+                self.telemetry.metrics(|m| m.client_exits += 1);
+                Some(Event::ClientExited { ticket })
+            }
+        }
+    }
+
+    /// Executes `actions` in order; true when the machine said to exit.
+    fn execute(&mut self, machine: &Machine, actions: Vec<Action>) -> bool {
+        let mut exit = false;
+        for action in actions {
+            match action {
+                Action::ListCandidates { ticket } => self.list(ticket),
+                Action::TryAcquire { ticket, identity } => self.acquire(ticket, identity),
+                Action::WriteHolderMetadata { lease } => self.write_holder_metadata(lease),
+                Action::BeginQuarantine { lease, min_wait } => {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(min_wait).await;
+                        let _ = tx.send(Msg::Machine(Event::QuarantineDone {
+                            ticket: lease.ticket,
+                        }));
+                    });
+                }
+                Action::SendRenew { lease } => self.renew(lease),
+                Action::ExtendGuard { deadline } => {
+                    self.deadline = Some(deadline);
+                    if let Some(g) = &self.guard {
+                        let _ = g
+                            .commands
+                            .send(GuardCommand::Extend(MonoNanos::from_duration(
+                                deadline.since_origin(),
+                            )));
+                    }
+                }
+                Action::FetchKeyAndHandOff { lease } => self.hand_off(lease),
+                Action::RestartClient { lease } => match &self.guard {
+                    Some(g) if !g.fenced && g.ticket == lease.ticket => {
+                        let _ = g.commands.send(GuardCommand::Start);
+                    }
+                    _ => self.hand_off(lease),
+                },
+                Action::Fence { lease, reason } => self.fence(lease, reason),
+                Action::Release { lease } => self.release(lease),
+                Action::ScheduleWake { at } => self.wake = Some(at),
+                Action::NotifyStatus { state, identity } => {
+                    if identity.is_none() {
+                        self.address = None;
+                        self.epoch = None;
+                    }
+                    log(
+                        &self.config.node,
+                        match &identity {
+                            Some(id) => format!("state {state} {id}"),
+                            None => format!("state {state}"),
+                        },
+                    );
+                }
+                Action::Exit => exit = true,
+            }
+        }
+        self.refresh_snapshot(machine);
+        exit
+    }
+
+    fn refresh_snapshot(&self, machine: &Machine) {
+        let state = machine.state();
+        let renewal = state.renewal().copied();
+        let line = {
+            let address = self.address.clone();
+            let epoch = self.epoch;
+            let mut line = String::new();
+            self.telemetry.update_snapshot(|s| {
+                s.state = Some(state.kind());
+                s.identity = state.identity().map(|n| n.to_string());
+                s.address = address;
+                s.epoch = epoch;
+                s.t_ok = renewal.map(|r| r.t_ok);
+                s.fence_at = renewal.map(|r| r.fence_at);
+                s.serving = state.is_serving();
+                s.heartbeat = Some(now());
+                line = s.status_line();
+            });
+            line
+        };
+        notify::send(&format!("STATUS={line}"));
+    }
+
+    fn list(&self, ticket: Ticket) {
+        let store = self.leases.clone();
+        let tx = self.tx.clone();
+        let timeout = self.op_timeout;
+        let pool = self.config.identity.pool.clone();
+        self.telemetry.metrics(|m| m.store_request("list"));
+        tokio::spawn(async move {
+            let event = match tokio::time::timeout(timeout, store.list()).await {
+                Ok(Ok(records)) => Event::Listed {
+                    ticket,
+                    available: records
+                        .into_iter()
+                        .filter(|r| {
+                            r.identity.as_str().starts_with(&pool) && r.state.is_acquirable()
+                        })
+                        .map(|r| r.identity)
+                        .collect(),
+                },
+                _ => Event::ListFailed { ticket },
+            };
+            let _ = tx.send(Msg::Machine(event));
+        });
+    }
+
+    fn acquire(&self, ticket: Ticket, identity: Name) {
+        let store = self.leases.clone();
+        let tx = self.tx.clone();
+        let timeout = self.op_timeout;
+        let duration = self.config.lease_duration();
+        let telemetry = self.telemetry.clone();
+        telemetry.metrics(|m| m.store_request("acquire"));
+        tokio::spawn(async move {
+            let proposed = LeaseId::random();
+            let sent_at = now();
+            let outcome = match tokio::time::timeout(
+                timeout,
+                store.acquire(&identity, duration, Some(&proposed)),
+            )
+            .await
+            {
+                Ok(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
+                Err(_) => AcquireOutcome::Transient,
+            };
+            if matches!(outcome, AcquireOutcome::Acquired { .. }) {
+                telemetry.metrics(|m| m.acquisitions += 1);
+            }
+            let _ = tx.send(Msg::Machine(Event::AcquireResult {
+                ticket,
+                identity,
+                outcome,
+            }));
+        });
+    }
+
+    fn renew(&self, lease: Lease) {
+        let store = self.leases.clone();
+        let tx = self.tx.clone();
+        let timeout = self.op_timeout;
+        let telemetry = self.telemetry.clone();
+        telemetry.metrics(|m| m.store_request("renew"));
+        tokio::spawn(async move {
+            let sent_at = now();
+            let outcome = match tokio::time::timeout(
+                timeout,
+                store.renew(&lease.identity, &lease.id),
+            )
+            .await
+            {
+                Ok(result) => RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at),
+                Err(_) => RenewOutcome::Transient,
+            };
+            let took = now().saturating_duration_since(sent_at);
+            telemetry.metrics(|m| {
+                m.observe_renew(took);
+                match outcome {
+                    RenewOutcome::Renewed { .. } => m.renewals += 1,
+                    RenewOutcome::Lost => *m.renew_failures.entry("lost").or_default() += 1,
+                    RenewOutcome::Transient => {
+                        *m.renew_failures.entry("transient").or_default() += 1
+                    }
+                }
+            });
+            let _ = tx.send(Msg::Machine(Event::RenewResult {
+                ticket: lease.ticket,
+                outcome,
+            }));
+        });
+    }
+
+    fn release(&self, lease: Lease) {
+        let store = self.leases.clone();
+        let tx = self.tx.clone();
+        let timeout = self.op_timeout;
+        let node = self.config.node.clone();
+        self.telemetry.metrics(|m| m.store_request("release"));
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, store.release(&lease.identity, &lease.id)).await {
+                Ok(Ok(())) => log(&node, format!("released {}", lease.identity)),
+                Ok(Err(e)) => log(&node, format!("release of {}: {e}", lease.identity)),
+                Err(_) => log(&node, format!("release of {}: timed out", lease.identity)),
+            }
+            let _ = tx.send(Msg::Machine(Event::ReleaseDone {
+                ticket: lease.ticket,
+            }));
+        });
+    }
+
+    fn write_holder_metadata(&mut self, lease: Lease) {
+        let mut metadata = Metadata::new();
+        metadata.insert(meta::HOLDER_NODE.into(), self.config.node.clone());
+        metadata.insert(meta::HOLDER_HOST.into(), hostname());
+        metadata.insert(meta::HOLDER_BOOT_ID.into(), boot_id());
+        metadata.insert(meta::HOLDER_PID.into(), std::process::id().to_string());
+        metadata.insert(meta::ACQUIRED_AT.into(), unix_now().to_string());
+        self.metadata = Some((lease.ticket, metadata.clone()));
+        self.address = None;
+        self.epoch = None;
+        let store = self.leases.clone();
+        let timeout = self.op_timeout;
+        let node = self.config.node.clone();
+        let telemetry = self.telemetry.clone();
+        let tx = self.tx.clone();
+        telemetry.metrics(|m| {
+            m.store_request("read");
+            m.store_request("write_metadata");
+        });
+        tokio::spawn(async move {
+            let write = async {
+                let previous = store.read(&lease.identity).await?.epoch();
+                metadata.insert(meta::EPOCH.into(), (previous + 1).to_string());
+                store
+                    .write_metadata(&lease.identity, &lease.id, &metadata)
+                    .await
+                    .map(|()| previous + 1)
+            };
+            match tokio::time::timeout(timeout, write).await {
+                Ok(Ok(epoch)) => {
+                    log(
+                        &node,
+                        format!("acquired {} (epoch {epoch})", lease.identity),
+                    );
+                    let _ = tx.send(Msg::Epoch {
+                        ticket: lease.ticket,
+                        epoch,
+                    });
+                }
+                Ok(Err(e)) => log(
+                    &node,
+                    format!("holder metadata for {}: {e}", lease.identity),
+                ),
+                Err(_) => log(
+                    &node,
+                    format!("holder metadata for {}: timed out", lease.identity),
+                ),
+            }
+        });
+    }
+
+    /// Adds the address to the holder metadata, best-effort.
+    fn write_address_metadata(&mut self, lease: &Lease, address: &str) {
+        let Some((ticket, metadata)) = &mut self.metadata else {
+            return;
+        };
+        if *ticket != lease.ticket {
+            return;
+        }
+        metadata.insert(meta::ADDRESS.into(), address.to_string());
+        let metadata = metadata.clone();
+        let store = self.leases.clone();
+        let timeout = self.op_timeout;
+        let lease = lease.clone();
+        self.telemetry.metrics(|m| {
+            m.store_request("read");
+            m.store_request("write_metadata");
+        });
+        tokio::spawn(async move {
+            let write = async {
+                // Keep the epoch the first write set.
+                let mut metadata = metadata;
+                let current = store.read(&lease.identity).await?;
+                if let Some(epoch) = current.metadata.get(meta::EPOCH) {
+                    metadata.insert(meta::EPOCH.into(), epoch.clone());
+                }
+                store
+                    .write_metadata(&lease.identity, &lease.id, &metadata)
+                    .await
+            };
+            let _ = tokio::time::timeout(timeout, write).await;
+        });
+    }
+
+    /// Fetches the key, writes the key file, and reports `KeyReady`; the loop then starts
+    /// the guard.
+    fn hand_off(&mut self, lease: Lease) {
+        self.generation += 1;
+        let generation = self.generation;
+        let secrets = self.secrets.clone();
+        let tx = self.tx.clone();
+        let timeout = self.op_timeout;
+        let path = key_path(&self.config);
+        let format = self.config.client.format;
+        let password_file = self.config.client.password_file.clone();
+        let node = self.config.node.clone();
+        let started = now();
+        self.telemetry.metrics(|m| m.store_request("get_secret"));
+        tokio::spawn(async move {
+            let fetched = match tokio::time::timeout(timeout, secrets.get(&lease.identity)).await {
+                Ok(Ok(secret)) => Ok(secret),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the secret store did not answer in time".into()),
+            };
+            let written = fetched.and_then(|secret| {
+                let content_type = secret.properties.content_type.as_deref().unwrap_or("");
+                if content_type != CONTENT_TYPE_RAW_HEX {
+                    return Err(format!(
+                        "the secret's content type is {content_type:?}; leased reads {CONTENT_TYPE_RAW_HEX} secrets"
+                    ));
+                }
+                let key = ValidatorKey::from_hex(secret.value.expose()).map_err(|e| e.to_string())?;
+                drop(secret);
+                let address = key.address().to_string();
+                // The KDF of a keystore takes most of a second: off the loop.
+                write_key_file(&path, &key, format, password_file.as_deref())?;
+                Ok(address)
+            });
+            let msg = match written {
+                Ok(address) => Msg::KeyReady {
+                    generation,
+                    lease,
+                    address,
+                    started,
+                },
+                Err(message) => {
+                    log(&node, format!("hand-off of {}: {message}", lease.identity));
+                    Msg::Machine(Event::HandOffFailed {
+                        ticket: lease.ticket,
+                    })
+                }
+            };
+            let _ = tx.send(msg);
+        });
+    }
+
+    /// Starts a guard for `lease` that runs the client under the current deadline.
+    fn spawn_guard(&mut self, lease: &Lease, address: &str) -> Result<(), String> {
+        let Some(deadline) = self.deadline else {
+            return Err("no fence deadline yet; refusing to start the client".into());
+        };
+        if now() >= deadline {
+            return Err("the fence deadline passed during the hand-off".into());
+        }
+        let key_file = key_path(&self.config);
+        let argv = self.config.client.command.render(&Substitutions {
+            key_file: &key_file,
+            password_file: self.config.client.password_file.as_deref(),
+            address,
+        });
+        let mut guard_config = GuardConfig::new(argv.into_iter().map(OsString::from).collect());
+        guard_config.key_file = Some(key_file);
+        guard_config.grace = self.config.client.fence_grace;
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the leased binary: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg("guard")
+            .args(guard_config.to_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the guard: {e}"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        self.guards_started += 1;
+        let generation = self.guards_started;
+        let (commands, mut queue) = mpsc::unbounded_channel::<GuardCommand>();
+        // Writer: never blocks the loop, even if the guard stops reading.
+        tokio::spawn(async move {
+            while let Some(cmd) = queue.recv().await {
+                let line = format!("{cmd}\n");
+                if stdin.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+                let _ = stdin.flush().await;
+            }
+        });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(event) = line.parse::<GuardEvent>() {
+                    let _ = tx.send(Msg::Guard { generation, event });
+                }
+            }
+            let _ = tx.send(Msg::GuardGone { generation });
+        });
+        let _ = commands.send(GuardCommand::Extend(MonoNanos::from_duration(
+            deadline.since_origin(),
+        )));
+        let _ = commands.send(GuardCommand::Start);
+        self.guard = Some(GuardHandle {
+            generation,
+            ticket: lease.ticket,
+            child,
+            commands,
+            client_pgid: None,
+            fenced: false,
+        });
+        Ok(())
+    }
+
+    fn fence(&mut self, lease: Lease, reason: FenceReason) {
+        log(
+            &self.config.node,
+            format!("fencing {}: {reason}", lease.identity),
+        );
+        self.telemetry
+            .metrics(|m| *m.fences.entry(reason.as_str()).or_default() += 1);
+        // A hand-off still in flight is cancelled: its KeyReady will be dropped.
+        self.generation += 1;
+        match &self.guard {
+            Some(g) => {
+                self.fence_waiting = Some(lease.ticket);
+                let _ = g.commands.send(GuardCommand::Fence);
+            }
+            None => {
+                let _ = fs::remove_file(key_path(&self.config));
+                let _ = self.tx.send(Msg::Machine(Event::FenceDone {
+                    ticket: lease.ticket,
+                }));
+            }
+        }
+    }
+
+    /// Waits for a gone guard; if it died without fencing, does the fencing itself.
+    fn reap(&mut self, mut guard: GuardHandle) {
+        if !guard.fenced {
+            if let Some(pgid) = guard.client_pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = guard.child.start_kill();
+        tokio::spawn(async move {
+            let _ = guard.child.wait().await;
+        });
+    }
+
+    /// On exit: whatever the machine did, no client outlives the daemon's stop.
+    fn stop_guard_now(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            let _ = guard.commands.send(GuardCommand::Fence);
+            self.reap_blocking(guard);
+        }
+        let _ = fs::remove_file(key_path(&self.config));
+    }
+
+    fn reap_blocking(&self, mut guard: GuardHandle) {
+        if let Some(pgid) = guard.client_pgid.filter(|_| !guard.fenced) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = guard.child.start_kill();
+    }
+}
+
+/// The key file's path in the runtime directory.
+fn key_path(config: &Config) -> PathBuf {
+    let name = match config.client.format {
+        KeyFormat::KeystoreV3 => "validator-keystore.json",
+        _ => "validator.key",
+    };
+    config.runtime_dir.join(name)
+}
+
+/// Writes the key file atomically with mode 0600, replacing a stale one.
+fn write_key_file(
+    path: &Path,
+    key: &ValidatorKey,
+    format: KeyFormat,
+    password_file: Option<&Path>,
+) -> Result<(), String> {
+    let password = match (format, password_file) {
+        (KeyFormat::KeystoreV3, Some(p)) => {
+            let mut bytes = zeroize::Zeroizing::new(
+                fsutil::read_limited(p, 4096)
+                    .map_err(|e| format!("client.password_file {}: {e}", p.display()))?,
+            );
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            Some(bytes)
+        }
+        _ => None,
+    };
+    let encoded = keyfile::encode(
+        key,
+        format,
+        password.as_ref().map(|p| p.as_slice()),
+        &KdfParams::scrypt_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    fsutil::write_new_private(path, &encoded).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::getrandom(&mut bytes);
+    u64::from_le_bytes(bytes)
+}

@@ -1,0 +1,1165 @@
+//! The fence guard: the process that binds the local client's right to run to a deadline,
+//! so fencing does not depend on the daemon being alive.
+//!
+//! The daemon starts the guard as `leased guard [--key-file F] [--password-file P]
+//! [--grace-millis N] -- CLIENT ARGV…` (placeholders already substituted) with the guard's
+//! stdin and stdout as pipes, and talks to it in lines:
+//!
+//! | daemon → guard     | meaning |
+//! |--------------------|---------|
+//! | `extend NANOS`     | the client may run until `NANOS`, an absolute `CLOCK_MONOTONIC` time in ns; a time already past fences at once |
+//! | `start`            | start the client (refused without a deadline; fences if the deadline is past) |
+//! | `fence`, `quit`    | fence now, report, exit (`quit` is the same: the guard never exits leaving a client unguarded) |
+//!
+//! | guard → daemon                          | meaning |
+//! |-----------------------------------------|---------|
+//! | `ready PID`                             | the guard is up |
+//! | `started PID`                           | the client runs; its process group id is `PID` |
+//! | `exited code N` / `exited signal N`     | the client exited by itself; its whole process group is gone |
+//! | `fenced REASON STOP DONE_NANOS ELAPSED_MICROS` | fenced; the guard exits next |
+//! | `error TEXT`                            | a command was refused or a step failed |
+//!
+//! `REASON` is `deadline`, `command`, `eof` (the daemon's pipe closed: it died, even by
+//! kill -9) or `signal` (SIGTERM, SIGINT or SIGHUP reached the guard: systemd's
+//! `KillMode=control-group` stop, which also signals the client). `STOP` says how the
+//! client went: `none` (not running), `term`, `kill` (needed SIGKILL after the grace) or
+//! `stuck` (still present after SIGKILL: the guard exits non-zero). `DONE_NANOS` is the
+//! `CLOCK_MONOTONIC` time when the client's process group was gone and the key files
+//! deleted; `ELAPSED_MICROS` runs from the fence's trigger to then.
+//!
+//! Deadlines are absolute monotonic times because `CLOCK_MONOTONIC` is one clock for every
+//! process on the host: pipe latency, or a daemon frozen between computing and sending a
+//! deadline, can only make the deadline earlier than the daemon meant, never later.
+//!
+//! Fencing: SIGTERM (and SIGCONT, so a stopped client can act on it) to the client's
+//! process group, delete the key and password files, wait up to the grace period for the
+//! group to be gone, SIGKILL it, wait again, report. The files go right after SIGTERM rather
+//! than last: nothing may read them once the right to run has ended, and deleting early
+//! keeps the key off disk even if a SIGKILLed process lingers.
+//!
+//! What this module must never do: let the client outlive a fence (or a client exit: an
+//! `exited` event means the whole group is gone, so a restart cannot overlap a straggler);
+//! start a client without a future deadline; write to stdout anything but events (the
+//! client's stdout goes to the guard's stderr); block its loop on the daemon (events are
+//! written without blocking, so a frozen daemon that stops reading cannot stall enforcement).
+//!
+//! The guard calls `setsid` so that job control or a signal aimed at the daemon's process
+//! group (SIGTSTP, SIGSTOP to `-PGID`) cannot freeze it along with the daemon, and makes
+//! itself a child subreaper so that the client's orphaned descendants are its children and
+//! can be waited for. A descendant that leaves the client's process group escapes fencing
+//! (validator clients do not do this; systemd's cgroup stop still catches it). If the guard
+//! itself is killed with SIGKILL the client keeps running: the daemon must treat end of the
+//! guard's stdout as "fence it yourself" (it knows the process group from `started`).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::time::{clock_gettime, ClockId};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Grace between SIGTERM and SIGKILL unless configured: well inside the 2 s minimum margin.
+pub const DEFAULT_GRACE: Duration = Duration::from_millis(1000);
+/// How long to wait for a SIGKILLed process group to disappear before calling it stuck.
+pub const DEFAULT_KILL_WAIT: Duration = Duration::from_millis(5000);
+/// Longest command line accepted; the longest real one (`extend` and 20 digits) is 27 bytes.
+const MAX_LINE: usize = 256;
+/// How often a fence checks whether the client's process group is gone.
+const GONE_POLL: Duration = Duration::from_millis(5);
+/// How long the guard tries to hand its last events to the daemon before exiting.
+const FINAL_WRITE_WAIT: Duration = Duration::from_millis(1000);
+
+/// Exit code when the fence could not be completed (files left, or the client survived).
+pub const EXIT_FENCE_INCOMPLETE: u8 = 1;
+/// Exit code for bad arguments or standard streams that are not pipes.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when the guard could not set itself up (runtime, signals).
+pub const EXIT_SOFTWARE: u8 = 70;
+
+/// A point on `CLOCK_MONOTONIC`, in nanoseconds: shared by every process on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MonoNanos(u64);
+
+impl MonoNanos {
+    /// Now. Should the clock ever be unreadable this returns the end of time, so every
+    /// deadline counts as passed: the guard fails closed.
+    pub fn now() -> Self {
+        match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+            Ok(ts) => {
+                let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+                let nanos = u64::try_from(ts.tv_nsec()).unwrap_or(0);
+                Self(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+            }
+            Err(_) => Self(u64::MAX),
+        }
+    }
+
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// The same point as time since `CLOCK_MONOTONIC`'s origin (for a driver whose own
+    /// monotonic times use that origin).
+    pub const fn as_duration(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+
+    /// The point `since_origin` after `CLOCK_MONOTONIC`'s origin, saturating.
+    pub fn from_duration(since_origin: Duration) -> Self {
+        Self(u64::try_from(since_origin.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// How long from `earlier` to `self`; zero if `earlier` is later.
+    pub fn since(self, earlier: MonoNanos) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for MonoNanos {
+    type Output = Self;
+    /// Saturating: a deadline never wraps into the past.
+    fn add(self, d: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+impl fmt::Display for MonoNanos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the guard needs at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// The client's argv, placeholders already substituted. Never empty.
+    pub client: Vec<OsString>,
+    /// The key file handed to the client; deleted on fence.
+    pub key_file: Option<PathBuf>,
+    /// The keystore password file, if any; deleted on fence.
+    pub password_file: Option<PathBuf>,
+    /// SIGTERM to SIGKILL.
+    pub grace: Duration,
+    /// SIGKILL to "stuck".
+    pub kill_wait: Duration,
+}
+
+impl GuardConfig {
+    /// A configuration with the default grace and no files.
+    pub fn new(client: Vec<OsString>) -> Self {
+        Self {
+            client,
+            key_file: None,
+            password_file: None,
+            grace: DEFAULT_GRACE,
+            kill_wait: DEFAULT_KILL_WAIT,
+        }
+    }
+
+    /// The arguments after `leased guard` that reproduce this configuration; the daemon
+    /// spawns the guard with them.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(p) = &self.key_file {
+            args.push("--key-file".into());
+            args.push(p.clone().into_os_string());
+        }
+        if let Some(p) = &self.password_file {
+            args.push("--password-file".into());
+            args.push(p.clone().into_os_string());
+        }
+        args.push("--grace-millis".into());
+        args.push(millis(self.grace).to_string().into());
+        args.push("--kill-wait-millis".into());
+        args.push(millis(self.kill_wait).to_string().into());
+        args.push("--".into());
+        args.extend(self.client.iter().cloned());
+        args
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Arguments of `leased guard`. Not for people: the daemon starts the guard.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuardArgs {
+    /// The key file handed to the client; deleted when fencing.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// The keystore password file, if any; deleted when fencing.
+    #[arg(long, value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    /// Grace between SIGTERM and SIGKILL of the client's process group.
+    #[arg(long, value_name = "MS", default_value_t = millis(DEFAULT_GRACE))]
+    pub grace_millis: u64,
+    /// How long a SIGKILLed client may take to disappear before the fence counts as failed.
+    #[arg(long, value_name = "MS", default_value_t = millis(DEFAULT_KILL_WAIT))]
+    pub kill_wait_millis: u64,
+    /// The client command and its arguments.
+    #[arg(last = true, required = true, num_args = 1.., value_name = "CLIENT")]
+    pub client: Vec<OsString>,
+}
+
+impl GuardArgs {
+    pub fn into_config(self) -> GuardConfig {
+        GuardConfig {
+            client: self.client,
+            key_file: self.key_file,
+            password_file: self.password_file,
+            grace: Duration::from_millis(self.grace_millis),
+            kill_wait: Duration::from_millis(self.kill_wait_millis),
+        }
+    }
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(about = "The fence guard, started by the daemon (see leased::guard)")]
+struct GuardCli {
+    #[command(flatten)]
+    args: GuardArgs,
+}
+
+/// Parses guard arguments (the first item is the program name) and runs the guard.
+/// `leased guard …` and test hosts call this.
+pub fn main_from_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::Parser as _;
+    match GuardCli::try_parse_from(args) {
+        Ok(cli) => run_guard(cli.args.into_config()),
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A line from the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardCommand {
+    /// The client may run until this time (replaces the previous deadline).
+    Extend(MonoNanos),
+    /// Start the client.
+    Start,
+    /// Fence now.
+    Fence,
+    /// Fence now (the daemon is done with this guard).
+    Quit,
+}
+
+impl fmt::Display for GuardCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Extend(t) => write!(f, "extend {t}"),
+            Self::Start => f.write_str("start"),
+            Self::Fence => f.write_str("fence"),
+            Self::Quit => f.write_str("quit"),
+        }
+    }
+}
+
+/// A line that is not a guard command, or not a guard event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unrecognised line {0:?}")]
+pub struct ParseLineError(String);
+
+impl ParseLineError {
+    fn new(line: &str) -> Self {
+        Self(line.chars().take(80).collect())
+    }
+}
+
+impl FromStr for GuardCommand {
+    type Err = ParseLineError;
+    fn from_str(line: &str) -> Result<Self, Self::Err> {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        match words.as_slice() {
+            ["extend", t] => t
+                .parse()
+                .map(|n| Self::Extend(MonoNanos(n)))
+                .map_err(|_| ParseLineError::new(line)),
+            ["start"] => Ok(Self::Start),
+            ["fence"] => Ok(Self::Fence),
+            ["quit"] => Ok(Self::Quit),
+            _ => Err(ParseLineError::new(line)),
+        }
+    }
+}
+
+/// Why the guard fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceReason {
+    /// The deadline passed without an extension.
+    Deadline,
+    /// The daemon said `fence` or `quit`.
+    Command,
+    /// The daemon's pipe closed (the daemon died) or broke.
+    Eof,
+    /// SIGTERM, SIGINT or SIGHUP reached the guard.
+    Signal,
+}
+
+impl FenceReason {
+    const ALL: [Self; 4] = [Self::Deadline, Self::Command, Self::Eof, Self::Signal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline",
+            Self::Command => "command",
+            Self::Eof => "eof",
+            Self::Signal => "signal",
+        }
+    }
+}
+
+/// How the client stopped during a fence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceStop {
+    /// No client was running.
+    None,
+    /// Its process group was gone within the grace after SIGTERM.
+    Term,
+    /// It needed SIGKILL.
+    Kill,
+    /// Something in the group survived SIGKILL for the kill wait: the fence failed.
+    Stuck,
+}
+
+impl FenceStop {
+    const ALL: [Self; 4] = [Self::None, Self::Term, Self::Kill, Self::Stuck];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Term => "term",
+            Self::Kill => "kill",
+            Self::Stuck => "stuck",
+        }
+    }
+}
+
+/// How the client's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A line from the guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// The guard is up; its pid.
+    Ready(u32),
+    /// The client started; its pid, which is also its process group id.
+    Started(u32),
+    /// The client exited by itself and its process group is gone.
+    Exited(ExitKind),
+    /// The guard fenced and is about to exit.
+    Fenced {
+        reason: FenceReason,
+        stop: FenceStop,
+        done_at: MonoNanos,
+        elapsed: Duration,
+    },
+    /// A command was refused or a step failed.
+    Error(String),
+}
+
+impl fmt::Display for GuardEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(pid) => write!(f, "ready {pid}"),
+            Self::Started(pid) => write!(f, "started {pid}"),
+            Self::Exited(ExitKind::Code(c)) => write!(f, "exited code {c}"),
+            Self::Exited(ExitKind::Signal(s)) => write!(f, "exited signal {s}"),
+            Self::Fenced {
+                reason,
+                stop,
+                done_at,
+                elapsed,
+            } => write!(
+                f,
+                "fenced {} {} {done_at} {}",
+                reason.as_str(),
+                stop.as_str(),
+                elapsed.as_micros()
+            ),
+            Self::Error(text) => {
+                let one_line: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                write!(f, "error {one_line}")
+            }
+        }
+    }
+}
+
+impl FromStr for GuardEvent {
+    type Err = ParseLineError;
+    fn from_str(line: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseLineError::new(line);
+        if let Some(text) = line.strip_prefix("error ") {
+            return Ok(Self::Error(text.to_string()));
+        }
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        Ok(match words.as_slice() {
+            ["ready", pid] => Self::Ready(pid.parse().map_err(|_| bad())?),
+            ["started", pid] => Self::Started(pid.parse().map_err(|_| bad())?),
+            ["exited", "code", c] => Self::Exited(ExitKind::Code(c.parse().map_err(|_| bad())?)),
+            ["exited", "signal", s] => {
+                Self::Exited(ExitKind::Signal(s.parse().map_err(|_| bad())?))
+            }
+            ["fenced", reason, stop, done_at, elapsed] => Self::Fenced {
+                reason: FenceReason::ALL
+                    .into_iter()
+                    .find(|r| r.as_str() == *reason)
+                    .ok_or_else(bad)?,
+                stop: FenceStop::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == *stop)
+                    .ok_or_else(bad)?,
+                done_at: MonoNanos(done_at.parse().map_err(|_| bad())?),
+                elapsed: Duration::from_micros(elapsed.parse().map_err(|_| bad())?),
+            },
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// How a guard run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardOutcome {
+    pub reason: FenceReason,
+    pub stop: FenceStop,
+    /// The client is gone and the files are deleted.
+    pub complete: bool,
+}
+
+/// Runs the guard on this process's stdin and stdout (which must be pipes) until it has
+/// fenced. Makes the process a session leader and a child subreaper; call it only as the
+/// whole of a dedicated process (`leased guard`).
+pub fn run_guard(config: GuardConfig) -> ExitCode {
+    if config.client.is_empty() {
+        eprintln!("leased guard: no client command");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // Fails with EPERM only if we already lead a process group; then the daemon chose our
+    // group for us and that is its decision to have made.
+    let _ = nix::unistd::setsid();
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        // Orphaned descendants then go to init; fencing still signals and probes the group.
+        eprintln!("leased guard: cannot become a child subreaper: {e}");
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leased guard: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    let code = rt.block_on(async {
+        let (input, output) = match stdio_pipes() {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                eprintln!("leased guard: stdin and stdout must be pipes from the daemon: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let shutdown = match shutdown_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("leased guard: cannot handle signals: {e}");
+                return ExitCode::from(EXIT_SOFTWARE);
+            }
+        };
+        let outcome = run(&config, input, output, shutdown).await;
+        if outcome.complete {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FENCE_INCOMPLETE)
+        }
+    });
+    rt.shutdown_background();
+    code
+}
+
+fn stdio_pipes() -> io::Result<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use tokio::net::unix::pipe;
+    // Duplicates, so that fds 0 and 1 stay valid until exit. Setting O_NONBLOCK on them is
+    // safe: the daemon holds only the other ends, and the client inherits neither.
+    let input = pipe::Receiver::from_owned_fd(io::stdin().as_fd().try_clone_to_owned()?)?;
+    let output = pipe::Sender::from_owned_fd(io::stdout().as_fd().try_clone_to_owned()?)?;
+    Ok((input, output))
+}
+
+fn shutdown_signals() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
+}
+
+/// The guard's loop on any byte streams: reads commands from `input`, writes events to
+/// `output`, and fences on a passed deadline, `fence`/`quit`, end of `input`, a broken
+/// `output`, or `shutdown` completing. Returns after the fence has been reported (or the
+/// report could not be delivered).
+pub async fn run<R, W, S>(config: &GuardConfig, input: R, output: W, shutdown: S) -> GuardOutcome
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    S: Future<Output = ()>,
+{
+    let mut guard = Guard {
+        config,
+        deadline: None,
+        client: None,
+        outbox: Vec::new(),
+        complete: true,
+    };
+    guard.emit(GuardEvent::Ready(std::process::id()));
+    let (reason, output_ok, mut output) = guard.watch(input, output, shutdown).await;
+    let (stop, done_at, elapsed) = guard.fence().await;
+    guard.emit(GuardEvent::Fenced {
+        reason,
+        stop,
+        done_at,
+        elapsed,
+    });
+    if output_ok {
+        let outbox = std::mem::take(&mut guard.outbox);
+        let flush = async {
+            output.write_all(&outbox).await?;
+            output.flush().await
+        };
+        let _ = tokio::time::timeout(FINAL_WRITE_WAIT, flush).await;
+    }
+    GuardOutcome {
+        reason,
+        stop,
+        complete: guard.complete,
+    }
+}
+
+struct Guard<'a> {
+    config: &'a GuardConfig,
+    /// `None` until the first `extend`: then no client may start.
+    deadline: Option<MonoNanos>,
+    client: Option<Client>,
+    /// Event bytes not yet written.
+    outbox: Vec<u8>,
+    /// Nothing has failed that leaves the key or the client behind.
+    complete: bool,
+}
+
+impl Guard<'_> {
+    fn emit(&mut self, event: GuardEvent) {
+        self.outbox.extend_from_slice(event.to_string().as_bytes());
+        self.outbox.push(b'\n');
+    }
+
+    fn error(&mut self, text: impl fmt::Display) {
+        self.emit(GuardEvent::Error(text.to_string()));
+    }
+
+    /// The loop until something fences. Returns why, and whether `output` still works.
+    async fn watch<R, W, S>(
+        &mut self,
+        mut input: R,
+        mut output: W,
+        shutdown: S,
+    ) -> (FenceReason, bool, W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+        S: Future<Output = ()>,
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        tokio::pin!(shutdown);
+        // Registered before any client is spawned, so no exit can go unnoticed. Without it
+        // (it cannot really fail) a slow poll stands in.
+        let mut sigchld = signal(SignalKind::child()).ok();
+        let mut line = Vec::with_capacity(MAX_LINE);
+        let mut skipping_long_line = false;
+        let mut buf = [0u8; 512];
+        loop {
+            let deadline = self.deadline;
+            let deadline_sleep = async move {
+                match deadline {
+                    Some(d) => {
+                        // Tokio's clock is CLOCK_MONOTONIC too; re-arming in short steps
+                        // keeps far deadlines inside the timer's range.
+                        let left = d.since(MonoNanos::now()).min(Duration::from_secs(3600));
+                        tokio::time::sleep(left).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let child_exit = async {
+                match (&self.client, &mut sigchld) {
+                    (None, _) => std::future::pending::<()>().await,
+                    (Some(_), Some(s)) => {
+                        s.recv().await;
+                    }
+                    (Some(_), None) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            let writable = !self.outbox.is_empty();
+            tokio::select! {
+                biased;
+                () = deadline_sleep => {
+                    if self.deadline_passed() {
+                        return (FenceReason::Deadline, true, output);
+                    }
+                }
+                () = &mut shutdown => return (FenceReason::Signal, true, output),
+                () = child_exit => self.on_child_signal().await,
+                read = input.read(&mut buf) => {
+                    let n = match read {
+                        Ok(0) | Err(_) => return (FenceReason::Eof, true, output),
+                        Ok(n) => n,
+                    };
+                    for &b in &buf[..n] {
+                        if b != b'\n' {
+                            if line.len() < MAX_LINE {
+                                line.push(b);
+                            } else if !skipping_long_line {
+                                skipping_long_line = true;
+                                self.error("command line too long");
+                            }
+                            continue;
+                        }
+                        let complete_line = std::mem::take(&mut line);
+                        if std::mem::take(&mut skipping_long_line) {
+                            continue;
+                        }
+                        if let Some(reason) = self.on_line(&complete_line) {
+                            return (reason, true, output);
+                        }
+                    }
+                }
+                written = output.write(&self.outbox), if writable => match written {
+                    Ok(0) | Err(_) => return (FenceReason::Eof, false, output),
+                    Ok(n) => {
+                        self.outbox.drain(..n);
+                    }
+                },
+            }
+        }
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| MonoNanos::now() >= d)
+    }
+
+    /// Handles one command line; returns a reason when it means "fence now".
+    fn on_line(&mut self, raw: &[u8]) -> Option<FenceReason> {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        match text.parse::<GuardCommand>() {
+            Err(e) => self.error(e),
+            Ok(GuardCommand::Extend(t)) => {
+                self.deadline = Some(t);
+                if self.deadline_passed() {
+                    return Some(FenceReason::Deadline);
+                }
+            }
+            Ok(GuardCommand::Start) => {
+                if self.deadline.is_none() {
+                    self.error("start refused: no deadline yet");
+                } else if self.deadline_passed() {
+                    return Some(FenceReason::Deadline);
+                } else if self.client.is_some() {
+                    self.error("start refused: the client is still running");
+                } else {
+                    self.start_client();
+                }
+            }
+            Ok(GuardCommand::Fence | GuardCommand::Quit) => return Some(FenceReason::Command),
+        }
+        None
+    }
+
+    fn start_client(&mut self) {
+        let argv = &self.config.client;
+        let Some((program, args)) = argv.split_first() else {
+            self.error("no client command");
+            return;
+        };
+        // The client's stdout must not be our event pipe.
+        let stdout = match io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => Stdio::from(fd),
+            Err(_) => Stdio::null(),
+        };
+        let spawned = std::process::Command::new(program)
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::inherit())
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                // Reaped with waitpid below, not through `child`; dropping it neither waits
+                // nor kills.
+                let pid = child.id();
+                match i32::try_from(pid) {
+                    Ok(raw) => {
+                        self.client = Some(Client::new(Pid::from_raw(raw)));
+                        self.emit(GuardEvent::Started(pid));
+                    }
+                    Err(_) => self.error("client pid out of range"),
+                }
+            }
+            Err(e) => self.error(format_args!(
+                "cannot start the client {}: {e}",
+                Path::new(program).display()
+            )),
+        }
+    }
+
+    /// SIGCHLD: if the client's main process exited, make sure nothing of its group is
+    /// left, then report the exit.
+    async fn on_child_signal(&mut self) {
+        let kill_wait = self.config.kill_wait;
+        let Some(client) = &mut self.client else {
+            return;
+        };
+        let was_running = client.leader_exit.is_none();
+        client.reap();
+        let Some(exit) = client.leader_exit else {
+            return;
+        };
+        if was_running {
+            // Stragglers in the group (a wrapper's children) must not outlive the report,
+            // or a restarted client could sign beside them.
+            client.signal(Signal::SIGKILL);
+        }
+        if client.wait_gone(kill_wait).await {
+            self.client = None;
+            self.emit(GuardEvent::Exited(exit));
+        } else if was_running {
+            self.error("the client exited but its process group survives SIGKILL");
+        }
+    }
+
+    /// Stops the client and deletes the files. Returns how the client stopped, when the
+    /// fence was done and how long it took.
+    async fn fence(&mut self) -> (FenceStop, MonoNanos, Duration) {
+        let started = MonoNanos::now();
+        let mut stop = FenceStop::None;
+        if let Some(client) = &mut self.client {
+            client.signal(Signal::SIGTERM);
+            client.signal(Signal::SIGCONT);
+            stop = FenceStop::Term;
+        }
+        let files = [&self.config.key_file, &self.config.password_file];
+        for path in files.into_iter().flatten() {
+            if let Err(e) = remove_secret_file(path) {
+                self.complete = false;
+                let text = format!("cannot delete {}: {e}", path.display());
+                self.error(text);
+            }
+        }
+        if let Some(client) = &mut self.client {
+            if !client.wait_gone(self.config.grace).await {
+                client.signal(Signal::SIGKILL);
+                stop = FenceStop::Kill;
+                if !client.wait_gone(self.config.kill_wait).await {
+                    stop = FenceStop::Stuck;
+                }
+            }
+            if stop == FenceStop::Stuck {
+                self.complete = false;
+                self.error("the client's process group survives SIGKILL");
+            } else {
+                self.client = None;
+            }
+        }
+        let done = MonoNanos::now();
+        (stop, done, done.since(started))
+    }
+}
+
+/// The running client: its main process, which leads its own process group.
+struct Client {
+    pgid: Pid,
+    /// Set once the main process has been reaped.
+    leader_exit: Option<ExitKind>,
+}
+
+impl Client {
+    fn new(pgid: Pid) -> Self {
+        Self {
+            pgid,
+            leader_exit: None,
+        }
+    }
+
+    /// Signals the group, and the main process by pid in case it left the group.
+    fn signal(&self, sig: Signal) {
+        let _ = killpg(self.pgid, sig);
+        if self.leader_exit.is_none() {
+            let _ = kill(self.pgid, sig);
+        }
+    }
+
+    /// Reaps whatever of the client has exited, without blocking.
+    fn reap(&mut self) {
+        if self.leader_exit.is_none() {
+            match waitpid(self.pgid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => self.leader_exit = Some(ExitKind::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.leader_exit = Some(ExitKind::Signal(sig as i32));
+                }
+                // Someone else reaped it (cannot happen in the guard process): gone.
+                Err(Errno::ECHILD) => self.leader_exit = Some(ExitKind::Code(-1)),
+                _ => {}
+            }
+        }
+        // Orphaned members of the group are our children (child subreaper): reap them too.
+        let group = Pid::from_raw(-self.pgid.as_raw());
+        loop {
+            match waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Whether nothing of the client is left: main process reaped, and no process in its
+    /// group (unreaped zombies count as present, so this is only true once they are gone).
+    fn gone(&mut self) -> bool {
+        self.reap();
+        self.leader_exit.is_some() && killpg(self.pgid, None) == Err(Errno::ESRCH)
+    }
+
+    async fn wait_gone(&mut self, limit: Duration) -> bool {
+        let until = MonoNanos::now() + limit;
+        loop {
+            if self.gone() {
+                return true;
+            }
+            if MonoNanos::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(GONE_POLL).await;
+        }
+    }
+}
+
+impl Drop for Client {
+    /// Fail closed: if the guard unwinds with a client present, the client dies with it.
+    fn drop(&mut self) {
+        if !self.gone() {
+            self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Overwrites a key or password file with zeros (so the tmpfs pages do not keep the
+/// secret) and deletes it. A missing file is fine: the daemon may have removed it.
+fn remove_secret_file(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(meta) if meta.file_type().is_file() => {
+            // Best effort: the unlink below is what counts.
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+                use std::io::Write as _;
+                let len = usize::try_from(meta.len()).unwrap_or(0).min(1 << 20);
+                let _ = f.write_all(&vec![0u8; len]).and_then(|()| f.sync_data());
+            }
+        }
+        Ok(_) => {}
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    #[test]
+    fn commands_round_trip() {
+        for c in [
+            GuardCommand::Extend(MonoNanos::from_nanos(123_456_789_012)),
+            GuardCommand::Start,
+            GuardCommand::Fence,
+            GuardCommand::Quit,
+        ] {
+            assert_eq!(c.to_string().parse::<GuardCommand>(), Ok(c));
+        }
+        for bad in [
+            "",
+            "extend",
+            "extend -1",
+            "extend 1 2",
+            "start now",
+            "FENCE",
+        ] {
+            assert!(bad.parse::<GuardCommand>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn events_round_trip() {
+        for e in [
+            GuardEvent::Ready(7),
+            GuardEvent::Started(42),
+            GuardEvent::Exited(ExitKind::Code(3)),
+            GuardEvent::Exited(ExitKind::Signal(9)),
+            GuardEvent::Fenced {
+                reason: FenceReason::Deadline,
+                stop: FenceStop::Kill,
+                done_at: MonoNanos::from_nanos(99),
+                elapsed: Duration::from_micros(1_000_123),
+            },
+            GuardEvent::Error("start refused: no deadline yet".into()),
+        ] {
+            assert_eq!(e.to_string().parse::<GuardEvent>(), Ok(e));
+        }
+        assert_eq!(
+            GuardEvent::Error("two\nlines".into()).to_string(),
+            "error two lines"
+        );
+        assert!("fenced later none 1 2".parse::<GuardEvent>().is_err());
+    }
+
+    #[test]
+    fn config_round_trips_through_the_arguments() {
+        let config = GuardConfig {
+            client: vec!["client".into(), "--flag".into(), "--".into()],
+            key_file: Some("/run/x/key".into()),
+            password_file: Some("/run/x/pw".into()),
+            grace: Duration::from_millis(750),
+            kill_wait: Duration::from_millis(3000),
+        };
+        let argv = std::iter::once(OsString::from("guard")).chain(config.to_args());
+        let parsed = GuardCli::try_parse_from(argv).expect("parses");
+        assert_eq!(parsed.args.into_config(), config);
+
+        let bare = GuardCli::try_parse_from(["guard", "--", "c"]).expect("parses");
+        assert_eq!(bare.args.into_config(), GuardConfig::new(vec!["c".into()]));
+        assert!(GuardCli::try_parse_from(["guard"]).is_err());
+    }
+
+    #[test]
+    fn monotonic_time_is_sane() {
+        let a = MonoNanos::now();
+        let b = MonoNanos::now();
+        assert!(a > MonoNanos::from_nanos(0) && b >= a);
+        assert_eq!(
+            (a + Duration::from_millis(5)).since(a),
+            Duration::from_millis(5)
+        );
+        assert_eq!(a.since(a + Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            (MonoNanos::from_nanos(u64::MAX) + Duration::MAX).as_nanos(),
+            u64::MAX
+        );
+    }
+
+    /// Drives `run` in this process over in-memory pipes.
+    struct Harness {
+        commands: tokio::io::DuplexStream,
+        events: tokio::io::Lines<BufReader<tokio::io::DuplexStream>>,
+        task: tokio::task::JoinHandle<GuardOutcome>,
+    }
+
+    impl Harness {
+        fn start(config: GuardConfig) -> Self {
+            let (commands, guard_in) = tokio::io::duplex(4096);
+            let (guard_out, events) = tokio::io::duplex(4096);
+            let task = tokio::spawn(async move {
+                run(&config, guard_in, guard_out, std::future::pending()).await
+            });
+            Self {
+                commands,
+                events: BufReader::new(events).lines(),
+                task,
+            }
+        }
+
+        async fn send(&mut self, line: impl fmt::Display) {
+            self.commands
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .expect("guard reads");
+        }
+
+        async fn event(&mut self) -> GuardEvent {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.events.next_line())
+                .await
+                .expect("an event in time")
+                .expect("readable")
+                .expect("not closed");
+            line.parse().expect("a valid event")
+        }
+    }
+
+    fn sleeper() -> GuardConfig {
+        let mut c = GuardConfig::new(vec!["sh".into(), "-c".into(), "sleep 30".into()]);
+        c.grace = Duration::from_millis(500);
+        c
+    }
+
+    #[tokio::test]
+    async fn start_needs_a_future_deadline_and_a_past_one_fences() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, "secret").expect("write");
+        let mut config = sleeper();
+        config.key_file = Some(key.clone());
+        let mut h = Harness::start(config);
+        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
+
+        h.send("start").await;
+        assert!(matches!(h.event().await, GuardEvent::Error(t) if t.contains("no deadline")));
+        h.send("bogus").await;
+        assert!(matches!(h.event().await, GuardEvent::Error(_)));
+        h.send("x".repeat(MAX_LINE + 10)).await;
+        assert!(matches!(h.event().await, GuardEvent::Error(t) if t.contains("too long")));
+
+        let past = MonoNanos::from_nanos(MonoNanos::now().as_nanos() - 1);
+        h.send(GuardCommand::Extend(past)).await;
+        match h.event().await {
+            GuardEvent::Fenced { reason, stop, .. } => {
+                assert_eq!((reason, stop), (FenceReason::Deadline, FenceStop::None));
+            }
+            other => panic!("expected fenced, got {other:?}"),
+        }
+        let outcome = h.task.await.expect("joins");
+        assert!(outcome.complete);
+        assert!(!key.exists(), "the key file is deleted");
+    }
+
+    #[tokio::test]
+    async fn fence_stops_a_running_client_and_eof_fences() {
+        let mut h = Harness::start(sleeper());
+        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
+        h.send(GuardCommand::Extend(
+            MonoNanos::now() + Duration::from_secs(60),
+        ))
+        .await;
+        h.send("start").await;
+        let GuardEvent::Started(pid) = h.event().await else {
+            panic!("expected started");
+        };
+        let pgid = Pid::from_raw(i32::try_from(pid).expect("pid"));
+        assert_eq!(
+            killpg(pgid, None),
+            Ok(()),
+            "the client runs in its own group"
+        );
+        h.send("start").await;
+        assert!(matches!(h.event().await, GuardEvent::Error(t) if t.contains("still running")));
+        // End of input is the daemon dying.
+        drop(h.commands);
+        match h
+            .events
+            .next_line()
+            .await
+            .expect("readable")
+            .map(|l| l.parse())
+        {
+            Some(Ok(GuardEvent::Fenced { reason, stop, .. })) => {
+                assert_eq!(reason, FenceReason::Eof);
+                assert_eq!(stop, FenceStop::Term);
+            }
+            other => panic!("expected fenced, got {other:?}"),
+        }
+        assert_eq!(killpg(pgid, None), Err(Errno::ESRCH), "the group is gone");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_cannot_start_is_an_error_not_a_fence() {
+        let config = GuardConfig::new(vec!["leased-guard-test-no-such-program".into()]);
+        let mut h = Harness::start(config);
+        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
+        h.send(GuardCommand::Extend(
+            MonoNanos::now() + Duration::from_secs(60),
+        ))
+        .await;
+        h.send("start").await;
+        assert!(matches!(h.event().await, GuardEvent::Error(t) if t.contains("cannot start")));
+        h.send("fence").await;
+        assert!(matches!(
+            h.event().await,
+            GuardEvent::Fenced {
+                reason: FenceReason::Command,
+                stop: FenceStop::None,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_exits_is_reported_and_can_be_restarted() {
+        let config = GuardConfig::new(vec!["sh".into(), "-c".into(), "exit 3".into()]);
+        let mut h = Harness::start(config);
+        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
+        h.send(GuardCommand::Extend(
+            MonoNanos::now() + Duration::from_secs(60),
+        ))
+        .await;
+        for _ in 0..2 {
+            h.send("start").await;
+            assert!(matches!(h.event().await, GuardEvent::Started(_)));
+            assert_eq!(h.event().await, GuardEvent::Exited(ExitKind::Code(3)));
+        }
+        h.send("quit").await;
+        assert!(matches!(
+            h.event().await,
+            GuardEvent::Fenced {
+                reason: FenceReason::Command,
+                stop: FenceStop::None,
+                ..
+            }
+        ));
+    }
+}

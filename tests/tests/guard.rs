@@ -1,0 +1,532 @@
+//! The fence guard as real processes: a `guard-host` process (the same `leased::guard`
+//! code `leased guard` runs) supervising a `standin-client`, with this test playing the
+//! daemon on the other end of the pipes.
+//!
+//! Every scenario checks the stand-in's own log, not only what the guard reports: the last
+//! signing line must come before the guard said the client was gone. Latencies are printed
+//! (`--nocapture`) as `latency:` lines.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use integration_tests::overlap::{self, CheckParams, Signing};
+use leased::guard::{
+    ExitKind, FenceReason, FenceStop, GuardCommand, GuardConfig, GuardEvent, MonoNanos,
+};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use shared::key::ValidatorKey;
+use shared::keyfile::{self, KeyFormat};
+use shared::keystore::KdfParams;
+
+const GUARD: &str = env!("CARGO_BIN_EXE_guard-host");
+const STANDIN: &str = env!("CARGO_BIN_EXE_standin-client");
+/// Scheduling slack allowed on top of what the protocol promises.
+const SLACK: Duration = Duration::from_millis(300);
+const GRACE: Duration = Duration::from_millis(500);
+
+/// One scenario's files: a key file handed to the client, and the client's sign log.
+struct Setup {
+    dir: tempfile::TempDir,
+    key_file: PathBuf,
+    address: String,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = ValidatorKey::generate();
+        let key_file = dir.path().join("key");
+        let bytes = keyfile::encode(
+            &key,
+            KeyFormat::RawHex,
+            None,
+            &KdfParams::pbkdf2_fast_for_tests(),
+        )
+        .expect("encodes");
+        shared::fsutil::write_new_private(&key_file, &bytes).expect("key file");
+        Self {
+            dir,
+            key_file,
+            address: key.address().to_checksum(),
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("sign.log")
+    }
+
+    /// A guard configuration whose client is the stand-in, signing as `node`, plus `extra`.
+    fn config(&self, node: &str, extra: &[&str]) -> GuardConfig {
+        let mut client: Vec<std::ffi::OsString> = vec![
+            STANDIN.into(),
+            "--address".into(),
+            self.address.clone().into(),
+            "--log".into(),
+            self.log().into(),
+            "--node".into(),
+            node.into(),
+            "--key-file".into(),
+            self.key_file.clone().into(),
+        ];
+        client.extend(extra.iter().map(Into::into));
+        let mut config = GuardConfig::new(client);
+        config.key_file = Some(self.key_file.clone());
+        config.grace = GRACE;
+        config
+    }
+
+    fn signings(&self) -> Vec<Signing> {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        overlap::parse_log("log", &text).expect("the sign log parses")
+    }
+}
+
+/// A guard process and the pipes to it. Dropping it kills everything it started.
+struct Guard {
+    guard: Child,
+    /// The pipe to the guard's stdin, or to the relay in front of it.
+    commands: Option<ChildStdin>,
+    events: mpsc::Receiver<GuardEvent>,
+    /// A `cat` between this test and the guard, standing in for a daemon process that can
+    /// be frozen or killed.
+    relay: Option<Child>,
+    client_pgid: Option<Pid>,
+}
+
+impl Guard {
+    fn spawn(config: &GuardConfig) -> Self {
+        Self::spawn_inner(config, false)
+    }
+
+    fn spawn_behind_relay(config: &GuardConfig) -> Self {
+        Self::spawn_inner(config, true)
+    }
+
+    fn spawn_inner(config: &GuardConfig, relayed: bool) -> Self {
+        let mut relay = None;
+        let (guard_stdin, commands) = if relayed {
+            let mut cat = Command::new("cat")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("cat runs");
+            let out = Stdio::from(cat.stdout.take().expect("piped"));
+            let commands = cat.stdin.take();
+            relay = Some(cat);
+            (out, commands)
+        } else {
+            (Stdio::piped(), None)
+        };
+        let mut guard = Command::new(GUARD)
+            .args(config.to_args())
+            .stdin(guard_stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("guard-host runs");
+        let commands = commands.or_else(|| guard.stdin.take());
+        let stdout = guard.stdout.take().expect("piped");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event = line
+                    .parse()
+                    .unwrap_or_else(|e| panic!("guard wrote a bad event {line:?}: {e}"));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut g = Self {
+            guard,
+            commands,
+            events,
+            relay,
+            client_pgid: None,
+        };
+        assert!(matches!(g.event(), GuardEvent::Ready(_)));
+        g
+    }
+
+    fn send(&mut self, command: GuardCommand) {
+        let pipe = self.commands.as_mut().expect("commands still open");
+        writeln!(pipe, "{command}").expect("the guard reads commands");
+        pipe.flush().expect("flushed");
+    }
+
+    fn event_within(&mut self, limit: Duration) -> Option<GuardEvent> {
+        let event = self.events.recv_timeout(limit).ok()?;
+        if let GuardEvent::Started(pid) = event {
+            self.client_pgid = Some(Pid::from_raw(i32::try_from(pid).expect("pid")));
+        }
+        Some(event)
+    }
+
+    fn event(&mut self) -> GuardEvent {
+        self.event_within(Duration::from_secs(15))
+            .expect("the guard reports within 15 s")
+    }
+
+    /// `extend` to `deadline`, `start`, and wait until the stand-in has signed.
+    fn start_until(&mut self, deadline: MonoNanos, setup: &Setup) -> Pid {
+        self.send(GuardCommand::Extend(deadline));
+        self.send(GuardCommand::Start);
+        let GuardEvent::Started(_) = self.event() else {
+            panic!("expected started");
+        };
+        wait_for("the stand-in to sign", || !setup.signings().is_empty());
+        self.client_pgid.expect("set by started")
+    }
+
+    /// The next event, which must be `fenced`: (reason, stop, done_at, elapsed).
+    fn fenced(&mut self) -> (FenceReason, FenceStop, MonoNanos, Duration) {
+        match self.event() {
+            GuardEvent::Fenced {
+                reason,
+                stop,
+                done_at,
+                elapsed,
+            } => (reason, stop, done_at, elapsed),
+            other => panic!("expected fenced, got {other:?}"),
+        }
+    }
+
+    /// The guard's exit code, waiting up to 5 s.
+    fn exit_code(&mut self) -> Option<i32> {
+        for _ in 0..500 {
+            if let Some(status) = self.guard.try_wait().expect("waitable") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the guard did not exit after fencing");
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.client_pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let _ = self.guard.kill();
+        let _ = self.guard.wait();
+        if let Some(relay) = &mut self.relay {
+            let _ = kill(pid_of(relay), Signal::SIGCONT);
+            let _ = relay.kill();
+            let _ = relay.wait();
+        }
+    }
+}
+
+fn pid_of(child: &Child) -> Pid {
+    Pid::from_raw(i32::try_from(child.id()).expect("pid"))
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn after(d: Duration) -> MonoNanos {
+    MonoNanos::now() + d
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The stand-in's log says it stopped by `done_at`: no line after it, and the process
+/// group is gone.
+fn assert_stopped_by(setup: &Setup, pgid: Pid, done_at: MonoNanos) -> Vec<Signing> {
+    let lines = setup.signings();
+    let last = lines.iter().map(|s| s.at).max().expect("it signed");
+    assert!(
+        last <= done_at.as_nanos(),
+        "the stand-in wrote at {last}, after the guard reported it gone at {done_at}"
+    );
+    assert_eq!(
+        killpg(pgid, None),
+        Err(Errno::ESRCH),
+        "the client's group is gone"
+    );
+    // Nothing may sign after the report, however long we look.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        setup.signings().len(),
+        lines.len(),
+        "signing after the fence"
+    );
+    lines
+}
+
+#[test]
+fn a_deadline_without_extension_stops_the_client_and_deletes_the_key() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let deadline = after(Duration::from_millis(800));
+    let pgid = g.start_until(deadline, &setup);
+
+    let (reason, stop, done_at, elapsed) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Deadline, FenceStop::Term));
+    assert!(done_at >= deadline, "fenced before the deadline");
+    let late = done_at.since(deadline);
+    eprintln!(
+        "latency: deadline -> client gone and key deleted: {:.1} ms (fence took {:.1} ms)",
+        ms(late),
+        ms(elapsed)
+    );
+    assert!(late <= SLACK, "fenced {late:?} after the deadline");
+    assert!(!setup.key_file.exists(), "the key file is deleted");
+    let lines = assert_stopped_by(&setup, pgid, done_at);
+    let stop_line = lines.iter().find(|s| s.stop).expect("SIGTERM reached it");
+    assert!(stop_line.at >= deadline.as_nanos());
+    eprintln!(
+        "latency: deadline -> stand-in's last line: {:.1} ms",
+        ms(Duration::from_nanos(stop_line.at - deadline.as_nanos()))
+    );
+    assert_eq!(g.exit_code(), Some(0));
+}
+
+#[test]
+fn extensions_keep_the_client_running_and_fence_stops_it() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let pgid = g.start_until(after(Duration::from_millis(400)), &setup);
+    // Two seconds of renewals, each 400 ms ahead: five times the unextended deadline.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        g.send(GuardCommand::Extend(after(Duration::from_millis(400))));
+    }
+    assert_eq!(
+        g.event_within(Duration::ZERO),
+        None,
+        "no event while extended"
+    );
+    assert_eq!(kill(pgid, None), Ok(()), "the client still runs");
+
+    let sent = MonoNanos::now();
+    g.send(GuardCommand::Fence);
+    let (reason, stop, done_at, elapsed) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Command, FenceStop::Term));
+    eprintln!(
+        "latency: fence command -> client gone: {:.1} ms (guard's own measure {:.1} ms)",
+        ms(done_at.since(sent)),
+        ms(elapsed)
+    );
+    assert!(done_at.since(sent) <= SLACK);
+    assert!(!setup.key_file.exists());
+    let lines = assert_stopped_by(&setup, pgid, done_at);
+    let report = overlap::check(&lines, CheckParams::default()).expect("one writer");
+    let held = report.of(&setup.address);
+    assert_eq!(held.len(), 1, "one unbroken interval: {held:?}");
+    assert!(Duration::from_nanos(held[0].end - held[0].start) >= Duration::from_secs(2));
+    assert_eq!(g.exit_code(), Some(0));
+}
+
+#[test]
+fn end_of_input_means_the_daemon_died_and_fences() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    let closed = MonoNanos::now();
+    drop(g.commands.take());
+    let (reason, stop, done_at, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Eof, FenceStop::Term));
+    eprintln!(
+        "latency: daemon pipe closed -> client gone: {:.1} ms",
+        ms(done_at.since(closed))
+    );
+    assert!(done_at.since(closed) <= SLACK);
+    assert!(!setup.key_file.exists());
+    assert_stopped_by(&setup, pgid, done_at);
+    assert_eq!(g.exit_code(), Some(0));
+}
+
+#[test]
+fn a_killed_daemon_process_fences_at_once() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn_behind_relay(&setup.config("vm-1", &[]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    let relay = g.relay.as_mut().expect("relayed");
+    let killed = MonoNanos::now();
+    relay.kill().expect("kill -9 of the relay");
+    let (reason, stop, done_at, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Eof, FenceStop::Term));
+    eprintln!(
+        "latency: kill -9 of the daemon-side process -> client gone: {:.1} ms",
+        ms(done_at.since(killed))
+    );
+    assert!(done_at.since(killed) <= SLACK);
+    assert!(!setup.key_file.exists());
+    assert_stopped_by(&setup, pgid, done_at);
+}
+
+#[test]
+fn a_frozen_daemon_cannot_stretch_the_deadline() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn_behind_relay(&setup.config("vm-1", &[]));
+    let deadline = after(Duration::from_millis(800));
+    let pgid = g.start_until(deadline, &setup);
+    let relay = pid_of(g.relay.as_ref().expect("relayed"));
+    kill(relay, Signal::SIGSTOP).expect("SIGSTOP the relay");
+    // Extensions written now sit in the frozen relay's pipe and never arrive.
+    g.send(GuardCommand::Extend(after(Duration::from_secs(60))));
+    let (reason, stop, done_at, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Deadline, FenceStop::Term));
+    eprintln!(
+        "latency: deadline (daemon frozen) -> client gone: {:.1} ms",
+        ms(done_at.since(deadline))
+    );
+    assert!(done_at >= deadline && done_at.since(deadline) <= SLACK);
+    assert!(!setup.key_file.exists());
+    assert_stopped_by(&setup, pgid, done_at);
+    assert_eq!(
+        g.exit_code(),
+        Some(0),
+        "exits while the daemon is still frozen"
+    );
+}
+
+#[test]
+fn a_client_ignoring_sigterm_is_killed_after_the_grace() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &["--ignore-sigterm"]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    let sent = MonoNanos::now();
+    g.send(GuardCommand::Fence);
+    let (reason, stop, done_at, elapsed) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Command, FenceStop::Kill));
+    eprintln!(
+        "latency: fence -> SIGTERM-ignoring client killed: {:.1} ms (grace {:.0} ms)",
+        ms(done_at.since(sent)),
+        ms(GRACE)
+    );
+    assert!(elapsed >= GRACE, "SIGKILL came before the grace ended");
+    assert!(done_at.since(sent) <= GRACE + SLACK);
+    assert!(!setup.key_file.exists());
+    let lines = assert_stopped_by(&setup, pgid, done_at);
+    assert!(!lines.iter().any(|s| s.stop), "it never saw SIGTERM");
+}
+
+#[test]
+fn the_whole_process_group_is_stopped_not_only_the_main_process() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &["--spawn-child"]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    wait_for("parent and child to sign", || {
+        let text = std::fs::read_to_string(setup.log()).unwrap_or_default();
+        let pids: std::collections::HashSet<_> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
+        pids.len() >= 2
+    });
+    g.send(GuardCommand::Fence);
+    let (reason, stop, done_at, _) = g.fenced();
+    // The main process exits on SIGTERM; its child ignores it and needs SIGKILL.
+    assert_eq!((reason, stop), (FenceReason::Command, FenceStop::Kill));
+    assert_stopped_by(&setup, pgid, done_at);
+}
+
+#[test]
+fn a_client_exit_is_reported_and_the_daemon_may_restart_it() {
+    let setup = Setup::new();
+    let mut g =
+        Guard::spawn(&setup.config("vm-1", &["--exit-after-ms", "300", "--exit-code", "3"]));
+    g.start_until(after(Duration::from_secs(60)), &setup);
+    assert_eq!(g.event(), GuardEvent::Exited(ExitKind::Code(3)));
+    assert!(
+        setup.key_file.exists(),
+        "an exit is not a fence: the key stays"
+    );
+    g.send(GuardCommand::Start);
+    assert!(matches!(g.event(), GuardEvent::Started(_)));
+    assert_eq!(g.event(), GuardEvent::Exited(ExitKind::Code(3)));
+    g.send(GuardCommand::Quit);
+    let (reason, stop, _, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Command, FenceStop::None));
+    assert!(!setup.key_file.exists());
+}
+
+#[test]
+fn a_killed_client_is_reported_with_its_signal() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    kill(pgid, Signal::SIGKILL).expect("kill -9 of the client");
+    assert_eq!(g.event(), GuardEvent::Exited(ExitKind::Signal(9)));
+}
+
+#[test]
+fn no_client_starts_without_a_live_deadline() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    g.send(GuardCommand::Start);
+    assert!(matches!(g.event(), GuardEvent::Error(t) if t.contains("no deadline")));
+    // A start that arrives after the deadline: the guard has fenced (and maybe exited)
+    // instead of starting anything.
+    g.send(GuardCommand::Extend(after(Duration::from_millis(50))));
+    std::thread::sleep(Duration::from_millis(100));
+    let pipe = g.commands.as_mut().expect("open");
+    let _ = writeln!(pipe, "{}", GuardCommand::Start);
+    let (reason, stop, _, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Deadline, FenceStop::None));
+    assert!(!setup.key_file.exists());
+    assert!(setup.signings().is_empty(), "the client never ran");
+}
+
+#[test]
+fn sigterm_to_the_guard_fences_as_systemd_stop_would() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    kill(pid_of(&g.guard), Signal::SIGTERM).expect("SIGTERM the guard");
+    let (reason, stop, done_at, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Signal, FenceStop::Term));
+    assert!(!setup.key_file.exists());
+    assert_stopped_by(&setup, pgid, done_at);
+    assert_eq!(g.exit_code(), Some(0));
+}
+
+#[test]
+fn a_hand_over_at_the_deadline_never_overlaps() {
+    // vm-1's guard fences at its deadline; vm-2 starts the same identity as soon as vm-1
+    // reports, both logging to one file; the checker must find two disjoint intervals.
+    let setup = Setup::new();
+    let key = std::fs::read(&setup.key_file).expect("key");
+    let mut first = Guard::spawn(&setup.config("vm-1", &[]));
+    first.start_until(after(Duration::from_millis(600)), &setup);
+    let (reason, _, done_at, _) = first.fenced();
+    assert_eq!(reason, FenceReason::Deadline);
+
+    shared::fsutil::write_new_private(&setup.key_file, &key).expect("key again");
+    let mut second = Guard::spawn(&setup.config("vm-2", &[]));
+    second.send(GuardCommand::Extend(after(Duration::from_secs(60))));
+    second.send(GuardCommand::Start);
+    assert!(matches!(second.event(), GuardEvent::Started(_)));
+    std::thread::sleep(Duration::from_millis(300));
+    second.send(GuardCommand::Fence);
+    second.fenced();
+
+    let log = setup.log();
+    let report = overlap::assert_no_overlap(&[("shared", log.as_path())], CheckParams::default());
+    let held = report.of(&setup.address);
+    let writers: Vec<&str> = held.iter().map(|i| i.writer.as_str()).collect();
+    assert_eq!(writers, ["vm-1", "vm-2"]);
+    assert!(held[0].end <= done_at.as_nanos());
+    eprintln!(
+        "latency: vm-1 stopped -> vm-2 first line: {:.1} ms",
+        ms(Duration::from_nanos(held[1].start - held[0].end))
+    );
+}
