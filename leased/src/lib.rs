@@ -7,6 +7,7 @@
 //! deadline even when the daemon cannot; [`http`] and [`telemetry`] show what it does;
 //! [`oncall`] is `leased status` and `leased break`.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod guard;

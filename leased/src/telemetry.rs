@@ -285,8 +285,10 @@ mod tests {
 
     #[test]
     fn metrics_render_every_family_with_cumulative_buckets() {
-        let mut m = Metrics::default();
-        m.acquisitions = 2;
+        let mut m = Metrics {
+            acquisitions: 2,
+            ..Metrics::default()
+        };
         m.observe_renew(Duration::from_millis(3));
         m.observe_renew(Duration::from_millis(300));
         *m.fences.entry("lease_lost").or_default() += 1;

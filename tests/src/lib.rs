@@ -3,7 +3,31 @@
 //!
 //! Nothing here is linked into a shipped binary.
 
+pub mod cluster;
 pub mod lease_conformance;
 pub mod overlap;
 pub mod secret_conformance;
 pub mod tools;
+
+/// A binary of this crate (`standin-client`, `leased-host`, …), next to the test binary
+/// that asks: cargo builds a package's binaries before its integration tests.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("test binaries live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test -p integration-tests`, which builds it",
+        path.display()
+    );
+    path
+}

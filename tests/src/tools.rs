@@ -283,3 +283,33 @@ fn keystore(out: Output) -> String {
         .unwrap_or_else(|e| panic!("interop script printed invalid keystore JSON: {e}"));
     json
 }
+
+/// The command-line entry point of `@ethereumjs/client` (its package's `bin.ethereumjs`),
+/// for `node` to run, after checking that the package is installed at its pinned version.
+/// The caller starts `node` itself, so that it can put its own options before the script.
+pub fn ethereumjs_client_cli() -> PathBuf {
+    const PACKAGE: &str = "@ethereumjs/client";
+    let package = node_modules().join(PACKAGE);
+    if !node_pins().iter().any(|(name, _)| name == PACKAGE) {
+        panic!("{PACKAGE} is not pinned in ops/test-deps/package.json");
+    }
+    let manifest = package.join("package.json");
+    let bin = std::fs::read(&manifest)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v["bin"]["ethereumjs"].as_str().map(str::to_owned));
+    let Some(bin) = bin else {
+        missing(&format!(
+            "{} names no `bin.ethereumjs` entry point",
+            manifest.display()
+        ));
+    };
+    let cli = package.join(bin);
+    if !cli.is_file() {
+        missing(&format!(
+            "the {PACKAGE} entry point {} is missing",
+            cli.display()
+        ));
+    }
+    cli
+}

@@ -1,0 +1,109 @@
+//! The `leased` command line: the daemon, the on-call commands, and the hidden guard.
+//! In the library so that test hosts run exactly the CLI the binary runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Keeps each validator identity signing on exactly one VM.
+///
+/// `leased run` takes a lease on one unused identity of its pool, hands the key to the
+/// local Ethereum client, renews the lease, and stops the client before the lease can
+/// lapse; on SIGTERM it fences, releases and exits 0, so a standby takes over at once.
+/// `leased status` and `leased break` are for on-call engineers, from any host that can
+/// read the lease store.
+///
+/// Exit status: 0 success, 64 bad configuration or usage, 69 a store or the HTTP
+/// listener unavailable, 75 another daemon holds the runtime directory.
+#[derive(Debug, Parser)]
+#[command(name = "leased", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the systemd unit's ExecStart).
+    Run(RunArgs),
+    Status(crate::oncall::StatusArgs),
+    Break(crate::oncall::BreakArgs),
+    /// The fence guard the daemon starts for each hand-off; not for people.
+    #[command(hide = true)]
+    Guard(crate::guard::GuardArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// TOML configuration; see ops/leased.example.toml for every setting.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Overrides `node`.
+    #[arg(long)]
+    node: Option<String>,
+    /// Overrides `runtime_dir`.
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Overrides `store.leases`.
+    #[arg(long, value_name = "SPEC")]
+    leases: Option<String>,
+    /// Overrides `store.secrets`.
+    #[arg(long, value_name = "SPEC")]
+    secrets: Option<String>,
+    /// Overrides `identity.pool`.
+    #[arg(long, value_name = "PREFIX")]
+    pool: Option<String>,
+    /// Overrides `lease.duration_secs`.
+    #[arg(long, value_name = "SECONDS")]
+    duration_secs: Option<u64>,
+    /// Overrides `http.listen`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+}
+
+/// Parses the process's arguments and runs the command; returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Status(args) => crate::oncall::run_status(args),
+        Command::Break(args) => crate::oncall::run_break(args),
+        Command::Guard(args) => crate::guard::run_guard(args.into_config()),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let overrides = Overrides {
+        node: args.node,
+        runtime_dir: args.runtime_dir,
+        leases: args.leases,
+        secrets: args.secrets,
+        pool: args.pool,
+        duration_secs: args.duration_secs,
+        listen: args.listen,
+    };
+    match Config::load(&args.config, &overrides) {
+        Ok(config) => crate::daemon::run(config),
+        Err(problems) => {
+            eprintln!(
+                "leased: error: {} has {} problem(s):",
+                args.config.display(),
+                problems.as_slice().len()
+            );
+            for p in problems.as_slice() {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(64)
+        }
+    }
+}

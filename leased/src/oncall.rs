@@ -1,0 +1,1514 @@
+//! `leased status` and `leased break`: the on-call commands, run from any host that can
+//! open the lease store.
+//!
+//! This module owns what a person on call sees of the lease store (one row per identity:
+//! who holds it, since when, for how long more) and the one write an operator may make,
+//! breaking a lease. The rendering is pure ([`status_row`], [`render_table`],
+//! [`render_json`], [`explain_break`], [`render_break`]); the store calls are thin
+//! ([`status`], [`break_identity`]); [`run_status`] and [`run_break`] add the process edge
+//! (open the store, a runtime, stdout, exit status).
+//!
+//! It must never:
+//! - open the secret store, or print anything but lease records. Those hold only what the
+//!   daemon writes under its lease (node, host, boot id, pid, acquired-at, epoch, the
+//!   public validator address), so nothing here can be secret; keep it that way;
+//! - acquire, renew, change or release a lease: those belong to the daemon;
+//! - create a lease store: opening `sqlite:PATH` creates the file, so a mistyped path is
+//!   refused here before it can become an empty store;
+//! - break without `--yes`.
+//!
+//! # `leased status --json`
+//!
+//! An array, one object per identity sorted by identity, with exactly these fields:
+//!
+//! | field             | type           | value |
+//! |-------------------|----------------|-------|
+//! | `identity`        | string         | the identity id, e.g. `m0-v1` |
+//! | `address`         | string or null | its validator address, as the last holder wrote it (EIP-55); null before the first acquire |
+//! | `state`           | string         | `available`, `leased`, `expired`, `breaking` or `broken` |
+//! | `holder`          | string or null | `leased`, `breaking`: `NODE (pid PID)`; `expired`: `NODE (pid PID, stale)`. NODE is `holder_node`, else `holder_host`. Null in the other states, or when the holder wrote neither |
+//! | `epoch`           | integer or null| the generation counter the last holder wrote; null before the first acquire |
+//! | `held_for_secs`   | integer or null| `leased` only: whole seconds since `acquired_at`, on this host's clock (0 if that is in the future) |
+//! | `expires_in_secs` | integer or null| `leased`: seconds left on the lease, rounded up, null for an infinite lease; `breaking`: seconds until it is broken; null otherwise |
+//!
+//! The holder columns are what the holder wrote just *after* acquiring: for a moment after
+//! a take-over, and for a lease taken by a tool that writes no metadata, they still name the
+//! previous holder. The epoch tells generations apart.
+//!
+//! # Exit status (sysexits)
+//!
+//! 0 done; 64 bad arguments, or `break` without `--yes`; 66 no lease record for that
+//! identity, or no lease store file at that path; 69 the store cannot serve (damaged file,
+//! permissions, backend not built); 70 the store answered something unexpected; 71 the
+//! runtime could not start; 74 stdout could not be written; 75 the store stayed busy, try
+//! again.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use shared::lease::{
+    meta, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason, MAX_BREAK_PERIOD,
+};
+use shared::spec::LeaseStoreSpec;
+use shared::Name;
+
+/// EX_USAGE: bad arguments, or `break` without `--yes`.
+pub const EXIT_USAGE: u8 = 64;
+/// EX_NOINPUT: no lease record for the identity, or no lease store file at the path.
+pub const EXIT_NO_INPUT: u8 = 66;
+/// EX_UNAVAILABLE: the lease store cannot serve requests.
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// EX_SOFTWARE: the store answered something this tool does not expect.
+pub const EXIT_SOFTWARE: u8 = 70;
+/// EX_OSERR: the async runtime could not start.
+pub const EXIT_OS_ERR: u8 = 71;
+/// EX_IOERR: stdout could not be written.
+pub const EXIT_IO_ERR: u8 = 74;
+/// EX_TEMPFAIL: the store stayed busy; the same command may succeed when retried.
+pub const EXIT_TEMP_FAIL: u8 = 75;
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status: 0 done; 64 bad arguments (and break without --yes); 66 no such identity, or
+no lease store at that path; 69 lease store unavailable; 70 unexpected answer from the
+store; 74 cannot write stdout; 75 store busy, try again.";
+
+/// Arguments of `leased status`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Show who holds each validator identity: one row per identity",
+    long_about = "\
+Show who holds each validator identity: one row per identity with its address, lease
+state, holder (node and pid), epoch, how long it has been held and when the lease expires.
+
+Run it from any host that can open the lease store; it only reads. States: leased (held),
+available (nobody holds it), expired (the holder stopped renewing; any standby may take it),
+breaking (an operator broke it; locked until EXPIRES-IN runs out), broken (anyone may take
+it). EXPIRED, BREAKING and BROKEN are shown in capitals, with a note under the table.",
+    after_long_help = EXIT_STATUS_HELP
+)]
+pub struct StatusArgs {
+    /// Lease store to read, as in the daemons' `store.leases`: sqlite:PATH or
+    /// blob:https://ACCOUNT.blob.core.windows.net/CONTAINER. A sqlite file must already
+    /// exist: this command never creates one.
+    #[arg(long, value_name = "SPEC")]
+    pub leases: String,
+    /// Print a JSON array instead of the table, one object per identity with the fields
+    /// identity, address, state, holder, epoch, held_for_secs and expires_in_secs (null
+    /// when unknown or not applicable).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `leased break`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Break a stuck lease so that a standby can take the identity (needs --yes)",
+    long_about = "\
+Break a stuck lease so that a standby can take the identity. Without --yes nothing is
+changed: it explains what breaking would do to this identity, shows its row, and exits 64.
+
+Breaking takes the lease from its holder without the holder's lease id. The holder's next
+renew fails and its daemon fences (stops its client, deletes the key file). The lease stays
+\"breaking\" for the break period, then any standby may acquire it. A holder that cannot
+reach the store never sees the break; its fence guard stops its client at its own deadline,
+which is always before the current lease would have ended. So the default period (the rest
+of the current lease) is safe; a shorter --period lets a standby sign while the old holder
+may still be signing.
+
+Prefer stopping the holder's daemon when you can reach its VM (systemctl stop leased): it
+fences and releases, and a standby takes over within about a second. A holder that died
+loses its lease by itself within one lease duration.",
+    after_long_help = EXIT_STATUS_HELP
+)]
+pub struct BreakArgs {
+    /// The identity whose lease to break, e.g. m0-v1 (see `leased status`).
+    #[arg(value_name = "IDENTITY")]
+    pub identity: String,
+    /// Lease store, as in the daemons' `store.leases`: sqlite:PATH or
+    /// blob:https://ACCOUNT.blob.core.windows.net/CONTAINER.
+    #[arg(long, value_name = "SPEC")]
+    pub leases: String,
+    /// Really break it. Without this flag nothing is changed.
+    #[arg(long)]
+    pub yes: bool,
+    /// Seconds (0-60) the lease stays locked before a standby may acquire it; cut to the
+    /// rest of the current lease. Default: the rest of the current lease, which is the
+    /// only safe choice while the holder's VM may still be running.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub period: Option<u64>,
+}
+
+/// One identity as `leased status` shows it; also its JSON object (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusRow {
+    pub identity: String,
+    pub address: Option<String>,
+    #[serde(serialize_with = "state_name")]
+    pub state: LeaseState,
+    pub holder: Option<String>,
+    pub epoch: Option<u64>,
+    pub held_for_secs: Option<u64>,
+    pub expires_in_secs: Option<u64>,
+}
+
+fn state_name<S: serde::Serializer>(state: &LeaseState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_str())
+}
+
+/// Reads every lease record and turns each into a row; `now_unix` (seconds) measures
+/// how long leases have been held.
+pub async fn status(store: &dyn LeaseStore, now_unix: u64) -> Result<Vec<StatusRow>, LeaseError> {
+    Ok(store
+        .list()
+        .await?
+        .iter()
+        .map(|r| status_row(r, now_unix))
+        .collect())
+}
+
+/// What on-call sees of one record at `now_unix` (seconds since the Unix epoch).
+pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
+    let text = |key: &str| {
+        record
+            .metadata
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let number = |key: &str| text(key).and_then(|v| v.parse::<u64>().ok());
+    let state = record.state;
+    let node = text(meta::HOLDER_NODE).or_else(|| text(meta::HOLDER_HOST));
+    let pid = number(meta::HOLDER_PID);
+    let holder = match state {
+        LeaseState::Leased | LeaseState::Breaking => holder_label(node, pid, false),
+        LeaseState::Expired => holder_label(node, pid, true),
+        LeaseState::Available | LeaseState::Broken => None,
+    };
+    let held_for_secs = match state {
+        LeaseState::Leased => number(meta::ACQUIRED_AT).map(|t| now_unix.saturating_sub(t)),
+        _ => None,
+    };
+    let expires_in_secs = match state {
+        LeaseState::Leased | LeaseState::Breaking => record.remaining.map(ceil_secs),
+        _ => None,
+    };
+    StatusRow {
+        identity: record.identity.to_string(),
+        address: text(meta::ADDRESS),
+        state,
+        holder,
+        epoch: number(meta::EPOCH),
+        held_for_secs,
+        expires_in_secs,
+    }
+}
+
+/// `vm-1 (pid 4242)`, `vm-1 (pid 4242, stale)`, `vm-1`; nothing without a node or host
+/// (a pid alone names no process anyone can find).
+fn holder_label(node: Option<String>, pid: Option<u64>, stale: bool) -> Option<String> {
+    let node = node?;
+    let mut notes = Vec::new();
+    if let Some(pid) = pid {
+        notes.push(format!("pid {pid}"));
+    }
+    if stale {
+        notes.push("stale".to_owned());
+    }
+    Some(if notes.is_empty() {
+        node
+    } else {
+        format!("{node} ({})", notes.join(", "))
+    })
+}
+
+/// Rounded up, so that a live lease never shows 0 seconds left.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `45s`, `12m03s`, `3h04m`, `2d05h`: exact below a minute, two units above.
+fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Metadata comes from whoever wrote the record; a terminal must not obey it.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// States that need a person's attention are shouted.
+fn state_cell(state: LeaseState) -> String {
+    match state {
+        LeaseState::Available | LeaseState::Leased => state.as_str().to_owned(),
+        LeaseState::Expired | LeaseState::Breaking | LeaseState::Broken => {
+            state.as_str().to_ascii_uppercase()
+        }
+    }
+}
+
+const HEADERS: [&str; 7] = [
+    "IDENTITY",
+    "ADDRESS",
+    "STATE",
+    "HOLDER",
+    "EPOCH",
+    "HELD-FOR",
+    "EXPIRES-IN",
+];
+/// Index of the EPOCH column, the one right-aligned column.
+const EPOCH_COLUMN: usize = 4;
+
+fn cells(row: &StatusRow) -> [String; 7] {
+    let dash = || "-".to_owned();
+    let holder = match (&row.holder, row.state) {
+        (Some(h), _) => printable(h),
+        (None, LeaseState::Leased | LeaseState::Breaking | LeaseState::Expired) => {
+            "unknown".to_owned()
+        }
+        (None, _) => dash(),
+    };
+    let expires = match (row.expires_in_secs, row.state) {
+        (Some(s), _) => human_secs(s),
+        (None, LeaseState::Leased) => "never".to_owned(),
+        (None, _) => dash(),
+    };
+    [
+        printable(&row.identity),
+        row.address.as_deref().map_or_else(dash, printable),
+        state_cell(row.state),
+        holder,
+        row.epoch.map_or_else(dash, |e| e.to_string()),
+        row.held_for_secs.map_or_else(dash, human_secs),
+        expires,
+    ]
+}
+
+/// The aligned table alone: a header line and one line per row.
+fn table(rows: &[StatusRow]) -> String {
+    let body: Vec<[String; 7]> = rows.iter().map(cells).collect();
+    let mut widths = HEADERS.map(str::len);
+    for line in &body {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADERS.map(str::to_owned);
+    for line in std::iter::once(&header).chain(&body) {
+        let mut text = String::new();
+        for (i, (cell, width)) in line.iter().zip(widths).enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let _ = if i == EPOCH_COLUMN {
+                write!(text, "{cell:>width$}")
+            } else {
+                write!(text, "{cell:<width$}")
+            };
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `3 identities: 2 held, 1 available`: held first, then the states that need attention,
+/// then available; states with no identity are left out.
+fn summary(rows: &[StatusRow]) -> String {
+    if rows.is_empty() {
+        return "0 identities: the lease store has no records (was `orchestrator init` run \
+                with this --leases?)"
+            .to_owned();
+    }
+    let count = |s: LeaseState| rows.iter().filter(|r| r.state == s).count();
+    let parts: Vec<String> = [
+        (LeaseState::Leased, "held"),
+        (LeaseState::Breaking, "breaking"),
+        (LeaseState::Expired, "expired"),
+        (LeaseState::Broken, "broken"),
+        (LeaseState::Available, "available"),
+    ]
+    .into_iter()
+    .map(|(s, word)| (count(s), word))
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, word)| format!("{n} {word}"))
+    .collect();
+    format!(
+        "{}: {}",
+        plural(rows.len(), "identity", "identities"),
+        parts.join(", ")
+    )
+}
+
+/// One line per row that needs attention, saying what it means and what happens next.
+fn notes(rows: &[StatusRow]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| {
+            let id = printable(&r.identity);
+            let holder = r.holder.as_deref().map(printable);
+            let who = holder.as_deref().unwrap_or("its holder");
+            match r.state {
+                LeaseState::Expired => Some(format!(
+                    "! {id} EXPIRED: {who} stopped renewing; a standby may take it now \
+                     (if none does, none is running)."
+                )),
+                LeaseState::Breaking => Some(format!(
+                    "! {id} BREAKING: {who} lost the lease and is fencing; acquirable in {}.",
+                    r.expires_in_secs.map_or_else(|| "?".to_owned(), human_secs)
+                )),
+                LeaseState::Broken => Some(format!(
+                    "! {id} BROKEN: acquirable now; no daemon has taken it yet."
+                )),
+                LeaseState::Available | LeaseState::Leased => None,
+            }
+        })
+        .collect()
+}
+
+/// The text of `leased status`: the table, a summary line, and a note per row in an
+/// attention state. Every line ends with a newline.
+pub fn render_table(rows: &[StatusRow]) -> String {
+    let mut out = String::new();
+    if !rows.is_empty() {
+        out.push_str(&table(rows));
+        out.push('\n');
+    }
+    out.push_str(&summary(rows));
+    out.push('\n');
+    for note in notes(rows) {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
+}
+
+/// The text of `leased status --json`: a JSON array (see the module docs), no trailing
+/// newline.
+pub fn render_json(rows: &[StatusRow]) -> String {
+    serde_json::to_string_pretty(rows).expect("status rows are plain strings and integers")
+}
+
+/// What a break did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakOutcome {
+    /// Broken now: any daemon may acquire it.
+    Broken,
+    /// Locked for the rest of the break period, then broken.
+    Breaking { acquirable_in: Duration },
+    /// There was no lease to break (available, or released meanwhile): acquirable now.
+    NoLease,
+}
+
+impl BreakOutcome {
+    /// How long until a standby may acquire the identity.
+    pub fn acquirable_in(self) -> Duration {
+        match self {
+            Self::Breaking { acquirable_in } => acquirable_in,
+            Self::Broken | Self::NoLease => Duration::ZERO,
+        }
+    }
+}
+
+/// The result of [`break_identity`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakReport {
+    pub identity: Name,
+    /// The record as read just before the break (a separate call: it may have moved on).
+    pub before: LeaseRecord,
+    pub outcome: BreakOutcome,
+}
+
+/// Breaks the lease on `identity`; `period` (0–60 s) as [`LeaseStore::break_lease`]:
+/// `None` keeps it locked for the rest of the current lease.
+///
+/// An identity with no record is [`LeaseError::NotFound`]; one with no lease to break is
+/// [`BreakOutcome::NoLease`], not an error: it is already acquirable.
+pub async fn break_identity(
+    store: &dyn LeaseStore,
+    identity: &Name,
+    period: Option<Duration>,
+) -> Result<BreakReport, LeaseError> {
+    if let Some(p) = period.filter(|p| *p > MAX_BREAK_PERIOD) {
+        return Err(LeaseError::Invalid(format!(
+            "break period {}s is outside 0-60 seconds",
+            p.as_secs_f64()
+        )));
+    }
+    // Read first, so that an unknown identity is named as such and the report can say
+    // whom the break took the lease from.
+    let before = store.read(identity).await?;
+    let outcome = match store.break_lease(identity, period).await {
+        Ok(left) if left.is_zero() => BreakOutcome::Broken,
+        Ok(left) => BreakOutcome::Breaking {
+            acquirable_in: left,
+        },
+        Err(LeaseError::Lost {
+            reason: LostReason::NotPresent,
+            ..
+        }) => BreakOutcome::NoLease,
+        Err(e) => return Err(e),
+    };
+    Ok(BreakReport {
+        identity: identity.clone(),
+        before,
+        outcome,
+    })
+}
+
+/// What `leased break` prints after breaking: `m0-v1 broken; acquirable in 0 s` or
+/// `m0-v1 breaking; acquirable in 12 s`, then whom it was taken from.
+pub fn render_break(report: &BreakReport) -> String {
+    let id = &report.identity;
+    let secs = ceil_secs(report.outcome.acquirable_in());
+    let before = status_row(&report.before, 0);
+    let holder = before
+        .holder
+        .unwrap_or_else(|| "an unknown holder".to_owned());
+    let epoch = before
+        .epoch
+        .map_or_else(String::new, |e| format!(", epoch {e}"));
+    let head = match report.outcome {
+        BreakOutcome::NoLease => {
+            return format!("{id} had no lease to break; acquirable in 0 s\n");
+        }
+        BreakOutcome::Broken => format!("{id} broken; acquirable in {secs} s\n"),
+        BreakOutcome::Breaking { .. } => format!("{id} breaking; acquirable in {secs} s\n"),
+    };
+    let tail = match report.before.state {
+        LeaseState::Leased | LeaseState::Breaking => format!(
+            "It was held by {}{epoch}. That daemon fences at its next renew, or by its own \
+             fence deadline if it cannot reach the store.\n",
+            printable(&holder)
+        ),
+        LeaseState::Expired => format!(
+            "It had expired; its last holder, {}{epoch}, can no longer renew it back.\n",
+            printable(&holder)
+        ),
+        LeaseState::Broken | LeaseState::Available => String::new(),
+    };
+    head + &tail
+}
+
+/// Width the explanation is wrapped to: readable in an 80-column terminal.
+const WRAP: usize = 80;
+
+/// Word-wraps `text` to [`WRAP`] columns; continuation lines get `indent`. Words longer
+/// than a line (an address, a long host name) stay whole.
+fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut col = 0;
+    for word in text.split_whitespace() {
+        let len = word.chars().count();
+        if col > 0 && col + 1 + len > WRAP {
+            out.push('\n');
+            out.push_str(indent);
+            col = indent.len();
+        } else if col > 0 {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += len;
+    }
+    out.push('\n');
+    out
+}
+
+/// What `leased break` prints without `--yes`: what breaking this identity would do, with
+/// its current row. `period` is the `--period` given, if any. Nothing here touches a store.
+pub fn explain_break(row: &StatusRow, period: Option<Duration>) -> String {
+    let id = printable(&row.identity);
+    let holder = row.holder.as_deref().map(printable);
+    let who = holder.as_deref().unwrap_or("the holder");
+    let mut out = format!("Not breaking {id}: breaking needs --yes. Its lease now:\n\n");
+    out.push_str(&table(std::slice::from_ref(row)));
+    out.push('\n');
+    let para = |out: &mut String, text: &str| {
+        out.push_str(&wrap(text, ""));
+        out.push('\n');
+    };
+
+    match row.state {
+        LeaseState::Available => {
+            para(
+                &mut out,
+                &format!(
+                    "{id} is available: there is no lease to break, and any daemon may \
+                     acquire it."
+                ),
+            );
+            return out;
+        }
+        LeaseState::Broken => {
+            para(
+                &mut out,
+                &format!(
+                    "{id} is already broken: any daemon may acquire it; breaking again \
+                     changes nothing."
+                ),
+            );
+            return out;
+        }
+        LeaseState::Expired => para(
+            &mut out,
+            &format!(
+                "The lease has expired: any standby may acquire it already. Breaking it \
+                 makes it broken at once, so that {who} can no longer renew it back."
+            ),
+        ),
+        LeaseState::Breaking => para(
+            &mut out,
+            &format!(
+                "A break is already running: acquirable in {}. Another break can only \
+                 shorten it (--period).",
+                row.expires_in_secs
+                    .map_or_else(|| "?".to_owned(), human_secs)
+            ),
+        ),
+        LeaseState::Leased => {
+            let rest = match row.expires_in_secs {
+                Some(s) => format!("the rest of the current lease, {}", human_secs(s)),
+                None => "none: an infinite lease (a tool's, never the daemon's) breaks at once"
+                    .to_owned(),
+            };
+            out.push_str("What breaking does:\n");
+            for (n, step) in [
+                format!(
+                    "The lease turns \"breaking\" at once. The next renew of {who} fails, so \
+                     its daemon, if it can reach the store, fences within one renew period: \
+                     it stops its client and deletes the key file."
+                ),
+                format!(
+                    "When the break period ends the lease is \"broken\" and a standby may \
+                     acquire it. Without --period the period is {rest}."
+                ),
+                "A holder that cannot reach the store (frozen, cut off) never sees the \
+                 break. Its fence guard stops its client by its own deadline, which comes \
+                 before the current lease would have ended; until then its client may \
+                 still sign."
+                    .to_owned(),
+            ]
+            .iter()
+            .enumerate()
+            {
+                out.push_str(&wrap(&format!("{}. {step}", n + 1), "   "));
+            }
+            out.push('\n');
+            if let (Some(p), Some(left)) = (period, row.expires_in_secs) {
+                if p.as_secs() < left {
+                    para(
+                        &mut out,
+                        &format!(
+                            "WARNING: --period {} is shorter than the {left} s left on the \
+                             lease. A standby may then acquire {id} and sign while {who} may \
+                             still be signing. Use it only if that VM is known to be off.",
+                            p.as_secs()
+                        ),
+                    );
+                }
+            }
+            para(
+                &mut out,
+                "Prefer stopping the holder's daemon if you can reach its VM (systemctl \
+                 stop leased): it fences and releases, and a standby takes over within \
+                 about a second. A holder that died loses its lease by itself within one \
+                 lease duration; breaking does not make that faster.",
+            );
+        }
+    }
+    out.push_str(&format!(
+        "To break it: leased break {id} --leases SPEC --yes [--period SECONDS]\n"
+    ));
+    out
+}
+
+/// A failed command: one line for stderr and a sysexits status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        // One line, always.
+        let message = message.into().replace(['\n', '\r'], " ");
+        Self { code, message }
+    }
+
+    fn lease(e: LeaseError) -> Self {
+        let code = match &e {
+            LeaseError::NotFound { identity } => {
+                return Self::new(
+                    EXIT_NO_INPUT,
+                    format!(
+                        "no lease record for identity {identity} in this store \
+                         (leased status lists them)"
+                    ),
+                )
+            }
+            LeaseError::Transient { .. } => EXIT_TEMP_FAIL,
+            LeaseError::Backend { .. } => EXIT_UNAVAILABLE,
+            LeaseError::Invalid(_) => EXIT_USAGE,
+            LeaseError::HeldByOther { .. } | LeaseError::Lost { .. } => EXIT_SOFTWARE,
+        };
+        Self::new(code, e.to_string())
+    }
+
+    fn io(e: io::Error) -> Self {
+        Self::new(EXIT_IO_ERR, format!("cannot write to stdout: {e}"))
+    }
+}
+
+fn exit(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let _ = writeln!(io::stderr(), "leased: error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Opens the store `spec` names, refusing to create a missing sqlite file.
+fn open_store(spec: &str) -> Result<Arc<dyn LeaseStore>, Failure> {
+    let spec: LeaseStoreSpec = spec
+        .parse()
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("--leases: {e}")))?;
+    if let LeaseStoreSpec::Sqlite(path) = &spec {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(Failure::new(
+                    EXIT_NO_INPUT,
+                    format!("--leases {spec}: {} is not a file", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::new(
+                    EXIT_NO_INPUT,
+                    format!(
+                        "--leases {spec}: no lease store at {} (use the daemons' store.leases; \
+                         orchestrator init creates it)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    EXIT_UNAVAILABLE,
+                    format!("--leases {spec}: cannot read {}: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    spec.open().map_err(Failure::lease)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(EXIT_OS_ERR, format!("cannot start the runtime: {e}")))
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `leased status`: prints the table (or JSON) on stdout; errors as one line on stderr.
+pub fn run_status(args: StatusArgs) -> ExitCode {
+    exit((|| {
+        let store = open_store(&args.leases)?;
+        runtime()?.block_on(status_on(
+            store.as_ref(),
+            args.json,
+            now_unix(),
+            &mut io::stdout().lock(),
+        ))
+    })())
+}
+
+/// `leased break`: without `--yes` explains and exits 64; with it breaks and says so.
+pub fn run_break(args: BreakArgs) -> ExitCode {
+    exit((|| {
+        let identity = Name::new(args.identity.as_str())
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("identity: {e}")))?;
+        let period = match args.period {
+            Some(p) if Duration::from_secs(p) > MAX_BREAK_PERIOD => {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    format!("--period {p}: the break period is 0-60 seconds"),
+                ))
+            }
+            p => p.map(Duration::from_secs),
+        };
+        let store = open_store(&args.leases)?;
+        runtime()?.block_on(break_on(
+            store.as_ref(),
+            &identity,
+            args.yes,
+            period,
+            now_unix(),
+            &mut io::stdout().lock(),
+        ))
+    })())
+}
+
+async fn status_on(
+    store: &dyn LeaseStore,
+    json: bool,
+    now_unix: u64,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let rows = status(store, now_unix).await.map_err(Failure::lease)?;
+    if json {
+        writeln!(out, "{}", render_json(&rows)).map_err(Failure::io)
+    } else {
+        out.write_all(render_table(&rows).as_bytes())
+            .map_err(Failure::io)
+    }
+}
+
+async fn break_on(
+    store: &dyn LeaseStore,
+    identity: &Name,
+    yes: bool,
+    period: Option<Duration>,
+    now_unix: u64,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    if !yes {
+        let record = store.read(identity).await.map_err(Failure::lease)?;
+        out.write_all(explain_break(&status_row(&record, now_unix), period).as_bytes())
+            .map_err(Failure::io)?;
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!("{identity} not broken: add --yes to break it"),
+        ));
+    }
+    let report = break_identity(store, identity, period)
+        .await
+        .map_err(Failure::lease)?;
+    out.write_all(render_break(&report).as_bytes())
+        .map_err(Failure::io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use shared::lease::sqlite::SqliteLeaseStore;
+    use shared::lease::{LeaseDuration, LeaseId, ManualStoreClock, Metadata, StoreClock};
+
+    /// Store time at the start of every test, in seconds since the Unix epoch.
+    const T0: u64 = 1_700_000_000;
+    const ADDR: [&str; 4] = [
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+        "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+        "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+    ];
+
+    fn name(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    /// `text` with every run of whitespace made one space, so phrases match across wraps.
+    fn flat(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// A sqlite store in a temporary directory on a clock that moves only when told.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        clock: Arc<ManualStoreClock>,
+        store: SqliteLeaseStore,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(ManualStoreClock::new(T0 * 1000));
+            let store =
+                SqliteLeaseStore::open_with_clock(&dir.path().join("leases.db"), clock.clone())
+                    .unwrap();
+            Self {
+                _dir: dir,
+                clock,
+                store,
+            }
+        }
+
+        fn now(&self) -> u64 {
+            self.clock.now_millis() / 1000
+        }
+
+        /// Acquires `id` and writes the metadata a daemon writes, with the given holder.
+        async fn hold(
+            &self,
+            id: &str,
+            duration: LeaseDuration,
+            holder: &[(&str, &str)],
+            epoch: u64,
+            address: &str,
+        ) -> LeaseId {
+            let n = name(id);
+            self.store.create_record(&n).await.unwrap();
+            let lease = self.store.acquire(&n, duration, None).await.unwrap();
+            let mut md: Metadata = holder
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            md.insert(meta::ACQUIRED_AT.into(), self.now().to_string());
+            md.insert(meta::EPOCH.into(), epoch.to_string());
+            md.insert(meta::ADDRESS.into(), address.into());
+            self.store.write_metadata(&n, &lease, &md).await.unwrap();
+            lease
+        }
+    }
+
+    fn fixed(s: u64) -> LeaseDuration {
+        LeaseDuration::from_secs(s).unwrap()
+    }
+
+    fn node(n: &str, pid: &str) -> Vec<(&'static str, String)> {
+        vec![
+            (meta::HOLDER_NODE, n.to_owned()),
+            (meta::HOLDER_HOST, format!("{n}.internal")),
+            (
+                meta::HOLDER_BOOT_ID,
+                "0b8e6f1c-7d5e-4c1a-9a57-3f0e2d1c4b5a".to_owned(),
+            ),
+            (meta::HOLDER_PID, pid.to_owned()),
+        ]
+    }
+
+    fn pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+    }
+
+    /// Seven identities, one per state (two available), observed at T0 + 20 s:
+    /// - m0-v0: never leased;
+    /// - m0-v1: leased at +10 for 15 s (5 s left), vm-1 pid 4242, epoch 3;
+    /// - m0-v2: leased at +0 for 15 s, expired at +15, vm-2 pid 77, epoch 7;
+    /// - m0-v3: leased at +0, broken at +10 with period 0;
+    /// - m0-v4: leased at +10 for 15 s, broken at +18 with period 4 (2 s left at +20);
+    /// - m0-v5: infinite lease at +0 by a holder that wrote only its host;
+    /// - m0-v6: leased at +0 and released at +5: available, last holder's metadata kept.
+    async fn every_state() -> Fixture {
+        let f = Fixture::new();
+        f.store.create_record(&name("m0-v0")).await.unwrap();
+        f.hold("m0-v2", fixed(15), &pairs(&node("vm-2", "77")), 7, ADDR[2])
+            .await;
+        f.hold("m0-v3", fixed(15), &pairs(&node("vm-3", "31")), 2, ADDR[3])
+            .await;
+        f.hold(
+            "m0-v5",
+            LeaseDuration::Infinite,
+            &[(meta::HOLDER_HOST, "host-5")],
+            1,
+            ADDR[0],
+        )
+        .await;
+        let v6 = f
+            .hold("m0-v6", fixed(15), &pairs(&node("vm-6", "66")), 2, ADDR[1])
+            .await;
+        f.clock.advance(secs(5));
+        f.store.release(&name("m0-v6"), &v6).await.unwrap();
+        f.clock.advance(secs(5));
+        f.store
+            .break_lease(&name("m0-v3"), Some(Duration::ZERO))
+            .await
+            .unwrap();
+        f.hold(
+            "m0-v1",
+            fixed(15),
+            &pairs(&node("vm-1", "4242")),
+            3,
+            ADDR[1],
+        )
+        .await;
+        f.hold("m0-v4", fixed(15), &pairs(&node("vm-4", "9")), 5, ADDR[0])
+            .await;
+        f.clock.advance(secs(8));
+        let left = f
+            .store
+            .break_lease(&name("m0-v4"), Some(secs(4)))
+            .await
+            .unwrap();
+        assert_eq!(left, secs(4));
+        f.clock.advance(secs(2));
+        assert_eq!(f.now(), T0 + 20);
+        f
+    }
+
+    fn row(
+        identity: &str,
+        address: Option<&str>,
+        state: LeaseState,
+        holder: Option<&str>,
+        epoch: Option<u64>,
+        held_for_secs: Option<u64>,
+        expires_in_secs: Option<u64>,
+    ) -> StatusRow {
+        StatusRow {
+            identity: identity.into(),
+            address: address.map(Into::into),
+            state,
+            holder: holder.map(Into::into),
+            epoch,
+            held_for_secs,
+            expires_in_secs,
+        }
+    }
+
+    fn expected_rows() -> Vec<StatusRow> {
+        use LeaseState::*;
+        vec![
+            row("m0-v0", None, Available, None, None, None, None),
+            row(
+                "m0-v1",
+                Some(ADDR[1]),
+                Leased,
+                Some("vm-1 (pid 4242)"),
+                Some(3),
+                Some(10),
+                Some(5),
+            ),
+            row(
+                "m0-v2",
+                Some(ADDR[2]),
+                Expired,
+                Some("vm-2 (pid 77, stale)"),
+                Some(7),
+                None,
+                None,
+            ),
+            row("m0-v3", Some(ADDR[3]), Broken, None, Some(2), None, None),
+            row(
+                "m0-v4",
+                Some(ADDR[0]),
+                Breaking,
+                Some("vm-4 (pid 9)"),
+                Some(5),
+                None,
+                Some(2),
+            ),
+            row(
+                "m0-v5",
+                Some(ADDR[0]),
+                Leased,
+                Some("host-5"),
+                Some(1),
+                Some(20),
+                None,
+            ),
+            row("m0-v6", Some(ADDR[1]), Available, None, Some(2), None, None),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_row_per_identity_in_every_state() {
+        let f = every_state().await;
+        let rows = status(&f.store, f.now()).await.unwrap();
+        assert_eq!(rows, expected_rows());
+    }
+
+    #[test]
+    fn rows_round_up_remaining_time_and_never_go_negative() {
+        let mut md = Metadata::new();
+        md.insert(meta::ACQUIRED_AT.into(), (T0 + 30).to_string());
+        md.insert(meta::HOLDER_PID.into(), "not-a-pid".into());
+        md.insert(meta::HOLDER_NODE.into(), "  ".into());
+        md.insert(meta::HOLDER_HOST.into(), "vm-9".into());
+        md.insert(meta::EPOCH.into(), "x".into());
+        let record = LeaseRecord {
+            identity: name("m0-v9"),
+            state: LeaseState::Leased,
+            duration: Some(fixed(15)),
+            remaining: Some(Duration::from_millis(4_001)),
+            metadata: md,
+        };
+        let r = status_row(&record, T0);
+        assert_eq!(r.expires_in_secs, Some(5));
+        assert_eq!(
+            r.held_for_secs,
+            Some(0),
+            "acquired_at ahead of this host's clock"
+        );
+        assert_eq!(
+            r.holder.as_deref(),
+            Some("vm-9"),
+            "blank node falls back to host"
+        );
+        assert_eq!(r.epoch, None, "an unreadable epoch is unknown, not 0");
+    }
+
+    #[tokio::test]
+    async fn json_has_exactly_the_snake_case_fields() {
+        let f = every_state().await;
+        let rows = status(&f.store, f.now()).await.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&render_json(&rows)).unwrap();
+        let array = json.as_array().expect("an array");
+        assert_eq!(array.len(), 7);
+        let want = [
+            "address",
+            "epoch",
+            "expires_in_secs",
+            "held_for_secs",
+            "holder",
+            "identity",
+            "state",
+        ];
+        for object in array {
+            let keys: Vec<&str> = object
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys, want);
+        }
+        assert_eq!(
+            array[1],
+            serde_json::json!({
+                "identity": "m0-v1",
+                "address": ADDR[1],
+                "state": "leased",
+                "holder": "vm-1 (pid 4242)",
+                "epoch": 3,
+                "held_for_secs": 10,
+                "expires_in_secs": 5,
+            })
+        );
+        assert_eq!(
+            array[0],
+            serde_json::json!({
+                "identity": "m0-v0",
+                "address": null,
+                "state": "available",
+                "holder": null,
+                "epoch": null,
+                "held_for_secs": null,
+                "expires_in_secs": null,
+            })
+        );
+        assert_eq!(array[2]["state"], "expired");
+        assert_eq!(array[2]["holder"], "vm-2 (pid 77, stale)");
+        assert_eq!(array[4]["state"], "breaking");
+        assert_eq!(array[4]["expires_in_secs"], 2);
+        assert_eq!(render_json(&[]), "[]");
+    }
+
+    #[tokio::test]
+    async fn the_table_shows_holders_attention_states_and_a_summary() {
+        let f = every_state().await;
+        let rows = status(&f.store, f.now()).await.unwrap();
+        let text = render_table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("IDENTITY  ADDRESS"), "{text}");
+
+        // Aligned: every state cell starts where the STATE header does.
+        let state_at = lines[0].find("STATE").unwrap();
+        for (line, want) in lines[1..8].iter().zip([
+            "available",
+            "leased",
+            "EXPIRED",
+            "BROKEN",
+            "BREAKING",
+            "leased",
+            "available",
+        ]) {
+            assert_eq!(&line[state_at..state_at + want.len()], want, "{text}");
+        }
+        assert!(lines[2].contains("vm-1 (pid 4242)") && lines[2].contains(ADDR[1]));
+        assert!(
+            lines[2].contains("10s") && lines[2].ends_with("5s"),
+            "{text}"
+        );
+        assert!(lines[3].contains("vm-2 (pid 77, stale)"), "{text}");
+        assert!(lines[6].ends_with("never"), "infinite lease: {text}");
+        assert!(
+            !lines[7].contains("vm-6"),
+            "no holder once released: {text}"
+        );
+        assert!(lines.iter().all(|l| l == &l.trim_end()));
+        assert_eq!(lines[8], "");
+        assert_eq!(
+            lines[9],
+            "7 identities: 2 held, 1 breaking, 1 expired, 1 broken, 2 available"
+        );
+        assert!(lines[10].starts_with("! m0-v2 EXPIRED: vm-2 (pid 77, stale)"));
+        assert!(lines[11].starts_with("! m0-v3 BROKEN"));
+        assert!(lines[12].starts_with("! m0-v4 BREAKING") && lines[12].ends_with("in 2s."));
+        assert_eq!(lines.len(), 13, "{text}");
+    }
+
+    #[test]
+    fn summaries_and_durations_read_well() {
+        assert!(render_table(&[]).starts_with("0 identities: the lease store has no records"));
+        let one = row(
+            "m0-v0",
+            None,
+            LeaseState::Leased,
+            None,
+            None,
+            Some(7325),
+            None,
+        );
+        let text = render_table(std::slice::from_ref(&one));
+        assert!(text.ends_with("\n\n1 identity: 1 held\n"), "{text}");
+        assert!(
+            text.contains("unknown"),
+            "a leased row with no holder: {text}"
+        );
+        assert!(text.contains("2h02m"), "{text}");
+        assert_eq!(
+            [0, 59, 60, 61, 3599, 3600, 86_399, 86_400, 200_000].map(human_secs),
+            ["0s", "59s", "1m00s", "1m01s", "59m59s", "1h00m", "23h59m", "1d00h", "2d07h"]
+        );
+    }
+
+    #[test]
+    fn the_table_does_not_pass_control_characters_through() {
+        let evil = row(
+            "m0-v0",
+            Some("0x\u{1b}]0;pwned\u{7}"),
+            LeaseState::Leased,
+            Some("vm\u{1b}[31m-1\r\n"),
+            None,
+            None,
+            None,
+        );
+        let text = render_table(std::slice::from_ref(&evil)) + &explain_break(&evil, None);
+        assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'));
+        assert!(text.contains("vm?[31m-1??"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn break_without_yes_explains_and_changes_nothing() {
+        let f = every_state().await;
+        let v1 = name("m0-v1");
+        let mut out = Vec::new();
+        let err = break_on(&f.store, &v1, false, None, f.now(), &mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, EXIT_USAGE);
+        assert!(err.message.contains("m0-v1") && err.message.contains("--yes"));
+        let text = flat(&String::from_utf8(out).unwrap());
+        assert!(text.starts_with("Not breaking m0-v1: breaking needs --yes"));
+        assert!(text.contains("vm-1 (pid 4242)"), "shows the row: {text}");
+        assert!(text.contains("the rest of the current lease, 5s"), "{text}");
+        assert!(text.contains("stopping the holder's daemon"), "{text}");
+        assert!(!text.contains("WARNING"), "{text}");
+        let after = f.store.read(&v1).await.unwrap();
+        assert_eq!(after.state, LeaseState::Leased);
+        assert_eq!(after.remaining, Some(secs(5)));
+    }
+
+    #[test]
+    fn the_explanation_fits_the_state_and_warns_about_short_periods() {
+        let leased = row(
+            "m0-v1",
+            Some(ADDR[1]),
+            LeaseState::Leased,
+            Some("vm-1 (pid 4242)"),
+            Some(3),
+            Some(10),
+            Some(12),
+        );
+        let raw = explain_break(&leased, Some(secs(3)));
+        for line in raw
+            .lines()
+            .filter(|l| !l.contains(ADDR[1]) && !l.starts_with("IDENTITY"))
+        {
+            assert!(line.chars().count() <= WRAP, "{line:?} is too long");
+        }
+        let text = flat(&raw);
+        assert!(
+            text.contains("WARNING: --period 3 is shorter than the 12 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("while vm-1 (pid 4242) may still be signing"),
+            "{text}"
+        );
+        assert!(!explain_break(&leased, Some(secs(12))).contains("WARNING"));
+        assert!(raw.ends_with("leased break m0-v1 --leases SPEC --yes [--period SECONDS]\n"));
+
+        let mut available = leased.clone();
+        available.state = LeaseState::Available;
+        assert!(flat(&explain_break(&available, None)).contains("no lease to break"));
+        let mut broken = leased.clone();
+        broken.state = LeaseState::Broken;
+        assert!(flat(&explain_break(&broken, None)).contains("already broken"));
+        let mut expired = leased.clone();
+        expired.state = LeaseState::Expired;
+        assert!(flat(&explain_break(&expired, None)).contains("can no longer renew it back"));
+        let mut breaking = leased;
+        breaking.state = LeaseState::Breaking;
+        assert!(
+            flat(&explain_break(&breaking, None)).contains("already running: acquirable in 12s")
+        );
+    }
+
+    #[test]
+    fn wrapping_keeps_words_whole_and_indents_continuations() {
+        let text = "word ".repeat(40);
+        let wrapped = wrap(&format!("1. {text}"), "   ");
+        let lines: Vec<&str> = wrapped.lines().collect();
+        assert!(lines.len() > 2, "{wrapped}");
+        assert!(lines.iter().all(|l| l.len() <= WRAP && !l.ends_with(' ')));
+        assert!(
+            lines[1..].iter().all(|l| l.starts_with("   word")),
+            "{wrapped}"
+        );
+        assert_eq!(flat(&wrapped), flat(&format!("1. {text}")));
+        let long = "x".repeat(WRAP + 5);
+        assert_eq!(wrap(&format!("a {long} b"), ""), format!("a\n{long}\nb\n"));
+    }
+
+    #[tokio::test]
+    async fn break_with_a_period_keeps_it_locked_for_that_long() {
+        let f = Fixture::new();
+        let v1 = name("m0-v1");
+        f.hold(
+            "m0-v1",
+            fixed(15),
+            &pairs(&node("vm-1", "4242")),
+            3,
+            ADDR[1],
+        )
+        .await;
+        f.clock.advance(secs(3)); // 12 s left
+
+        let report = break_identity(&f.store, &v1, Some(secs(5))).await.unwrap();
+        assert_eq!(
+            report.outcome,
+            BreakOutcome::Breaking {
+                acquirable_in: secs(5)
+            }
+        );
+        assert_eq!(report.before.state, LeaseState::Leased);
+        assert_eq!(
+            render_break(&report),
+            "m0-v1 breaking; acquirable in 5 s\nIt was held by vm-1 (pid 4242), epoch 3. \
+             That daemon fences at its next renew, or by its own fence deadline if it \
+             cannot reach the store.\n"
+        );
+        let now = f.store.read(&v1).await.unwrap();
+        assert_eq!(
+            (now.state, now.remaining),
+            (LeaseState::Breaking, Some(secs(5)))
+        );
+        assert!(
+            f.store.acquire(&v1, fixed(15), None).await.is_err(),
+            "locked during the period"
+        );
+
+        // Another break may only shorten it; 0 breaks it now.
+        let report = break_identity(&f.store, &v1, Some(Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(report.outcome, BreakOutcome::Broken);
+        assert!(render_break(&report).starts_with("m0-v1 broken; acquirable in 0 s\n"));
+        f.store.acquire(&v1, fixed(15), None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn break_without_a_period_waits_out_the_lease_and_says_so() {
+        let f = Fixture::new();
+        let v1 = name("m0-v1");
+        f.hold(
+            "m0-v1",
+            fixed(15),
+            &pairs(&node("vm-1", "4242")),
+            3,
+            ADDR[1],
+        )
+        .await;
+        f.clock.advance(Duration::from_millis(4_500));
+        let mut out = Vec::new();
+        break_on(&f.store, &v1, true, None, f.now(), &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("m0-v1 breaking; acquirable in 11 s\n"),
+            "10.5 s rounds up: {text}"
+        );
+
+        // An identity with no lease: nothing to break, and that is not an error.
+        let v0 = name("m0-v0");
+        f.store.create_record(&v0).await.unwrap();
+        let report = break_identity(&f.store, &v0, None).await.unwrap();
+        assert_eq!(report.outcome, BreakOutcome::NoLease);
+        assert_eq!(
+            render_break(&report),
+            "m0-v0 had no lease to break; acquirable in 0 s\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn breaking_an_unknown_identity_names_it() {
+        let f = every_state().await;
+        let ghost = name("m9-v9");
+        let err = break_identity(&f.store, &ghost, None).await.unwrap_err();
+        assert!(matches!(&err, LeaseError::NotFound { identity } if *identity == ghost));
+        for yes in [true, false] {
+            let mut out = Vec::new();
+            let failure = break_on(&f.store, &ghost, yes, None, f.now(), &mut out)
+                .await
+                .unwrap_err();
+            assert_eq!(failure.code, EXIT_NO_INPUT);
+            assert!(failure.message.contains("m9-v9"), "{}", failure.message);
+            assert!(out.is_empty());
+        }
+        let err = break_identity(&f.store, &name("m0-v1"), Some(secs(61)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LeaseError::Invalid(_)));
+        assert_eq!(
+            f.store.read(&name("m0-v1")).await.unwrap().state,
+            LeaseState::Leased
+        );
+    }
+
+    #[tokio::test]
+    async fn status_output_is_json_or_the_table() {
+        let f = every_state().await;
+        let mut json = Vec::new();
+        status_on(&f.store, true, f.now(), &mut json).await.unwrap();
+        let json = String::from_utf8(json).unwrap();
+        assert!(json.starts_with('[') && json.ends_with("]\n"), "{json}");
+        let mut table = Vec::new();
+        status_on(&f.store, false, f.now(), &mut table)
+            .await
+            .unwrap();
+        assert!(String::from_utf8(table).unwrap().starts_with("IDENTITY"));
+    }
+
+    #[test]
+    fn store_errors_map_to_sysexits() {
+        let transient = LeaseError::Transient {
+            message: "locked".into(),
+            source: None,
+        };
+        let backend = LeaseError::Backend {
+            message: "corrupt".into(),
+            source: None,
+        };
+        assert_eq!(Failure::lease(transient).code, EXIT_TEMP_FAIL);
+        assert_eq!(Failure::lease(backend).code, EXIT_UNAVAILABLE);
+        assert_eq!(
+            Failure::lease(LeaseError::Invalid("x".into())).code,
+            EXIT_USAGE
+        );
+        let lost = LeaseError::Lost {
+            identity: name("m0-v1"),
+            reason: LostReason::Broken,
+        };
+        assert_eq!(Failure::lease(lost).code, EXIT_SOFTWARE);
+        assert!(!Failure::new(1, "a\nb").message.contains('\n'));
+    }
+
+    #[test]
+    fn a_missing_store_is_refused_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.db");
+        let spec = format!("sqlite:{}", path.display());
+        let err = open_store(&spec).err().unwrap();
+        assert_eq!(err.code, EXIT_NO_INPUT);
+        assert!(err.message.contains("no lease store at"), "{}", err.message);
+        assert!(!path.exists());
+
+        let err = open_store(&format!("sqlite:{}", dir.path().display()))
+            .err()
+            .unwrap();
+        assert_eq!(err.code, EXIT_NO_INPUT);
+        assert_eq!(open_store("s3:bucket").err().unwrap().code, EXIT_USAGE);
+        assert_eq!(
+            open_store("blob:https://a.blob.core.windows.net/c")
+                .err()
+                .unwrap()
+                .code,
+            EXIT_UNAVAILABLE
+        );
+
+        drop(SqliteLeaseStore::open(&path).unwrap());
+        assert!(open_store(&spec).is_ok());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Command {
+        Status(StatusArgs),
+        Break(BreakArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("leased").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn arguments_parse_and_help_teaches() {
+        match parse(&["status", "--leases", "sqlite:l.db", "--json"]).unwrap() {
+            Command::Status(a) => assert_eq!((a.leases.as_str(), a.json), ("sqlite:l.db", true)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["break", "m0-v1", "--leases", "sqlite:l.db", "--period", "0"]).unwrap() {
+            Command::Break(a) => {
+                assert_eq!(a.identity, "m0-v1");
+                assert_eq!((a.yes, a.period), (false, Some(0)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["break", "m0-v1", "--leases", "x", "--period", "61"]).is_err());
+        assert!(parse(&["break", "--leases", "sqlite:l.db", "--yes"]).is_err());
+        assert!(parse(&["status"]).is_err(), "--leases is required");
+
+        let help = parse(&["break", "--help"]).unwrap_err().to_string();
+        for phrase in [
+            "Without --yes nothing is",
+            "fence guard",
+            "systemctl stop leased",
+            "--period <SECONDS>",
+            "Exit status: 0 done; 64",
+        ] {
+            assert!(help.contains(phrase), "{phrase:?} missing from:\n{help}");
+        }
+        let help = parse(&["status", "--help"]).unwrap_err().to_string();
+        assert!(help.contains("held_for_secs") && help.contains("Exit status"));
+    }
+}

@@ -1,0 +1,408 @@
+//! A local consortium for process-level tests and benchmarks: identities in a `dir:` secret
+//! store and a `sqlite:` lease store, and real `leased` daemons (the `leased-host` binary)
+//! each supervising a stand-in client that logs its signing to one shared log.
+//!
+//! Every daemon and everything it started is stopped when the [`Cluster`] is dropped, even
+//! when a test panics: daemons are SIGCONTed and SIGKILLed, and their guards, seeing the
+//! daemon's pipe close, stop the clients.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use shared::keyfile::CONTENT_TYPE_RAW_HEX;
+use shared::lease::sqlite::SqliteLeaseStore;
+use shared::lease::{meta, LeaseState, LeaseStore};
+use shared::secret::dir::DirSecretStore;
+use shared::secret::{SecretStore, SecretValue, Tags};
+use shared::{Address, Name, ValidatorKey};
+
+use crate::overlap::{self, CheckParams, Report};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub identities: usize,
+    pub daemons: usize,
+    /// D, 15–60.
+    pub duration_secs: u64,
+    /// Extra TOML lines for the `[client]` table.
+    pub client_extra: String,
+    /// Extra arguments for the stand-in client.
+    pub client_args: Vec<String>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            identities: 3,
+            daemons: 4,
+            duration_secs: 15,
+            client_extra: String::new(),
+            client_args: Vec::new(),
+        }
+    }
+}
+
+/// One daemon process.
+#[derive(Debug)]
+pub struct Daemon {
+    pub node: String,
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> Option<Pid> {
+        self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(pid, signal);
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    pub fn term(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    pub fn stop(&mut self) {
+        self.signal(Signal::SIGSTOP);
+        self.stopped = true;
+    }
+
+    pub fn cont(&mut self) {
+        self.signal(Signal::SIGCONT);
+        self.stopped = false;
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status.code().unwrap_or(-1));
+                }
+            } else {
+                return None;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.stopped {
+            self.signal(Signal::SIGCONT);
+        }
+        self.kill9();
+    }
+}
+
+/// A line of the shared sign log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignLine {
+    pub address: String,
+    pub at: u64,
+    pub node: String,
+    pub pid: u32,
+}
+
+/// The running consortium.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    /// Identity and address, in index order.
+    pub identities: Vec<(Name, Address)>,
+    pub daemons: Vec<Daemon>,
+    pub sign_log: PathBuf,
+    spec: ClusterSpec,
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the stand-in client's timestamps.
+pub fn mono_now() -> u64 {
+    leased::guard::MonoNanos::now().as_nanos()
+}
+
+impl Cluster {
+    /// Provisions the identities and starts the daemons (node names `vm-1`, `vm-2`, …).
+    pub fn start(spec: ClusterSpec) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identities = provision(dir.path(), spec.identities);
+        let sign_log = dir.path().join("sign.log");
+        let mut cluster = Cluster {
+            dir,
+            identities,
+            daemons: Vec::new(),
+            sign_log,
+            spec,
+        };
+        for i in 1..=cluster.spec.daemons {
+            let d = cluster.spawn_daemon(&format!("vm-{i}"));
+            cluster.daemons.push(d);
+        }
+        cluster
+    }
+
+    fn config_text(&self, node: &str, runtime: &Path) -> String {
+        let root = self.dir.path();
+        let mut command = vec![
+            crate::bin_path("standin-client").display().to_string(),
+            "--address".into(),
+            "{address}".into(),
+            "--log".into(),
+            self.sign_log.display().to_string(),
+            "--node".into(),
+            node.into(),
+            "--key-file".into(),
+            "{key_file}".into(),
+        ];
+        command.extend(self.spec.client_args.iter().cloned());
+        let command: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+        format!(
+            "node = {node:?}\nruntime_dir = {runtime:?}\n\n[store]\nleases = {leases:?}\nsecrets = {secrets:?}\n\n\
+             [identity]\npool = \"m0-\"\n\n[lease]\nduration_secs = {d}\n\n\
+             [client]\nformat = \"raw-hex\"\ncommand = [{command}]\n{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            runtime = runtime.display().to_string(),
+            leases = format!("sqlite:{}", root.join("leases.db").display()),
+            secrets = format!("dir:{}", root.join("secrets").display()),
+            d = self.spec.duration_secs,
+            command = command.join(", "),
+            extra = self.spec.client_extra,
+        )
+    }
+
+    /// Writes a config for `node` and starts its daemon.
+    pub fn spawn_daemon(&self, node: &str) -> Daemon {
+        let root = self.dir.path();
+        let runtime = root.join(format!("run-{node}"));
+        let config = root.join(format!("{node}.toml"));
+        fs::write(&config, self.config_text(node, &runtime)).expect("write config");
+        let stderr = root.join(format!("{node}.stderr"));
+        let child = Command::new(crate::bin_path("leased-host"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start leased-host");
+        Daemon {
+            node: node.into(),
+            config,
+            stderr,
+            child: Some(child),
+            stopped: false,
+        }
+    }
+
+    pub fn daemon(&mut self, node: &str) -> &mut Daemon {
+        self.daemons
+            .iter_mut()
+            .find(|d| d.node == node)
+            .expect("no such daemon")
+    }
+
+    /// What daemon `node` wrote to stderr so far.
+    pub fn daemon_log(&self, node: &str) -> String {
+        self.daemons
+            .iter()
+            .find(|d| d.node == node)
+            .map(Daemon::log_text)
+            .unwrap_or_default()
+    }
+
+    /// The sign log's lines.
+    pub fn sign_lines(&self) -> Vec<SignLine> {
+        let text = fs::read_to_string(&self.sign_log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if w.first() != Some(&"signing") {
+                    return None;
+                }
+                let field = |k: &str| {
+                    w.iter()
+                        .find_map(|x| x.strip_prefix(k))
+                        .map(str::to_string)
+                        .unwrap_or_default()
+                };
+                Some(SignLine {
+                    address: w.get(2)?.to_ascii_lowercase(),
+                    at: w.get(4)?.parse().ok()?,
+                    node: field("node="),
+                    pid: field("pid=").parse().unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Who signed with each identity last (address → line), among lines after `since`.
+    pub fn signers_since(&self, since: u64) -> BTreeMap<String, SignLine> {
+        let mut out = BTreeMap::new();
+        for l in self.sign_lines().into_iter().filter(|l| l.at > since) {
+            out.insert(l.address.clone(), l);
+        }
+        out
+    }
+
+    /// Lease holders as the store shows them: identity → holder node, for leased records.
+    pub fn holders(&self) -> BTreeMap<String, String> {
+        let store =
+            SqliteLeaseStore::open(&self.dir.path().join("leases.db")).expect("open leases");
+        let records = block_on(store.list()).expect("list leases");
+        records
+            .into_iter()
+            .filter(|r| r.state == LeaseState::Leased)
+            .map(|r| {
+                (
+                    r.identity.to_string(),
+                    r.metadata
+                        .get(meta::HOLDER_NODE)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until every identity is signed by a distinct node, after `since`; returns
+    /// address → node.
+    pub fn wait_all_signing(&self, since: u64, timeout: Duration) -> BTreeMap<String, String> {
+        wait_for(timeout, || {
+            let s = self.signers_since(since);
+            let nodes: std::collections::BTreeSet<&String> = s.values().map(|l| &l.node).collect();
+            (s.len() == self.identities.len() && nodes.len() == s.len())
+                .then(|| s.into_iter().map(|(a, l)| (a, l.node)).collect())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "not every identity was signing within {timeout:?}\n{}",
+                self.diagnostics()
+            )
+        })
+    }
+
+    /// The first line after `since` where `address` is signed by a node other than `not`.
+    pub fn wait_taken_over(
+        &self,
+        address: &str,
+        not: &str,
+        since: u64,
+        timeout: Duration,
+    ) -> SignLine {
+        wait_for(timeout, || {
+            self.sign_lines()
+                .into_iter()
+                .find(|l| l.at > since && l.address == address && l.node != not)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{address} was not taken over from {not} within {timeout:?}\n{}",
+                self.diagnostics()
+            )
+        })
+    }
+
+    /// The overlap checker over the sign log; panics with the overlaps.
+    pub fn assert_no_overlap(&self) -> Report {
+        overlap::assert_no_overlap(&[("sign.log", &self.sign_log)], CheckParams::default())
+    }
+
+    /// Every daemon's stderr, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for d in &self.daemons {
+            let text = d.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            out.push_str(&format!("--- {} (last lines)\n", d.node));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Polls `f` every 20 ms until it gives a value or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Identities `m0-v0`, `m0-v1`, … with fresh keys, as `orchestrator init` leaves them.
+fn provision(root: &Path, n: usize) -> Vec<(Name, Address)> {
+    let secrets = DirSecretStore::open(&root.join("secrets")).expect("secret store");
+    let leases = SqliteLeaseStore::open(&root.join("leases.db")).expect("lease store");
+    block_on(async {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let id = Name::new(format!("m0-v{i}")).expect("name");
+            let key = ValidatorKey::generate();
+            let address = key.address();
+            let mut tags = Tags::new();
+            tags.insert("address".into(), address.to_string());
+            secrets
+                .create_if_absent(
+                    &id,
+                    &SecretValue::new(key.expose_hex()),
+                    Some(CONTENT_TYPE_RAW_HEX),
+                    &tags,
+                )
+                .await
+                .expect("store secret");
+            leases.create_record(&id).await.expect("lease record");
+            out.push((id, address));
+        }
+        out
+    })
+}

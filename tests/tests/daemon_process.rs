@@ -1,0 +1,218 @@
+//! The daemon as it runs on VMs: real `leased` processes on one SQLite lease store, each
+//! supervising a stand-in client, 3 identities and 4 daemons (one standby). Every scenario
+//! ends with the overlap checker over the clients' sign log: for each identity, the signing
+//! intervals of different daemons never overlap.
+//!
+//! The scenarios run one at a time (they measure take-over latencies on a small machine).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use integration_tests::cluster::{mono_now, wait_for, Cluster, ClusterSpec};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const D: Duration = Duration::from_secs(15);
+/// Default margin: D/3.
+const M: Duration = Duration::from_secs(5);
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the cluster and waits until every identity is signing on its own node.
+fn running(spec: ClusterSpec) -> (Cluster, std::collections::BTreeMap<String, String>) {
+    let cluster = Cluster::start(spec);
+    let signers = cluster.wait_all_signing(0, Duration::from_secs(20));
+    (cluster, signers)
+}
+
+fn secs(nanos: u64) -> f64 {
+    Duration::from_nanos(nanos).as_secs_f64()
+}
+
+#[test]
+fn kill_9_of_a_holder_daemon_hands_its_identity_to_the_standby_within_d_plus_2s() {
+    let _serial = serial();
+    let (mut cluster, signers) = running(ClusterSpec::default());
+    let (address, victim) = signers
+        .iter()
+        .next()
+        .map(|(a, n)| (a.clone(), n.clone()))
+        .unwrap();
+    let killed_at = mono_now();
+    cluster.daemon(&victim).kill9();
+    let taken = cluster.wait_taken_over(&address, &victim, killed_at, D + Duration::from_secs(4));
+    let latency = secs(taken.at - killed_at);
+    assert!(
+        latency <= (D + Duration::from_secs(2)).as_secs_f64(),
+        "take-over after kill -9 took {latency:.3} s"
+    );
+    // The killed daemon's client stopped at once: its guard saw the daemon's pipe close.
+    let last = cluster
+        .sign_lines()
+        .into_iter()
+        .filter(|l| l.node == victim)
+        .map(|l| l.at)
+        .max()
+        .unwrap();
+    assert!(
+        secs(last.saturating_sub(killed_at)) < 1.0,
+        "the killed daemon's client signed on for {:.3} s",
+        secs(last.saturating_sub(killed_at))
+    );
+    cluster.assert_no_overlap();
+}
+
+#[test]
+fn sigterm_of_a_holder_fences_releases_and_the_standby_takes_over_within_2s() {
+    let _serial = serial();
+    let (mut cluster, signers) = running(ClusterSpec::default());
+    let (address, victim) = signers
+        .iter()
+        .next()
+        .map(|(a, n)| (a.clone(), n.clone()))
+        .unwrap();
+    let stopped_at = mono_now();
+    cluster.daemon(&victim).term();
+    let taken = cluster.wait_taken_over(&address, &victim, stopped_at, Duration::from_secs(5));
+    let latency = secs(taken.at - stopped_at);
+    assert!(latency <= 2.0, "graceful take-over took {latency:.3} s");
+    let code = cluster.daemon(&victim).wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", cluster.diagnostics());
+    cluster.assert_no_overlap();
+}
+
+#[test]
+fn a_frozen_holder_is_fenced_by_its_guard_and_never_signs_again_after_sigcont() {
+    let _serial = serial();
+    let (mut cluster, signers) = running(ClusterSpec::default());
+    let (address, victim) = signers
+        .iter()
+        .next()
+        .map(|(a, n)| (a.clone(), n.clone()))
+        .unwrap();
+    let frozen_at = mono_now();
+    cluster.daemon(&victim).stop();
+    let taken = cluster.wait_taken_over(&address, &victim, frozen_at, D + Duration::from_secs(4));
+    // The guard stopped the client by F = t_ok + D − M, and t_ok was before the freeze.
+    let last = cluster
+        .sign_lines()
+        .into_iter()
+        .filter(|l| l.node == victim)
+        .map(|l| l.at)
+        .max()
+        .unwrap();
+    let bound = (D - M + Duration::from_millis(300)).as_secs_f64();
+    assert!(
+        secs(last.saturating_sub(frozen_at)) <= bound,
+        "the frozen daemon's client signed {:.3} s after the freeze (bound {bound} s)",
+        secs(last.saturating_sub(frozen_at))
+    );
+    assert!(
+        last < taken.at,
+        "the standby started before the old client stopped"
+    );
+    // Held past D, then thawed: the old daemon must not sign again.
+    std::thread::sleep(D.saturating_sub(Duration::from_nanos(mono_now() - frozen_at)));
+    let thawed_at = mono_now();
+    cluster.daemon(&victim).cont();
+    std::thread::sleep(Duration::from_secs(4));
+    let after: Vec<_> = cluster
+        .sign_lines()
+        .into_iter()
+        .filter(|l| l.node == victim && l.at > thawed_at)
+        .collect();
+    assert!(
+        after.is_empty(),
+        "the thawed daemon signed again: {after:?}"
+    );
+    assert!(
+        cluster.daemon(&victim).is_running(),
+        "{}",
+        cluster.diagnostics()
+    );
+    let log = cluster.daemon(&victim).log_text();
+    assert!(
+        log.lines()
+            .rev()
+            .take(10)
+            .any(|l| l.contains("state seeking")),
+        "the thawed daemon did not go back to seeking:\n{log}"
+    );
+    assert!(
+        !cluster.holders().values().any(|n| *n == victim),
+        "the thawed daemon holds a lease: {:?}",
+        cluster.holders()
+    );
+    cluster.assert_no_overlap();
+}
+
+#[test]
+fn a_killed_client_is_restarted_and_a_crash_loop_gives_the_identity_up() {
+    let _serial = serial();
+    let spec = ClusterSpec {
+        client_extra:
+            "restart_backoff_millis = 200\ncrash_loop_max_exits = 3\ncrash_loop_window_secs = 60\n"
+                .into(),
+        ..ClusterSpec::default()
+    };
+    let (cluster, signers) = running(spec);
+    let (address, victim) = signers
+        .iter()
+        .next()
+        .map(|(a, n)| (a.clone(), n.clone()))
+        .unwrap();
+    let client_pid = |since: u64| {
+        wait_for(Duration::from_secs(5), || {
+            cluster
+                .sign_lines()
+                .into_iter()
+                .rev()
+                .find(|l| l.address == address && l.node == victim && l.at > since)
+                .map(|l| l.pid)
+        })
+    };
+    // Two kills: restarted each time by the same daemon, with a new pid.
+    let mut since = 0;
+    for round in 1..=2 {
+        let pid = client_pid(since)
+            .unwrap_or_else(|| panic!("round {round}: no client\n{}", cluster.diagnostics()));
+        since = mono_now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let restarted = wait_for(Duration::from_secs(5), || {
+            cluster
+                .sign_lines()
+                .into_iter()
+                .find(|l| l.address == address && l.at > since && l.pid != pid)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "round {round}: the client was not restarted\n{}",
+                cluster.diagnostics()
+            )
+        });
+        assert_eq!(restarted.node, victim, "round {round}: restarted elsewhere");
+        since = restarted.at;
+    }
+    // The third exit within the window: the identity goes to the standby.
+    let pid = client_pid(since).unwrap();
+    let killed_at = mono_now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let taken = cluster.wait_taken_over(&address, &victim, killed_at, Duration::from_secs(8));
+    assert_ne!(taken.node, victim);
+    assert!(
+        cluster.daemon_log(&victim).contains("crash_loop"),
+        "{}",
+        cluster.diagnostics()
+    );
+    cluster.assert_no_overlap();
+}
