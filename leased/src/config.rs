@@ -45,6 +45,12 @@
 //!   slower than a lease.
 //! - `client.fence_grace_millis`: 1 ms ≤ grace ≤ M/2, leaving half the margin for clock
 //!   drift and for the kill itself.
+//! - `client.restart_backoff_millis` ≥ 100, `client.crash_loop_max_exits` 1–1000,
+//!   `client.crash_loop_window_secs` ≥ 1. An identity given up after a crash loop (or a
+//!   failed hand-off) is left to other nodes for one window.
+//! - `identity.pool` is a non-empty identity-name prefix (0-9, a-z, A-Z, '-');
+//!   `identity.quarantine_secs` defaults to 0: the guard already stops a frozen holder's
+//!   client by its fence deadline, before anyone else can acquire.
 //! - `client.command` placeholders: `{key_file}`, `{password_file}` (only with a password
 //!   file) and `{address}`; `{{` and `}}` stand for literal braces.
 //! - `runtime_dir` and `client.password_file` must be absolute paths. If `runtime_dir`
@@ -779,10 +785,9 @@ fn build(
     overrides: &Overrides,
     check_dir: impl FnOnce(&Path) -> Option<Problem>,
 ) -> Result<Config, Problems> {
-    let mut root: Table = match text.parse() {
+    let mut root = match text.parse::<Table>() {
         Ok(t) => t,
         Err(e) => {
-            let e: toml::de::Error = e;
             let message = match e.span() {
                 Some(span) => {
                     let (line, column) = line_and_column(text, span.start);

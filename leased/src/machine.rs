@@ -1731,7 +1731,13 @@ mod tests {
         let mut sent = Vec::new();
         let mut now = 0;
         let mut actions = m.handle(t(now), Event::Tick);
+        let mut steps = 0;
         while now <= end {
+            steps += 1;
+            assert!(
+                steps < 1_000,
+                "time stopped advancing at {now} ms: {actions:?}"
+            );
             if let Some(reason) = fence_reason(&actions) {
                 return (sent, Some((now, reason)));
             }

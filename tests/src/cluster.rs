@@ -36,6 +36,8 @@ pub struct ClusterSpec {
     pub client_extra: String,
     /// Extra arguments for the stand-in client.
     pub client_args: Vec<String>,
+    /// Give each daemon its own loopback HTTP port (else port 0, unreachable from here).
+    pub http: bool,
 }
 
 impl Default for ClusterSpec {
@@ -46,6 +48,7 @@ impl Default for ClusterSpec {
             duration_secs: 15,
             client_extra: String::new(),
             client_args: Vec::new(),
+            http: false,
         }
     }
 }
@@ -54,6 +57,8 @@ impl Default for ClusterSpec {
 #[derive(Debug)]
 pub struct Daemon {
     pub node: String,
+    /// Its HTTP endpoint, when the spec asked for one.
+    pub http: Option<std::net::SocketAddr>,
     pub config: PathBuf,
     pub stderr: PathBuf,
     child: Option<Child>,
@@ -176,7 +181,7 @@ impl Cluster {
         cluster
     }
 
-    fn config_text(&self, node: &str, runtime: &Path) -> String {
+    fn config_text(&self, node: &str, runtime: &Path, listen: &str) -> String {
         let root = self.dir.path();
         let mut command = vec![
             crate::bin_path("standin-client").display().to_string(),
@@ -194,7 +199,7 @@ impl Cluster {
         format!(
             "node = {node:?}\nruntime_dir = {runtime:?}\n\n[store]\nleases = {leases:?}\nsecrets = {secrets:?}\n\n\
              [identity]\npool = \"m0-\"\n\n[lease]\nduration_secs = {d}\n\n\
-             [client]\nformat = \"raw-hex\"\ncommand = [{command}]\n{extra}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+             [client]\nformat = \"raw-hex\"\ncommand = [{command}]\n{extra}\n\n[http]\nlisten = {listen:?}\n",
             runtime = runtime.display().to_string(),
             leases = format!("sqlite:{}", root.join("leases.db").display()),
             secrets = format!("dir:{}", root.join("secrets").display()),
@@ -209,7 +214,13 @@ impl Cluster {
         let root = self.dir.path();
         let runtime = root.join(format!("run-{node}"));
         let config = root.join(format!("{node}.toml"));
-        fs::write(&config, self.config_text(node, &runtime)).expect("write config");
+        let http = self.spec.http.then(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+        });
+        let listen = http.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        fs::write(&config, self.config_text(node, &runtime, &listen)).expect("write config");
         let stderr = root.join(format!("{node}.stderr"));
         let child = Command::new(crate::bin_path("leased-host"))
             .args(["run", "--config"])
@@ -221,10 +232,20 @@ impl Cluster {
             .expect("start leased-host");
         Daemon {
             node: node.into(),
+            http,
             config,
             stderr,
             child: Some(child),
             stopped: false,
+        }
+    }
+
+    /// Starts `node` afresh (after it was killed or stopped), replacing its old handle.
+    pub fn restart(&mut self, node: &str) {
+        let fresh = self.spawn_daemon(node);
+        match self.daemons.iter_mut().find(|d| d.node == node) {
+            Some(slot) => *slot = fresh,
+            None => self.daemons.push(fresh),
         }
     }
 
@@ -405,4 +426,29 @@ fn provision(root: &Path, n: usize) -> Vec<(Name, Address)> {
         }
         out
     })
+}
+
+/// A plain HTTP/1.1 GET on loopback; the body, if the answer was 200.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Resident memory of a process, in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
