@@ -216,3 +216,112 @@ fn a_killed_client_is_restarted_and_a_crash_loop_gives_the_identity_up() {
     );
     cluster.assert_no_overlap();
 }
+
+#[test]
+fn bad_configuration_lists_every_problem_and_exits_64() {
+    let d = tempfile::tempdir().unwrap();
+    let runtime = d.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // A margin is judged against a valid D, so the two lease problems need two files; each
+    // lists every other problem too.
+    for (lease, lease_problem) in [
+        ("duration_secs = 10", "lease.duration_secs"),
+        ("duration_secs = 20\nmargin_secs = 10", "lease.margin_secs"),
+    ] {
+        let config = d.path().join("bad.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "runtime_dir = {:?}\n[store]\nleases = \"sqlite:{}\"\nsecrets = \"dir:{}\"\n\
+                 [identity]\npool = \"m0-\"\n[lease]\n{lease}\n[client]\nformat = \"raw-hex\"\n",
+                runtime.display().to_string(),
+                d.path().join("l.db").display(),
+                d.path().join("s").display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(integration_tests::bin_path("leased-host"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        for needle in [lease_problem, "client.command", "runtime_dir"] {
+            assert!(err.contains(needle), "{needle} not reported:\n{err}");
+        }
+    }
+    assert!(
+        !d.path().join("l.db").exists(),
+        "a bad config touched the store"
+    );
+}
+
+#[test]
+fn one_daemon_per_runtime_directory_and_the_http_endpoints_tell_the_truth() {
+    let _serial = serial();
+    let spec = ClusterSpec {
+        identities: 1,
+        daemons: 2,
+        http: true,
+        ..ClusterSpec::default()
+    };
+    let (mut cluster, signers) = running(spec);
+    let holder = signers.values().next().unwrap().clone();
+    let standby = if holder == "vm-1" { "vm-2" } else { "vm-1" };
+    let get = |c: &mut Cluster, node: &str, path: &str| {
+        let addr = c.daemon(node).http.unwrap();
+        integration_tests::cluster::http_get(addr, path)
+    };
+    wait_for(Duration::from_secs(5), || {
+        get(&mut cluster, &holder, "/readyz")
+    })
+    .expect("the holder is ready");
+    assert!(
+        get(&mut cluster, standby, "/readyz").is_none(),
+        "a standby is not ready"
+    );
+    assert!(get(&mut cluster, standby, "/healthz").is_some());
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&mut cluster, &holder, "/status").unwrap()).unwrap();
+    assert_eq!(status["state"], "holding");
+    assert_eq!(status["identity"], "m0-v0");
+    assert_eq!(
+        status["address"].as_str().unwrap().to_ascii_lowercase(),
+        *signers.keys().next().unwrap()
+    );
+    assert_eq!(status["epoch"], 1);
+    let fence_in = status["fence_deadline_in_secs"].as_f64().unwrap();
+    assert!(
+        fence_in > 0.0 && fence_in <= (D - M).as_secs_f64(),
+        "{status}"
+    );
+    let metrics = get(&mut cluster, &holder, "/metrics").unwrap();
+    assert!(
+        metrics.contains("leased_state{state=\"holding\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("leased_acquisitions_total 1"), "{metrics}");
+
+    // A second daemon on the holder's runtime directory refuses to run.
+    let config = cluster.daemon(&holder).config.clone();
+    let out = std::process::Command::new(integration_tests::bin_path("leased-host"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lock"));
+    cluster.assert_no_overlap();
+}
