@@ -1109,10 +1109,12 @@ fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Opti
         .string(&mut s, "engine_signer_rpc")
         .optional()
         .and_then(|u| match u {
-            Some(u) if !is_http_url(&u) => {
+            Some(u) if !is_loopback_http_url(&u) => {
                 r.problem(
                     "client.engine_signer_rpc",
-                    format!("{u:?} must be an http:// or https:// URL with a host"),
+                    format!(
+                        "{u:?} must be an http://HOST:PORT URL on loopback (127.0.0.1, [::1] or localhost): the key travels in it"
+                    ),
                 );
                 None
             }
@@ -1180,11 +1182,23 @@ fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Opti
     })
 }
 
-fn is_http_url(u: &str) -> bool {
-    u.strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"))
+/// `http://` to this machine only: the engine-signer call carries the key.
+fn is_loopback_http_url(u: &str) -> bool {
+    let Some(authority) = u
+        .strip_prefix("http://")
         .and_then(|rest| rest.split(['/', '?', '#']).next())
-        .is_some_and(|host| !host.is_empty())
+    else {
+        return false;
+    };
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => authority,
+    };
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 fn read_http(r: &mut Reader, mut s: Section) -> Option<HttpConfig> {
@@ -1665,15 +1679,24 @@ listen = "127.0.0.1:9797"
     }
 
     #[test]
-    fn engine_signer_rpc_must_be_an_http_url() {
-        for bad in [r#""127.0.0.1:8545""#, r#""http://""#, r#""ws://x:8546""#] {
+    fn engine_signer_rpc_must_be_an_http_url_on_loopback() {
+        for bad in [
+            r#""127.0.0.1:8545""#,
+            r#""http://""#,
+            r#""ws://x:8546""#,
+            r#""https://signer.internal/rpc""#,
+            r#""http://10.0.0.5:8545""#,
+        ] {
             let p = one_problem(&[("client.engine_signer_rpc", Some(bad))]);
             assert!(p.starts_with("client.engine_signer_rpc: "), "{p}");
         }
-        ok(&edits(&[(
-            "client.engine_signer_rpc",
-            Some(r#""https://signer.internal/rpc""#),
-        )]));
+        for good in [
+            r#""http://127.0.0.1:8545""#,
+            r#""http://localhost:8545/""#,
+            r#""http://[::1]:8545""#,
+        ] {
+            ok(&edits(&[("client.engine_signer_rpc", Some(good))]));
+        }
     }
 
     #[test]

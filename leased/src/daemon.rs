@@ -19,6 +19,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,7 @@ use tokio::sync::mpsc;
 use shared::keyfile::{self, KeyFormat, CONTENT_TYPE_RAW_HEX};
 use shared::keystore::KdfParams;
 use shared::lease::{meta, LeaseId, LeaseStore, Metadata};
-use shared::secret::SecretStore;
+use shared::secret::{SecretStore, SecretValue};
 use shared::{fsutil, Name, ValidatorKey};
 
 use crate::config::{Config, Substitutions};
@@ -121,6 +122,8 @@ enum Msg {
         lease: Lease,
         address: String,
         started: MonoTime,
+        /// The key for the engine-signer RPC, when one is configured.
+        signer_key: Option<SecretValue>,
     },
     Guard {
         generation: u64,
@@ -173,6 +176,10 @@ struct Driver {
     acquired_at: Option<(Ticket, MonoTime)>,
     address: Option<String>,
     epoch: Option<u64>,
+    /// The key waiting to be given to the client's engine-signer RPC once it runs.
+    signer_key: Option<SecretValue>,
+    /// Bumped on every fence: an engine-signer set still retrying gives up.
+    signer_epoch: Arc<AtomicU64>,
 }
 
 impl Driver {
@@ -220,6 +227,8 @@ impl Driver {
             acquired_at: None,
             address: None,
             epoch: None,
+            signer_key: None,
+            signer_epoch: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -320,6 +329,7 @@ impl Driver {
                 lease,
                 address,
                 started,
+                signer_key,
             } => {
                 if generation != self.generation {
                     // A fence overtook this hand-off: the key must not be used.
@@ -327,6 +337,7 @@ impl Driver {
                     return None;
                 }
                 self.address = Some(address.clone());
+                self.signer_key = signer_key;
                 self.write_address_metadata(&lease, &address);
                 match self.spawn_guard(&lease, &address) {
                     Ok(()) => {
@@ -359,6 +370,7 @@ impl Driver {
                                 self.telemetry.metrics(|m| m.observe_hand_off(took));
                             }
                         }
+                        self.set_engine_signer();
                         Some(Event::ClientStarted { ticket })
                     }
                     GuardEvent::Exited(kind) => {
@@ -691,6 +703,7 @@ impl Driver {
         let password_file = self.config.client.password_file.clone();
         let node = self.config.node.clone();
         let started = now();
+        let wants_signer_key = self.config.client.engine_signer_rpc.is_some();
         self.telemetry.metrics(|m| m.store_request("get_secret"));
         tokio::spawn(async move {
             let fetched = match tokio::time::timeout(timeout, secrets.get(&lease.identity)).await {
@@ -710,14 +723,16 @@ impl Driver {
                 let address = key.address().to_string();
                 // The KDF of a keystore takes most of a second: off the loop.
                 write_key_file(&path, &key, format, password_file.as_deref())?;
-                Ok(address)
+                let signer_key = wants_signer_key.then(|| SecretValue::new(key.expose_hex()));
+                Ok((address, signer_key))
             });
             let msg = match written {
-                Ok(address) => Msg::KeyReady {
+                Ok((address, signer_key)) => Msg::KeyReady {
                     generation,
                     lease,
                     address,
                     started,
+                    signer_key,
                 },
                 Err(message) => {
                     log(&node, format!("hand-off of {}: {message}", lease.identity));
@@ -806,18 +821,84 @@ impl Driver {
             .metrics(|m| *m.fences.entry(reason.as_str()).or_default() += 1);
         // A hand-off still in flight is cancelled: its KeyReady will be dropped.
         self.generation += 1;
+        self.signer_key = None;
+        self.signer_epoch.fetch_add(1, Ordering::SeqCst);
+        // The engine signer is cleared first, then the guard stops the client. The clear is
+        // bounded well inside the margin; the guard's deadline holds regardless.
+        let clear = self.config.client.engine_signer_rpc.clone().map(|url| {
+            let timeout = (self.config.client.fence_grace).min(Duration::from_secs(1));
+            let node = self.config.node.clone();
+            async move {
+                match crate::engine_signer::clear_signer(&url, timeout).await {
+                    Ok(()) => log(&node, "engine signer cleared"),
+                    Err(e) => log(&node, format!("clearing the engine signer: {e}")),
+                }
+            }
+        });
         match &self.guard {
             Some(g) => {
                 self.fence_waiting = Some(lease.ticket);
-                let _ = g.commands.send(GuardCommand::Fence);
+                let commands = g.commands.clone();
+                tokio::spawn(async move {
+                    if let Some(clear) = clear {
+                        clear.await;
+                    }
+                    let _ = commands.send(GuardCommand::Fence);
+                });
             }
             None => {
                 let _ = fs::remove_file(key_path(&self.config));
-                let _ = self.tx.send(Msg::Machine(Event::FenceDone {
-                    ticket: lease.ticket,
-                }));
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    if let Some(clear) = clear {
+                        clear.await;
+                    }
+                    let _ = tx.send(Msg::Machine(Event::FenceDone {
+                        ticket: lease.ticket,
+                    }));
+                });
             }
         }
+    }
+
+    /// Gives the running client its key over the engine-signer RPC, retrying while the
+    /// client's RPC comes up, until it answers or the next fence.
+    fn set_engine_signer(&mut self) {
+        let (Some(url), Some(key)) = (
+            self.config.client.engine_signer_rpc.clone(),
+            self.signer_key.take(),
+        ) else {
+            return;
+        };
+        let epoch = self.signer_epoch.clone();
+        let mine = epoch.load(Ordering::SeqCst);
+        let node = self.config.node.clone();
+        let give_up = self.config.lease.duration;
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                if epoch.load(Ordering::SeqCst) != mine {
+                    return;
+                }
+                match crate::engine_signer::set_signer(
+                    url.as_str(),
+                    key.expose(),
+                    Duration::from_secs(1),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        log(&node, "engine signer set");
+                        return;
+                    }
+                    Err(e) if started.elapsed() > give_up => {
+                        log(&node, format!("setting the engine signer failed: {e}"));
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+        });
     }
 
     /// Waits for a gone guard; if it died without fencing, does the fencing itself.

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod engine_signer;
 pub mod guard;
 pub mod http;
 pub mod machine;
