@@ -313,3 +313,32 @@ pub fn ethereumjs_client_cli() -> PathBuf {
     }
     cli
 }
+
+/// Validates each of `documents` against the JSON Schema at `schema` with the Python
+/// `jsonschema` package; one result per document: `Ok(())` or `Err(first error)`.
+pub fn json_schema_validate(schema: &Path, documents: &[&Path]) -> Vec<Result<(), String>> {
+    let out = Command::new(python())
+        .arg(interop_script("json_schema_validate.py"))
+        .arg(schema)
+        .args(documents)
+        .output()
+        .expect("run json_schema_validate.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "json_schema_validate.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Result<(), String>> = text
+        .lines()
+        .map(|l| {
+            if l == "ok" {
+                Ok(())
+            } else {
+                Err(l.to_string())
+            }
+        })
+        .collect();
+    assert_eq!(results.len(), documents.len(), "{text}");
+    results
+}
