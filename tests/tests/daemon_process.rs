@@ -27,6 +27,12 @@ fn running(spec: ClusterSpec) -> (Cluster, std::collections::BTreeMap<String, St
     (cluster, signers)
 }
 
+/// The first identity's address and its signer.
+fn first(signers: &std::collections::BTreeMap<String, String>) -> (String, String) {
+    let (a, n) = signers.iter().next().expect("at least one identity");
+    (a.clone(), n.clone())
+}
+
 fn secs(nanos: u64) -> f64 {
     Duration::from_nanos(nanos).as_secs_f64()
 }
@@ -35,11 +41,7 @@ fn secs(nanos: u64) -> f64 {
 fn kill_9_of_a_holder_daemon_hands_its_identity_to_the_standby_within_d_plus_2s() {
     let _serial = serial();
     let (mut cluster, signers) = running(ClusterSpec::default());
-    let (address, victim) = signers
-        .iter()
-        .next()
-        .map(|(a, n)| (a.clone(), n.clone()))
-        .unwrap();
+    let (address, victim) = first(&signers);
     let killed_at = mono_now();
     cluster.daemon(&victim).kill9();
     let taken = cluster.wait_taken_over(&address, &victim, killed_at, D + Duration::from_secs(4));
@@ -68,11 +70,7 @@ fn kill_9_of_a_holder_daemon_hands_its_identity_to_the_standby_within_d_plus_2s(
 fn sigterm_of_a_holder_fences_releases_and_the_standby_takes_over_within_2s() {
     let _serial = serial();
     let (mut cluster, signers) = running(ClusterSpec::default());
-    let (address, victim) = signers
-        .iter()
-        .next()
-        .map(|(a, n)| (a.clone(), n.clone()))
-        .unwrap();
+    let (address, victim) = first(&signers);
     let stopped_at = mono_now();
     cluster.daemon(&victim).term();
     let taken = cluster.wait_taken_over(&address, &victim, stopped_at, Duration::from_secs(5));
@@ -87,11 +85,7 @@ fn sigterm_of_a_holder_fences_releases_and_the_standby_takes_over_within_2s() {
 fn a_frozen_holder_is_fenced_by_its_guard_and_never_signs_again_after_sigcont() {
     let _serial = serial();
     let (mut cluster, signers) = running(ClusterSpec::default());
-    let (address, victim) = signers
-        .iter()
-        .next()
-        .map(|(a, n)| (a.clone(), n.clone()))
-        .unwrap();
+    let (address, victim) = first(&signers);
     let frozen_at = mono_now();
     cluster.daemon(&victim).stop();
     let taken = cluster.wait_taken_over(&address, &victim, frozen_at, D + Duration::from_secs(4));
@@ -158,11 +152,7 @@ fn a_killed_client_is_restarted_and_a_crash_loop_gives_the_identity_up() {
         ..ClusterSpec::default()
     };
     let (cluster, signers) = running(spec);
-    let (address, victim) = signers
-        .iter()
-        .next()
-        .map(|(a, n)| (a.clone(), n.clone()))
-        .unwrap();
+    let (address, victim) = first(&signers);
     let client_pid = |since: u64| {
         wait_for(Duration::from_secs(5), || {
             cluster
