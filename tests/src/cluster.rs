@@ -38,6 +38,8 @@ pub struct ClusterSpec {
     pub client_args: Vec<String>,
     /// Give each daemon its own loopback HTTP port (else port 0, unreachable from here).
     pub http: bool,
+    /// Extra environment for every daemon (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterSpec {
@@ -49,6 +51,7 @@ impl Default for ClusterSpec {
             client_extra: String::new(),
             client_args: Vec::new(),
             http: false,
+            env: Vec::new(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl Cluster {
         let child = Command::new(crate::bin_path("leased-host"))
             .args(["run", "--config"])
             .arg(&config)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"))
@@ -247,6 +251,11 @@ impl Cluster {
             Some(slot) => *slot = fresh,
             None => self.daemons.push(fresh),
         }
+    }
+
+    /// The runtime directory of `node` (its lock file and key file).
+    pub fn runtime_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("run-{node}"))
     }
 
     pub fn daemon(&mut self, node: &str) -> &mut Daemon {

@@ -414,3 +414,62 @@ fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_
     );
     cluster.assert_no_overlap();
 }
+
+#[test]
+fn systemd_hears_ready_and_the_state_and_the_key_file_is_private_while_held() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial();
+    let d = tempfile::tempdir().unwrap();
+    let socket_path = d.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let spec = ClusterSpec {
+        identities: 1,
+        daemons: 1,
+        env: vec![("NOTIFY_SOCKET".into(), socket_path.display().to_string())],
+        ..ClusterSpec::default()
+    };
+    let (mut cluster, signers) = running(spec);
+    let (address, node) = first(&signers);
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline
+        && !heard
+            .iter()
+            .any(|m: &String| m.starts_with("STATUS=holding") && m.contains("(0x"))
+    {
+        if let Ok(n) = socket.recv(&mut buf) {
+            heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(heard.iter().any(|m| m == "READY=1"), "{heard:?}");
+    let status = heard
+        .iter()
+        .find(|m| m.starts_with("STATUS=holding") && m.contains("(0x"))
+        .unwrap_or_else(|| panic!("no holding status: {heard:?}"));
+    assert!(status.contains("m0-v0"), "{status}");
+    assert!(status.to_ascii_lowercase().contains(&address), "{status}");
+
+    // The key file: 0600, in the 0700 runtime directory, while held.
+    let runtime = cluster.runtime_dir(&node);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&runtime), 0o700);
+    let key_file = runtime.join("validator.key");
+    assert_eq!(mode(&key_file), 0o600);
+
+    // SIGTERM: STOPPING, and the key file is gone when the daemon has exited.
+    cluster.daemon(&node).term();
+    assert_eq!(
+        cluster.daemon(&node).wait_exit(Duration::from_secs(10)),
+        Some(0)
+    );
+    while let Ok(n) = socket.recv(&mut buf) {
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(heard.iter().any(|m| m == "STOPPING=1"), "{heard:?}");
+    assert!(!key_file.exists(), "the key file outlived the daemon");
+    cluster.assert_no_overlap();
+}
