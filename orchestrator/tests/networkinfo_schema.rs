@@ -11,6 +11,9 @@ use integration_tests::tools::json_schema_validate;
 use orchestrator::networkinfo;
 use serde_json::Value;
 
+/// A change to a published document, to make it break one rule.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 fn schema_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/networkinfo.schema.json")
 }
@@ -53,7 +56,7 @@ fn the_committed_schema_matches_the_one_compiled_in() {
 fn published_network_info_is_valid_and_every_schema_violation_is_refused_by_both() {
     let d = tempfile::tempdir().unwrap();
     let good = init(d.path());
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let mutations: Vec<(&str, Mutation)> = vec![
         ("as published", Box::new(|_| {})),
         (
             "no addressList",

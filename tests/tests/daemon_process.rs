@@ -404,9 +404,9 @@ fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_
     let log = std::fs::read_to_string(&cluster.sign_log).unwrap();
     let stopped: u64 = log
         .lines()
+        .rev()
         .filter(|l| l.starts_with("stopped with"))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
-        .last()
+        .find_map(|l| l.split_whitespace().nth(4)?.parse().ok())
         .expect("the client logged its stop");
     assert!(
         clear.2 <= stopped,
