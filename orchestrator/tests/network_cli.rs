@@ -434,19 +434,7 @@ fn join_refuses_malformed_oversized_and_schema_violating_network_info() {
     write(
         "checksum.json",
         &mutate(&|v| {
-            let a = v["addressList"]["addresses"][0]
-                .as_str()
-                .unwrap()
-                .to_string();
-            let flipped: String = a
-                .chars()
-                .map(|c| match c {
-                    'a'..='f' => c.to_ascii_uppercase(),
-                    'A'..='F' => c.to_ascii_lowercase(),
-                    _ => c,
-                })
-                .collect();
-            v["addressList"]["addresses"][0] = flipped.into();
+            common::break_one_checksum(v["addressList"]["addresses"].as_array_mut().unwrap())
         }),
     );
     write(

@@ -11,6 +11,8 @@ use integration_tests::tools::json_schema_validate;
 use orchestrator::networkinfo;
 use serde_json::Value;
 
+mod common;
+
 /// A change to a published document, to make it break one rule.
 type Mutation = Box<dyn Fn(&mut Value)>;
 
@@ -123,34 +125,7 @@ fn what_the_schema_cannot_say_join_still_refuses() {
     // Schema-valid, but wrong: a checksum typo, and an address list that is not the
     // members' validators.
     let mut checksum = good.clone();
-    let a = checksum["addressList"]["addresses"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // Flip the case of one letter: still mixed case, so the checksum applies, and fails.
-    let at = a
-        .char_indices()
-        .skip(2)
-        .find(|(_, c)| c.is_ascii_alphabetic())
-        .map(|(i, _)| i)
-        .expect("an address with a letter");
-    let mut flipped = a.clone();
-    let c = a.as_bytes()[at] as char;
-    let swapped = if c.is_ascii_lowercase() {
-        c.to_ascii_uppercase()
-    } else {
-        c.to_ascii_lowercase()
-    };
-    flipped.replace_range(at..=at, &swapped.to_string());
-    let letters: String = flipped[2..]
-        .chars()
-        .filter(char::is_ascii_alphabetic)
-        .collect();
-    assert!(
-        letters != letters.to_ascii_lowercase() && letters != letters.to_ascii_uppercase(),
-        "need a mixed-case address for this check: {flipped}"
-    );
-    checksum["addressList"]["addresses"][0] = flipped.into();
+    common::break_one_checksum(checksum["addressList"]["addresses"].as_array_mut().unwrap());
     let mut reordered = good.clone();
     let list = reordered["addressList"]["addresses"]
         .as_array_mut()

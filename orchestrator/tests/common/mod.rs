@@ -48,3 +48,42 @@ pub(crate) fn entries(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// `address` (EIP-55 form) with one letter's case flipped, so that it stays mixed case and
+/// its checksum fails; `None` when it has too few letters for that (all-lower and all-upper
+/// addresses carry no checksum).
+pub(crate) fn break_checksum(address: &str) -> Option<String> {
+    let letters = address[2..]
+        .chars()
+        .filter(char::is_ascii_alphabetic)
+        .count();
+    if letters < 2 {
+        return None;
+    }
+    let at = address
+        .char_indices()
+        .skip(2)
+        .find(|(_, c)| c.is_ascii_alphabetic())
+        .map(|(i, _)| i)?;
+    let c = address.as_bytes()[at] as char;
+    let swapped = if c.is_ascii_lowercase() {
+        c.to_ascii_uppercase()
+    } else {
+        c.to_ascii_lowercase()
+    };
+    let mut out = address.to_string();
+    out.replace_range(at..=at, &swapped.to_string());
+    let rest: String = out[2..].chars().filter(char::is_ascii_alphabetic).collect();
+    (rest != rest.to_ascii_lowercase() && rest != rest.to_ascii_uppercase()).then_some(out)
+}
+
+/// Replaces the first address in `list` that can carry a broken checksum; panics if none can.
+pub(crate) fn break_one_checksum(list: &mut [serde_json::Value]) {
+    for slot in list.iter_mut() {
+        if let Some(broken) = slot.as_str().and_then(break_checksum) {
+            *slot = broken.into();
+            return;
+        }
+    }
+    panic!("no address in the list can carry a broken checksum");
+}
