@@ -954,16 +954,10 @@ fn write_key_file(
     password_file: Option<&Path>,
 ) -> Result<(), String> {
     let password = match (format, password_file) {
-        (KeyFormat::KeystoreV3, Some(p)) => {
-            let mut bytes = zeroize::Zeroizing::new(
-                fsutil::read_limited(p, 4096)
-                    .map_err(|e| format!("client.password_file {}: {e}", p.display()))?,
-            );
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-            }
-            Some(bytes)
-        }
+        (KeyFormat::KeystoreV3, Some(p)) => Some(
+            fsutil::read_password_file(p)
+                .map_err(|e| format!("client.password_file {}: {e}", p.display()))?,
+        ),
         _ => None,
     };
     let encoded = keyfile::encode(

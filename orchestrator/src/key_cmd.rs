@@ -16,8 +16,6 @@ use zeroize::Zeroizing;
 
 use crate::exit::Failure;
 
-/// Longest password file accepted.
-const MAX_PASSWORD_FILE: usize = 4096;
 /// Longest key file accepted by `inspect`.
 const MAX_KEY_FILE: usize = 64 * 1024;
 
@@ -200,16 +198,9 @@ fn print_line(s: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::io(format!("cannot write to stdout: {e}")))
 }
 
-/// Reads a password file, ignoring one trailing newline (`\n` or `\r\n`), as editors and
-/// `echo` add one.
+/// Reads a password file ([`fsutil::read_password_file`]); an empty one is refused.
 fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>, Failure> {
-    let mut pw = Zeroizing::new(read_input(path, "password file", MAX_PASSWORD_FILE)?);
-    if pw.ends_with(b"\n") {
-        pw.pop();
-        if pw.ends_with(b"\r") {
-            pw.pop();
-        }
-    }
+    let pw = fsutil::read_password_file(path).map_err(|e| input_error(e, path, "password file"))?;
     if pw.is_empty() {
         return Err(Failure::data(format!(
             "password file {} is empty",
@@ -220,13 +211,17 @@ fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>, Failure> {
 }
 
 fn read_input(path: &Path, what: &str, max: usize) -> Result<Vec<u8>, Failure> {
-    fsutil::read_limited(path, max).map_err(|e| match e.kind() {
+    fsutil::read_limited(path, max).map_err(|e| input_error(e, path, what))
+}
+
+fn input_error(e: io::Error, path: &Path, what: &str) -> Failure {
+    match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
             Failure::no_input(format!("cannot read {what} {}: {e}", path.display()))
         }
         io::ErrorKind::InvalidData => Failure::data(format!("{what} {e}")),
         _ => Failure::io(format!("cannot read {what} {}: {e}", path.display())),
-    })
+    }
 }
 
 fn check_can_create(out: &Path) -> Result<(), Failure> {

@@ -39,8 +39,6 @@ use crate::provision::{
     self, Identity, Plan, Progress, RateLimiter, SecretFormat, MAX_VALIDATORS, MIN_VALIDATORS,
 };
 
-/// Longest password file accepted.
-const MAX_PASSWORD_FILE: usize = 4096;
 /// Longest base genesis or config file accepted.
 const MAX_INPUT_FILE: usize = 4 << 20;
 /// Time allowed to fetch network info over HTTP.
@@ -361,16 +359,8 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
 }
 
 fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
-    let mut bytes = Zeroizing::new(
-        fsutil::read_limited(path, MAX_PASSWORD_FILE)
-            .map_err(|e| format!("--password-file {}: {e}", path.display()))?,
-    );
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
+    let bytes = fsutil::read_password_file(path)
+        .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
     if bytes.is_empty() {
         return Err(format!("--password-file {}: is empty", path.display()));
     }

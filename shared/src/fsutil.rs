@@ -13,10 +13,14 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 /// Mode of every file holding key material.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// Mode of every directory holding such files.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Longest password file [`read_password_file`] accepts.
+pub const MAX_PASSWORD_FILE: usize = 4096;
 
 /// Creates `path` holding `contents`, mode 0600, atomically; fails with
 /// `io::ErrorKind::AlreadyExists` (and writes nothing) if `path` exists.
@@ -103,6 +107,32 @@ pub fn read_limited(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads a password file into zeroizing memory, allocated once up front so that no
+/// reallocation leaves a copy behind: at most [`MAX_PASSWORD_FILE`] bytes, with one trailing
+/// newline (`\n` or `\r\n`) dropped, as editors and `echo` add one. An empty password is
+/// returned as such; callers decide whether they accept it.
+pub fn read_password_file(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
+    let f = File::open(path)?;
+    let mut pw = Zeroizing::new(Vec::with_capacity(MAX_PASSWORD_FILE + 2));
+    f.take(MAX_PASSWORD_FILE as u64 + 1).read_to_end(&mut pw)?;
+    if pw.len() > MAX_PASSWORD_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is larger than {MAX_PASSWORD_FILE} bytes",
+                path.display()
+            ),
+        ));
+    }
+    if pw.ends_with(b"\n") {
+        pw.pop();
+        if pw.ends_with(b"\r") {
+            pw.pop();
+        }
+    }
+    Ok(pw)
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -175,6 +205,24 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         let e = ensure_private_dir(&p).unwrap_err();
         assert!(e.to_string().contains("must be 0700"), "{e}");
+    }
+
+    #[test]
+    fn password_files_lose_one_trailing_newline_and_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        for (content, expected) in [
+            (&b"secret\n"[..], &b"secret"[..]),
+            (b"secret\r\n", b"secret"),
+            (b"secret\n\n", b"secret\n"),
+            (b"secret", b"secret"),
+            (b"\n", b""),
+        ] {
+            fs::write(&p, content).unwrap();
+            assert_eq!(read_password_file(&p).unwrap().as_slice(), expected);
+        }
+        fs::write(&p, vec![b'x'; MAX_PASSWORD_FILE + 1]).unwrap();
+        assert!(read_password_file(&p).is_err());
     }
 
     #[test]
