@@ -405,7 +405,7 @@ impl Driver {
             Msg::GuardGone { generation } => {
                 let guard = self.guard.take_if(|g| g.generation == generation)?;
                 let ticket = guard.ticket;
-                self.reap(guard);
+                reap(guard);
                 let _ = fs::remove_file(key_path(&self.config));
                 if let Some(ticket) = self.fence_waiting.take() {
                     return Some(Event::FenceDone { ticket });
@@ -506,8 +506,8 @@ impl Driver {
         let pool = self.config.identity.pool.clone();
         self.telemetry.metrics(|m| m.store_request("list"));
         tokio::spawn(async move {
-            let event = match tokio::time::timeout(timeout, store.list()).await {
-                Ok(Ok(records)) => Event::Listed {
+            let event = match off_loop(timeout, async move { store.list().await }).await {
+                Some(Ok(records)) => Event::Listed {
                     ticket,
                     available: records
                         .into_iter()
@@ -531,16 +531,12 @@ impl Driver {
         let telemetry = self.telemetry.clone();
         telemetry.metrics(|m| m.store_request("acquire"));
         tokio::spawn(async move {
-            let proposed = LeaseId::random();
+            let id = identity.clone();
             let sent_at = now();
-            let outcome = match tokio::time::timeout(
-                timeout,
-                store.acquire(&identity, duration, Some(&proposed)),
-            )
-            .await
-            {
-                Ok(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
-                Err(_) => AcquireOutcome::Transient,
+            let call = async move { store.acquire(&id, duration, Some(&LeaseId::random())).await };
+            let outcome = match off_loop(timeout, call).await {
+                Some(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
+                None => AcquireOutcome::Transient,
             };
             if matches!(outcome, AcquireOutcome::Acquired { .. }) {
                 telemetry.metrics(|m| m.acquisitions += 1);
@@ -560,15 +556,12 @@ impl Driver {
         let telemetry = self.telemetry.clone();
         telemetry.metrics(|m| m.store_request("renew"));
         tokio::spawn(async move {
+            let ticket = lease.ticket;
             let sent_at = now();
-            let outcome = match tokio::time::timeout(
-                timeout,
-                store.renew(&lease.identity, &lease.id),
-            )
-            .await
-            {
-                Ok(result) => RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at),
-                Err(_) => RenewOutcome::Transient,
+            let call = async move { store.renew(&lease.identity, &lease.id).await };
+            let outcome = match off_loop(timeout, call).await {
+                Some(result) => RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at),
+                None => RenewOutcome::Transient,
             };
             let took = now().saturating_duration_since(sent_at);
             telemetry.metrics(|m| {
@@ -581,10 +574,7 @@ impl Driver {
                     }
                 }
             });
-            let _ = tx.send(Msg::Machine(Event::RenewResult {
-                ticket: lease.ticket,
-                outcome,
-            }));
+            let _ = tx.send(Msg::Machine(Event::RenewResult { ticket, outcome }));
         });
     }
 
@@ -595,17 +585,18 @@ impl Driver {
         let node = self.config.node.clone();
         self.telemetry.metrics(|m| m.store_request("release"));
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, store.release(&lease.identity, &lease.id)).await {
-                Ok(Ok(())) => log(&node, format!("released {}", lease.identity)),
-                Ok(Err(e)) => log(&node, format!("release of {}: {e}", lease.identity)),
-                Err(_) => log(&node, format!("release of {}: timed out", lease.identity)),
+            let (ticket, identity) = (lease.ticket, lease.identity.clone());
+            let call = async move { store.release(&lease.identity, &lease.id).await };
+            match off_loop(timeout, call).await {
+                Some(Ok(())) => log(&node, format!("released {identity}")),
+                Some(Err(e)) => log(&node, format!("release of {identity}: {e}")),
+                None => log(&node, format!("release of {identity}: timed out")),
             }
-            let _ = tx.send(Msg::Machine(Event::ReleaseDone {
-                ticket: lease.ticket,
-            }));
+            let _ = tx.send(Msg::Machine(Event::ReleaseDone { ticket }));
         });
     }
 
+    /// Holder metadata, written under the lease as soon as it is acquired.
     fn write_holder_metadata(&mut self, lease: Lease) {
         let mut metadata = Metadata::new();
         metadata.insert(meta::HOLDER_NODE.into(), self.config.node.clone());
@@ -616,48 +607,10 @@ impl Driver {
         self.metadata = Some((lease.ticket, metadata.clone()));
         self.address = None;
         self.epoch = None;
-        let store = self.leases.clone();
-        let timeout = self.op_timeout;
-        let node = self.config.node.clone();
-        let telemetry = self.telemetry.clone();
-        let tx = self.tx.clone();
-        telemetry.metrics(|m| {
-            m.store_request("read");
-            m.store_request("write_metadata");
-        });
-        tokio::spawn(async move {
-            let write = async {
-                let previous = store.read(&lease.identity).await?.epoch();
-                metadata.insert(meta::EPOCH.into(), (previous + 1).to_string());
-                store
-                    .write_metadata(&lease.identity, &lease.id, &metadata)
-                    .await
-                    .map(|()| previous + 1)
-            };
-            match tokio::time::timeout(timeout, write).await {
-                Ok(Ok(epoch)) => {
-                    log(
-                        &node,
-                        format!("acquired {} (epoch {epoch})", lease.identity),
-                    );
-                    let _ = tx.send(Msg::Epoch {
-                        ticket: lease.ticket,
-                        epoch,
-                    });
-                }
-                Ok(Err(e)) => log(
-                    &node,
-                    format!("holder metadata for {}: {e}", lease.identity),
-                ),
-                Err(_) => log(
-                    &node,
-                    format!("holder metadata for {}: timed out", lease.identity),
-                ),
-            }
-        });
+        self.put_metadata(lease, metadata, Epoch::Next);
     }
 
-    /// Adds the address to the holder metadata, best-effort.
+    /// Adds the address to the holder metadata once the key has been read.
     fn write_address_metadata(&mut self, lease: &Lease, address: &str) {
         let Some((ticket, metadata)) = &mut self.metadata else {
             return;
@@ -667,26 +620,46 @@ impl Driver {
         }
         metadata.insert(meta::ADDRESS.into(), address.to_string());
         let metadata = metadata.clone();
+        self.put_metadata(lease.clone(), metadata, Epoch::Keep);
+    }
+
+    /// Writes `metadata` under `lease`, best-effort: a lost lease shows at the next renew.
+    /// The epoch is the record's previous one + 1 on acquire, and kept on later writes.
+    fn put_metadata(&self, lease: Lease, mut metadata: Metadata, epoch: Epoch) {
         let store = self.leases.clone();
         let timeout = self.op_timeout;
-        let lease = lease.clone();
+        let node = self.config.node.clone();
+        let tx = self.tx.clone();
         self.telemetry.metrics(|m| {
             m.store_request("read");
             m.store_request("write_metadata");
         });
         tokio::spawn(async move {
-            let write = async {
-                // Keep the epoch the first write set.
-                let mut metadata = metadata;
-                let current = store.read(&lease.identity).await?;
-                if let Some(epoch) = current.metadata.get(meta::EPOCH) {
-                    metadata.insert(meta::EPOCH.into(), epoch.clone());
-                }
+            let (ticket, identity) = (lease.ticket, lease.identity.clone());
+            let write = async move {
+                let current = store.read(&lease.identity).await?.epoch();
+                let value = match epoch {
+                    Epoch::Next => current + 1,
+                    Epoch::Keep => current,
+                };
+                metadata.insert(meta::EPOCH.into(), value.to_string());
                 store
                     .write_metadata(&lease.identity, &lease.id, &metadata)
                     .await
+                    .map(|()| value)
             };
-            let _ = tokio::time::timeout(timeout, write).await;
+            match (off_loop(timeout, write).await, epoch) {
+                (Some(Ok(value)), Epoch::Next) => {
+                    log(&node, format!("acquired {identity} (epoch {value})"));
+                    let _ = tx.send(Msg::Epoch {
+                        ticket,
+                        epoch: value,
+                    });
+                }
+                (Some(Ok(_)), Epoch::Keep) => {}
+                (Some(Err(e)), _) => log(&node, format!("holder metadata for {identity}: {e}")),
+                (None, _) => log(&node, format!("holder metadata for {identity}: timed out")),
+            }
         });
     }
 
@@ -706,26 +679,27 @@ impl Driver {
         let wants_signer_key = self.config.client.engine_signer_rpc.is_some();
         self.telemetry.metrics(|m| m.store_request("get_secret"));
         tokio::spawn(async move {
-            let fetched = match tokio::time::timeout(timeout, secrets.get(&lease.identity)).await {
-                Ok(Ok(secret)) => Ok(secret),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("the secret store did not answer in time".into()),
+            let id = lease.identity.clone();
+            let fetched = match off_loop(timeout, async move { secrets.get(&id).await }).await {
+                Some(Ok(secret)) => Ok(secret),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the secret store did not answer in time".into()),
             };
-            let written = fetched.and_then(|secret| {
-                let content_type = secret.properties.content_type.as_deref().unwrap_or("");
-                if content_type != CONTENT_TYPE_RAW_HEX {
-                    return Err(format!(
-                        "the secret's content type is {content_type:?}; leased reads {CONTENT_TYPE_RAW_HEX} secrets"
-                    ));
-                }
-                let key = ValidatorKey::from_hex(secret.value.expose()).map_err(|e| e.to_string())?;
-                drop(secret);
-                let address = key.address().to_string();
-                // The KDF of a keystore takes most of a second: off the loop.
-                write_key_file(&path, &key, format, password_file.as_deref())?;
-                let signer_key = wants_signer_key.then(|| SecretValue::new(key.expose_hex()));
-                Ok((address, signer_key))
-            });
+            // Decoding, and a keystore's KDF (most of a second), run off the loop too.
+            let written = match fetched {
+                Ok(secret) => tokio::task::spawn_blocking(move || {
+                    write_key_for_client(
+                        secret,
+                        &path,
+                        format,
+                        password_file.as_deref(),
+                        wants_signer_key,
+                    )
+                })
+                .await
+                .unwrap_or_else(|_| Err("the key hand-off panicked".into())),
+                Err(message) => Err(message),
+            };
             let msg = match written {
                 Ok((address, signer_key)) => Msg::KeyReady {
                     generation,
@@ -901,40 +875,73 @@ impl Driver {
         });
     }
 
-    /// Waits for a gone guard; if it died without fencing, does the fencing itself.
-    fn reap(&mut self, mut guard: GuardHandle) {
-        if !guard.fenced {
-            if let Some(pgid) = guard.client_pgid {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let _ = guard.child.start_kill();
-        tokio::spawn(async move {
-            let _ = guard.child.wait().await;
-        });
-    }
-
     /// On exit: whatever the machine did, no client outlives the daemon's stop.
     fn stop_guard_now(&mut self) {
         if let Some(guard) = self.guard.take() {
-            let _ = guard.commands.send(GuardCommand::Fence);
-            self.reap_blocking(guard);
+            reap(guard);
         }
         let _ = fs::remove_file(key_path(&self.config));
     }
+}
 
-    fn reap_blocking(&self, mut guard: GuardHandle) {
-        if let Some(pgid) = guard.client_pgid.filter(|_| !guard.fenced) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = guard.child.start_kill();
+/// Ends a guard and waits for it; if it did not report a fence, its client's process group
+/// is killed here, so a guard that died (or is being abandoned) leaves no client running.
+fn reap(mut guard: GuardHandle) {
+    if let Some(pgid) = guard.client_pgid.filter(|_| !guard.fenced) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
+    let _ = guard.child.start_kill();
+    tokio::spawn(async move {
+        let _ = guard.child.wait().await;
+    });
+}
+
+/// Which epoch a metadata write records.
+#[derive(Debug, Clone, Copy)]
+enum Epoch {
+    /// The record's previous epoch + 1: a new lease.
+    Next,
+    /// The record's current epoch: more metadata under the same lease.
+    Keep,
+}
+
+/// Runs `work` (a store call) on the blocking pool and waits for it at most `timeout`;
+/// `None` when it did not finish in time. On the loop's own thread a backend that blocks
+/// inside its future (SQLite waiting out its busy timeout) could not be cut short by a
+/// timer, and would stall the loop; here only the worker thread waits.
+async fn off_loop<T, F>(timeout: Duration, work: F) -> Option<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || runtime.block_on(work));
+    tokio::time::timeout(timeout, task).await.ok()?.ok()
+}
+
+/// Decodes the secret and writes the key file in the configured format; returns the
+/// identity's address, and the key again for the engine-signer RPC when one is configured.
+fn write_key_for_client(
+    secret: shared::secret::Secret,
+    path: &Path,
+    format: KeyFormat,
+    password_file: Option<&Path>,
+    wants_signer_key: bool,
+) -> Result<(String, Option<SecretValue>), String> {
+    let content_type = secret.properties.content_type.as_deref().unwrap_or("");
+    if content_type != CONTENT_TYPE_RAW_HEX {
+        return Err(format!(
+            "the secret's content type is {content_type:?}; leased reads {CONTENT_TYPE_RAW_HEX} secrets"
+        ));
+    }
+    let key = ValidatorKey::from_hex(secret.value.expose()).map_err(|e| e.to_string())?;
+    drop(secret);
+    write_key_file(path, &key, format, password_file)?;
+    let signer_key = wants_signer_key.then(|| SecretValue::new(key.expose_hex()));
+    Ok((key.address().to_string(), signer_key))
 }
 
 /// The key file's path in the runtime directory.
