@@ -34,7 +34,7 @@ use crate::exit::Failure;
 use crate::genesis::{
     self, Admin, AuraContractForm, Consortium, ContractAccount, Flavour, NETWORK_ID_RANGE,
 };
-use crate::networkinfo::{self, AddressList, MemberInfo, NetworkInfo};
+use crate::networkinfo::{self, printable, AddressList, MemberInfo, NetworkInfo};
 use crate::provision::{
     self, Identity, Plan, Progress, RateLimiter, SecretFormat, MAX_VALIDATORS, MIN_VALIDATORS,
 };
@@ -150,7 +150,8 @@ enum AuraFormArg {
     CodeAndStorage,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+/// In `Flavour`'s order, so that a `[base_genesis]` table can be keyed by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum FlavourArg {
     Aura,
@@ -189,18 +190,6 @@ struct FileConfig {
     aura_contract_form: Option<AuraFormArg>,
     base_genesis: Option<BTreeMap<FlavourArg, PathBuf>>,
     consortium_data: Option<String>,
-}
-
-impl PartialOrd for FlavourArg {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for FlavourArg {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        Flavour::from(*self).cmp(&Flavour::from(*other))
-    }
 }
 
 /// Settings every command needs, checked.
@@ -627,7 +616,7 @@ pub(crate) fn run_join(args: JoinArgs) -> Result<(), Failure> {
     let mut info = networkinfo::parse_untrusted(&bytes).map_err(|ps| {
         Failure::usage(format!(
             "consortium data {}: {}",
-            short(&source),
+            printable(&source),
             ps.join("; ")
         ))
     })?;
@@ -987,21 +976,14 @@ fn write_public(path: &Path, contents: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn short(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).take(100).collect();
-    if s.chars().count() > 100 {
-        out.push('…');
-    }
-    out
-}
-
 /// Reads the consortium data from a path or an `http://` URL, at most
 /// [`networkinfo::MAX_BYTES`] + 1 bytes, so that an oversized document is refused unread.
 fn fetch_consortium_data(source: &str) -> Result<Vec<u8>, Failure> {
     let limit = networkinfo::MAX_BYTES;
     if let Some(rest) = source.strip_prefix("http://") {
-        return http_get(rest, limit)
-            .map_err(|e| Failure::no_input(format!("--consortium-data {}: {e}", short(source))));
+        return http_get(rest, limit).map_err(|e| {
+            Failure::no_input(format!("--consortium-data {}: {e}", printable(source)))
+        });
     }
     if source.starts_with("https://") {
         return Err(Failure::usage(
@@ -1066,7 +1048,7 @@ fn http_get(rest: &str, limit: usize) -> Result<Vec<u8>, String> {
     let status_line = head.lines().next().unwrap_or("");
     let status = status_line.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
-        return Err(format!("the server answered {:?}", short(status_line)));
+        return Err(format!("the server answered {:?}", printable(status_line)));
     }
     if head
         .lines()

@@ -110,7 +110,7 @@ pub fn parse_untrusted(bytes: &[u8]) -> Result<NetworkInfo, Vec<String>> {
             "is not JSON (line {}, column {}: {})",
             e.line(),
             e.column(),
-            e.classify_name()
+            category(&e)
         )]
     })?;
     let mut problems = Vec::new();
@@ -133,18 +133,12 @@ pub fn parse_untrusted(bytes: &[u8]) -> Result<NetworkInfo, Vec<String>> {
     }
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "read error",
-            serde_json::error::Category::Syntax => "syntax error",
-            serde_json::error::Category::Data => "data error",
-            serde_json::error::Category::Eof => "unexpected end",
-        }
+fn category(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "data error",
+        serde_json::error::Category::Eof => "unexpected end",
     }
 }
 
@@ -425,7 +419,9 @@ fn quote(s: &str) -> String {
     format!("{:?}", printable(s))
 }
 
-fn printable(s: &str) -> String {
+/// A piece of untrusted text fit for an error message: control characters dropped, cut
+/// at 120 characters.
+pub(crate) fn printable(s: &str) -> String {
     let mut out: String = s.chars().filter(|c| !c.is_control()).take(120).collect();
     if s.chars().count() > 120 {
         out.push('…');
