@@ -30,6 +30,10 @@
 //! fence_grace_millis = 1250          # SIGTERM to SIGKILL; default M/4
 //! [http]
 //! listen = "127.0.0.1:9797"
+//! [azure]                            # only for keyvault: and blob: stores
+//! credential = "managed-identity"    # or "developer-tools", "client-secret"
+//! # managed_identity_client_id = "…"  # a user-assigned identity
+//! # ca_file = "/etc/leased/extra-ca.pem"
 //! ```
 //!
 //! Rules where the issue left a choice:
@@ -66,6 +70,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shared::azure::AzureOptions;
 use shared::keyfile::KeyFormat;
 use shared::lease::{LeaseDuration, MAX_LEASE, MIN_LEASE};
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
@@ -100,6 +105,8 @@ pub struct Config {
 pub struct StoreConfig {
     pub leases: LeaseStoreSpec,
     pub secrets: SecretStoreSpec,
+    /// `[azure]`: how to reach Key Vault and Blob Storage (for keyvault: and blob: specs).
+    pub azure: AzureOptions,
 }
 
 /// `[identity]`
@@ -674,6 +681,7 @@ const ROOT_KEYS: &[&str] = &[
     "lease",
     "client",
     "http",
+    "azure",
 ];
 const STORE_KEYS: &[&str] = &["leases", "secrets"];
 const IDENTITY_KEYS: &[&str] = &["pool", "quarantine_secs"];
@@ -814,12 +822,13 @@ fn build(
     let lease = r.section(&mut root, "lease", LEASE_KEYS);
     let client = r.section(&mut root, "client", CLIENT_KEYS);
     let http = r.section(&mut root, "http", HTTP_KEYS);
+    let azure = read_azure(&mut r, root.remove("azure"));
     top.table = root;
 
     let node = read_node(&mut r, &mut top);
     let runtime_dir = read_runtime_dir(&mut r, &mut top, check_dir);
     r.finish(top);
-    let store = read_store(&mut r, store);
+    let store = read_store(&mut r, store, azure);
     let identity = read_identity(&mut r, identity);
     let lease = read_lease(&mut r, lease);
     let client = read_client(&mut r, client, lease.as_ref().map(|l| l.margin));
@@ -903,7 +912,28 @@ fn read_runtime_dir(
     Some(dir)
 }
 
-fn read_store(r: &mut Reader, mut s: Section) -> Option<StoreConfig> {
+/// `[azure]`, read with its own strict schema (shared::azure::AzureOptions).
+fn read_azure(r: &mut Reader, table: Option<Value>) -> Option<AzureOptions> {
+    match table {
+        None => Some(AzureOptions::default()),
+        Some(Value::Table(t)) => match Value::Table(t).try_into::<AzureOptions>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                r.problem("azure", e.message().replace('\n', " "));
+                None
+            }
+        },
+        Some(other) => {
+            r.problem(
+                "azure",
+                format!("must be a section ([azure]), not {}", a(&other)),
+            );
+            None
+        }
+    }
+}
+
+fn read_store(r: &mut Reader, mut s: Section, azure: Option<AzureOptions>) -> Option<StoreConfig> {
     let leases = r.string(&mut s, "leases");
     let leases = r.required(&s, "leases", leases).and_then(|v| {
         v.parse::<LeaseStoreSpec>()
@@ -917,9 +947,18 @@ fn read_store(r: &mut Reader, mut s: Section) -> Option<StoreConfig> {
             .ok()
     });
     r.finish(s);
+    let azure = azure?;
+    let uses_azure = leases.as_ref().is_some_and(LeaseStoreSpec::is_azure)
+        || secrets.as_ref().is_some_and(SecretStoreSpec::is_azure);
+    if uses_azure {
+        for (key, message) in azure.problems() {
+            r.problem(key, message);
+        }
+    }
     Some(StoreConfig {
         leases: leases?,
         secrets: secrets?,
+        azure,
     })
 }
 

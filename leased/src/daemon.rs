@@ -189,12 +189,12 @@ impl Driver {
         let leases = config
             .store
             .leases
-            .open_with_timeout(op_timeout)
+            .open_with_timeout(op_timeout, &config.store.azure)
             .map_err(|e| format!("store.leases {}: {e}", config.store.leases))?;
         let secrets = config
             .store
             .secrets
-            .open()
+            .open(&config.store.azure)
             .map_err(|e| format!("store.secrets {}: {e}", config.store.secrets))?;
         let telemetry = Arc::new(Telemetry::default());
         telemetry.update_snapshot(|s| {

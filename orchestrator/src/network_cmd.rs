@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use shared::azure::AzureOptions;
 use shared::keystore::KdfParams;
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use shared::{fsutil, Address};
@@ -50,7 +51,11 @@ pub(crate) struct CommonArgs {
     /// TOML file with any of these settings, named as the flags with `_` for `-`
     /// (`member = 0`, `network_id = 10101010`, `flavours = ["aura", "clique"]`,
     /// `[base_genesis] aura = "base.json"`). Flags given on the command line win. Relative
-    /// paths are taken from the working directory.
+    /// paths are taken from the working directory. An `[azure]` table says how to reach
+    /// keyvault: and blob: stores: `credential = "developer-tools"` (az login; the
+    /// default is "managed-identity"), or "client-secret" with `tenant_id`, `client_id` and
+    /// `client_secret_file`; `ca_file` for an extra CA; `connection_string` for the
+    /// storage emulator only (or AZURE_STORAGE_CONNECTION_STRING). See the README.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// This member's number; its identities are named m<MEMBER>-v<INDEX>.
@@ -190,6 +195,8 @@ struct FileConfig {
     aura_contract_form: Option<AuraFormArg>,
     base_genesis: Option<BTreeMap<FlavourArg, PathBuf>>,
     consortium_data: Option<String>,
+    /// `[azure]`: how to reach Key Vault and Blob Storage (shared::azure::AzureOptions).
+    azure: Option<AzureOptions>,
 }
 
 /// Settings every command needs, checked.
@@ -205,6 +212,7 @@ struct Settled {
     bootnodes: Vec<String>,
     format: SecretFormat,
     json: bool,
+    azure: AzureOptions,
 }
 
 fn load_config(path: Option<&Path>) -> Result<FileConfig, Failure> {
@@ -299,6 +307,12 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
     if out.is_none() {
         require("out", problems);
     }
+    let azure = file.azure.clone().unwrap_or_default();
+    let uses_azure = secrets_spec.as_ref().is_some_and(SecretStoreSpec::is_azure)
+        || leases_spec.as_ref().is_some_and(LeaseStoreSpec::is_azure);
+    if uses_azure {
+        problems.extend(azure.problem_lines());
+    }
     for (i, b) in bootnodes.iter().enumerate() {
         if !networkinfo::is_enode_url(b) {
             problems.push(format!(
@@ -344,6 +358,7 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
         bootnodes,
         format: format?,
         json: args.json,
+        azure,
     })
 }
 
@@ -728,14 +743,14 @@ fn compact_abi() -> String {
 fn provision_identities(settled: &Settled, plan: &Plan) -> Result<Vec<Identity>, Failure> {
     let secrets = settled
         .secrets
-        .open()
+        .open(&settled.azure)
         .map_err(|e| Failure::cant_create(format!("--secrets {}: {e}", settled.secrets_text)))?;
     let leases = settled
         .leases
-        .open()
+        .open(&settled.azure)
         .map_err(|e| Failure::cant_create(format!("--leases {}: {e}", settled.leases_text)))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
     let mut progress = StderrProgress::new();

@@ -5,6 +5,7 @@
 //! private key except through the explicit, named export functions of [`key`] and
 //! [`keyfile`], whose callers write to 0600 files or to a secret store.
 
+pub mod azure;
 pub mod fsutil;
 pub mod key;
 pub mod keyfile;

@@ -14,9 +14,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::azure::{AzureOptions, Budget};
+use crate::lease::blob::BlobLeaseStore;
 use crate::lease::sqlite::SqliteLeaseStore;
 use crate::lease::{LeaseError, LeaseStore};
 use crate::secret::dir::DirSecretStore;
+use crate::secret::keyvault::KeyVaultSecretStore;
 use crate::secret::{SecretError, SecretStore};
 
 /// Why a spec string is not valid.
@@ -113,46 +116,60 @@ impl fmt::Display for LeaseStoreSpec {
 }
 
 impl SecretStoreSpec {
-    /// Opens the store this spec names.
-    pub fn open(&self) -> Result<Arc<dyn SecretStore>, SecretError> {
+    /// Opens the store this spec names; `azure` says how to reach Azure (unused by `dir:`).
+    pub fn open(&self, azure: &AzureOptions) -> Result<Arc<dyn SecretStore>, SecretError> {
         match self {
             Self::Dir(path) => Ok(Arc::new(DirSecretStore::open(path)?)),
-            Self::KeyVault { .. } => Err(SecretError::Backend {
-                message: format!(
-                    "{self}: the Key Vault backend is not part of this build yet; use dir:PATH"
-                ),
-                source: None,
-            }),
+            Self::KeyVault { url } => Ok(Arc::new(KeyVaultSecretStore::open(
+                url,
+                azure,
+                Budget::interactive(),
+            )?)),
         }
+    }
+
+    /// True for the backends that talk to Azure.
+    pub fn is_azure(&self) -> bool {
+        matches!(self, Self::KeyVault { .. })
     }
 }
 
 impl LeaseStoreSpec {
-    /// Opens the store this spec names.
-    pub fn open(&self) -> Result<Arc<dyn LeaseStore>, LeaseError> {
+    /// Opens the store this spec names, with the retry budget of a one-shot tool.
+    pub fn open(&self, azure: &AzureOptions) -> Result<Arc<dyn LeaseStore>, LeaseError> {
         match self {
             Self::Sqlite(path) => Ok(Arc::new(SqliteLeaseStore::open(path)?)),
-            Self::Blob { .. } => Err(LeaseError::Backend {
-                message: format!(
-                    "{self}: the Blob Storage backend is not part of this build yet; use sqlite:PATH"
-                ),
-                source: None,
-            }),
+            Self::Blob { url } => Ok(Arc::new(BlobLeaseStore::open(
+                url,
+                azure,
+                Budget::interactive(),
+            )?)),
         }
     }
 
+    /// True for the backends that talk to Azure.
+    pub fn is_azure(&self) -> bool {
+        matches!(self, Self::Blob { .. })
+    }
+
     /// Opens the store with every call bounded by about `op_timeout` on the store's side
-    /// (SQLite: the busy timeout), for the daemon's lease path, where a call must give up
-    /// well before the next renew is due. Callers still bound each call themselves.
+    /// (SQLite: the busy timeout; Blob: one HTTP attempt with that timeout, no SDK retries),
+    /// for the daemon's lease path, where a call must give up well before the next renew is
+    /// due. Callers still bound each call themselves.
     pub fn open_with_timeout(
         &self,
         op_timeout: Duration,
+        azure: &AzureOptions,
     ) -> Result<Arc<dyn LeaseStore>, LeaseError> {
         match self {
             Self::Sqlite(path) => Ok(Arc::new(
                 SqliteLeaseStore::open(path)?.with_busy_timeout(op_timeout)?,
             )),
-            Self::Blob { .. } => self.open(),
+            Self::Blob { url } => Ok(Arc::new(BlobLeaseStore::open(
+                url,
+                azure,
+                Budget::lease_path(op_timeout),
+            )?)),
         }
     }
 }

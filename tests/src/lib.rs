@@ -3,7 +3,9 @@
 //!
 //! Nothing here is linked into a shipped binary.
 
+pub mod azurite;
 pub mod cluster;
+pub mod fault_proxy;
 pub mod lease_conformance;
 pub mod overlap;
 pub mod secret_conformance;

@@ -89,6 +89,15 @@ pub fn node_modules() -> PathBuf {
         .clone()
 }
 
+/// The `azurite-blob` launcher of the Azurite pinned in `ops/test-deps/package.json`.
+pub fn azurite_blob() -> PathBuf {
+    let launcher = node_modules().join(".bin").join("azurite-blob");
+    if !launcher.is_file() {
+        missing(&format!("no Azurite launcher at {}", launcher.display()));
+    }
+    launcher
+}
+
 /// `name==version` lines of `ops/test-deps/requirements.in`.
 fn python_pins() -> Vec<(String, String)> {
     let path = workspace_root().join("ops/test-deps/requirements.in");

@@ -56,7 +56,7 @@ async fn files_are_0600_in_a_0700_directory_with_no_temporaries_left() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("new/secrets");
     let spec: SecretStoreSpec = format!("dir:{}", dir.display()).parse().unwrap();
-    let store = spec.open().unwrap();
+    let store = spec.open(&Default::default()).unwrap();
     assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
     for i in 0..5 {
         let n = Name::new(format!("m0-v{i}")).unwrap();

@@ -19,6 +19,7 @@
 //! Lease ids never carry key material; metadata is written only under a live lease, and only
 //! holds who holds the lease (never key material).
 
+pub mod blob;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -200,7 +201,8 @@ pub mod meta {
 pub struct LeaseRecord {
     pub identity: Name,
     pub state: LeaseState,
-    /// The duration of the current or last lease; `None` when never leased.
+    /// The duration of the current or last lease; `None` when never leased, or when the
+    /// store does not say how long a fixed lease is (Azure reports only "fixed").
     pub duration: Option<LeaseDuration>,
     /// For `Leased`: time left on the lease as the store sees it. For `Breaking`: time left
     /// until it becomes `Broken`. Otherwise `None`.
@@ -232,6 +234,9 @@ pub enum LostReason {
     Breaking,
     /// The service says the lease is gone for another reason (`LeaseLost`).
     Lost,
+    /// The store that held the record is gone (Azure: `ContainerNotFound`): someone
+    /// deleted the container, and every lease in it with it.
+    StoreDeleted,
 }
 
 impl fmt::Display for LostReason {
@@ -242,6 +247,7 @@ impl fmt::Display for LostReason {
             Self::Broken => "the lease was broken",
             Self::Breaking => "the lease is being broken",
             Self::Lost => "the lease was lost",
+            Self::StoreDeleted => "the container holding the lease records was deleted",
         })
     }
 }

@@ -5,6 +5,7 @@
 //! [`SecretValue`], which zeroizes on drop and never prints.
 
 pub mod dir;
+pub mod keyvault;
 
 use std::collections::BTreeMap;
 use std::fmt;

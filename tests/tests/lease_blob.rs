@@ -1,0 +1,224 @@
+//! The `blob:` lease store against Azurite (the Azure Storage emulator, from npm), through
+//! the official SDK: the whole shared conformance suite, every case at once on one
+//! emulator, each case in a container of its own. Then what only this backend has: the
+//! emulator's connection-string forms and a container that vanishes under a holder.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use integration_tests::azurite::Azurite;
+use integration_tests::lease_conformance::{BoxFuture, LeaseHarness};
+use integration_tests::lease_conformance_suite;
+use shared::azure::{AzureOptions, Budget};
+use shared::lease::blob::BlobLeaseStore;
+use shared::lease::{LeaseDuration, LeaseError, LeaseStore, LostReason, RecordCreated};
+use shared::Name;
+
+/// Extra sleep on top of every wait: the emulator runs on this host's clock, so this only
+/// covers request latency on a loaded CI machine.
+const CLOCK_MARGIN: Duration = Duration::from_millis(1500);
+
+static CONTAINERS: AtomicU32 = AtomicU32::new(0);
+
+fn emulator_options(az: &Azurite) -> AzureOptions {
+    AzureOptions {
+        connection_string: Some(az.connection_string()),
+        ..Default::default()
+    }
+}
+
+fn open(az: &Azurite, container: &str) -> BlobLeaseStore {
+    BlobLeaseStore::open(
+        &format!("{}/{container}", az.blob_endpoint()),
+        &emulator_options(az),
+        Budget::interactive(),
+    )
+    .expect("the emulator's container opens")
+}
+
+/// One container per case on the shared emulator.
+struct BlobHarness {
+    az: Arc<Azurite>,
+    container: String,
+    store: Arc<BlobLeaseStore>,
+    next: AtomicU32,
+}
+
+impl BlobHarness {
+    async fn new(az: Arc<Azurite>) -> Self {
+        let container = format!("case{}", CONTAINERS.fetch_add(1, Ordering::Relaxed));
+        let store = Arc::new(open(&az, &container));
+        store.ensure_container().await.expect("a fresh container");
+        Self {
+            az,
+            container,
+            store,
+            next: AtomicU32::new(0),
+        }
+    }
+}
+
+impl LeaseHarness for BlobHarness {
+    fn store(&self) -> Arc<dyn LeaseStore> {
+        self.store.clone()
+    }
+
+    fn open_another(&self) -> Arc<dyn LeaseStore> {
+        Arc::new(open(&self.az, &self.container))
+    }
+
+    fn new_identity(&self) -> Name {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Name::new(format!("m0-v{n}")).unwrap()
+    }
+
+    fn advance(&self, d: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(d + CLOCK_MARGIN))
+    }
+
+    fn exact_time(&self) -> bool {
+        false
+    }
+
+    fn reports_fixed_durations(&self) -> bool {
+        false
+    }
+}
+
+// Azurite 3.35 departs from the service in three places (its `dist/src/blob/lease/`):
+// - `LeaseExpiredState.renew` ignores the lease id, so a renew with another id succeeds on
+//   an expired lease, even one another holder has taken since. Azure answers
+//   `LeaseIdMismatchWithLeaseOperation`. The daemon is safe either way: it never renews
+//   after its fence deadline, and its lease has not expired before that.
+// - `LeaseAvailableState.renew` and `.release` answer `LeaseIdMismatchWithLeaseOperation`
+//   where Azure answers `LeaseNotPresentWithLeaseOperation`; both are "lost" to the daemon.
+// (The third, `LeaseAlreadyPresent` for an acquire during a break, the backend corrects
+// with a read.) The deviating cases must keep failing, so a fixed emulator is noticed.
+lease_conformance_suite!(
+    concurrent,
+    setup: Azurite::start(),
+    harness: |az| BlobHarness::new(az).await,
+    deviations: [
+        renew_expired_with_another_id_is_lost,
+        renew_after_another_holder_acquired_is_lost,
+        renew_available_is_lost,
+        release_available_is_lost,
+    ]
+);
+
+fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_storage_shorthand_and_the_env_variable_work() {
+    let az = Azurite::start();
+    // `UseDevelopmentStorage=true` means 127.0.0.1:10000, which this run's emulator is not
+    // on: the shorthand must be refused for another endpoint rather than sent elsewhere.
+    let dev = AzureOptions {
+        connection_string: Some("UseDevelopmentStorage=true".into()),
+        ..Default::default()
+    };
+    let e = BlobLeaseStore::open(
+        &format!("{}/c", az.blob_endpoint()),
+        &dev,
+        Budget::interactive(),
+    )
+    .err()
+    .expect("another endpoint than the shorthand's");
+    assert!(e.to_string().contains("not a container of"), "{e}");
+
+    // The AccountName/AccountKey/BlobEndpoint form, with a container created on demand.
+    let store = open(&az, "records");
+    let id = name("m3-v0");
+    assert_eq!(
+        store.create_record(&id).await.unwrap(),
+        RecordCreated::Created
+    );
+    assert_eq!(
+        store.create_record(&id).await.unwrap(),
+        RecordCreated::AlreadyExisted
+    );
+    let lease = store
+        .acquire(&id, LeaseDuration::from_secs(15).unwrap(), None)
+        .await
+        .unwrap();
+    // A leased record still reads as existing to a second create.
+    assert_eq!(
+        store.create_record(&id).await.unwrap(),
+        RecordCreated::AlreadyExisted
+    );
+    store.release(&id, &lease).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_record_or_container_is_reported_as_lost() {
+    let az = Azurite::start();
+    let store = open(&az, "vanishing");
+    let id = name("m0-v0");
+    store.create_record(&id).await.unwrap();
+    let lease = store
+        .acquire(&id, LeaseDuration::from_secs(60).unwrap(), None)
+        .await
+        .unwrap();
+    // Another party deletes the container (as `az storage container delete` would).
+    delete_container(&az, "vanishing");
+    match store.renew(&id, &lease).await {
+        Err(LeaseError::Lost {
+            reason: LostReason::StoreDeleted,
+            identity,
+        }) if identity == id => {}
+        other => panic!("renew after the container vanished: {other:?}"),
+    }
+    let listed = store.list().await.unwrap_err().to_string();
+    assert!(listed.contains("does not exist"), "{listed}");
+}
+
+/// Deletes a container of the emulator with a plain REST call, as an operator's tool would.
+fn delete_container(az: &Azurite, container: &str) {
+    use std::io::{Read, Write};
+    let key = azure_key(az);
+    let sas = shared::azure::sas::account_sas(
+        az.account_name(),
+        &key,
+        &shared::azure::sas::expiry_from_now(),
+    );
+    let mut stream = std::net::TcpStream::connect(az.addr()).expect("connect to the emulator");
+    let request = format!(
+        "DELETE /{}/{container}?restype=container&{sas} HTTP/1.1\r\nHost: {}\r\nx-ms-version: 2021-06-08\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        az.account_name(),
+        az.addr()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 202"),
+        "delete container: {}",
+        answer.lines().next().unwrap_or("")
+    );
+}
+
+fn azure_key(az: &Azurite) -> Vec<u8> {
+    use std::str::FromStr;
+    let _ = String::from_str("");
+    base64_decode(az.account_key())
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
