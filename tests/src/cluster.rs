@@ -1,6 +1,7 @@
 //! A local consortium for process-level tests and benchmarks: identities in a `dir:` secret
-//! store and a `sqlite:` lease store, and real `leased` daemons (the `leased-host` binary)
-//! each supervising a stand-in client that logs its signing to one shared log.
+//! store and a `sqlite:` lease store (or any stores, [`Stores::Specs`]: Azurite and the Key
+//! Vault double), and real `leased` daemons (the `leased-host` binary) each supervising a
+//! stand-in client that logs its signing to one shared log.
 //!
 //! Every daemon and everything it started is stopped when the [`Cluster`] is dropped, even
 //! when a test panics: daemons are SIGCONTed and SIGKILLed, and their guards, seeing the
@@ -16,11 +17,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use shared::azure::AzureOptions;
 use shared::keyfile::CONTENT_TYPE_RAW_HEX;
-use shared::lease::sqlite::SqliteLeaseStore;
-use shared::lease::{meta, LeaseState, LeaseStore};
-use shared::secret::dir::DirSecretStore;
-use shared::secret::{SecretStore, SecretValue, Tags};
+use shared::lease::{meta, LeaseState};
+use shared::secret::{SecretValue, Tags};
+use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use shared::{Address, Name, ValidatorKey};
 
 use crate::overlap::{self, CheckParams, Report};
@@ -40,6 +41,27 @@ pub struct ClusterSpec {
     pub http: bool,
     /// Extra environment for every daemon (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// Where the identities and leases live.
+    pub stores: Stores,
+    /// Identities someone else provisioned (`orchestrator init`); `None`: the cluster
+    /// provisions `identities` fresh ones itself.
+    pub provisioned: Option<Vec<(Name, Address)>>,
+}
+
+/// The stores a cluster uses.
+#[derive(Debug, Clone, Default)]
+pub enum Stores {
+    /// `dir:` and `sqlite:` in the cluster's temporary directory.
+    #[default]
+    Local,
+    /// Any specs, with the `[azure]` settings the daemons (and the test's own handles) use.
+    Specs {
+        leases: String,
+        secrets: String,
+        azure: AzureOptions,
+        /// The `[azure]` table's lines for the daemons' config files.
+        azure_toml: String,
+    },
 }
 
 impl Default for ClusterSpec {
@@ -52,6 +74,8 @@ impl Default for ClusterSpec {
             client_args: Vec::new(),
             http: false,
             env: Vec::new(),
+            stores: Stores::Local,
+            provisioned: None,
         }
     }
 }
@@ -168,7 +192,13 @@ impl Cluster {
     /// Provisions the identities and starts the daemons (node names `vm-1`, `vm-2`, …).
     pub fn start(spec: ClusterSpec) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let identities = provision(dir.path(), spec.identities);
+        let identities = match &spec.provisioned {
+            Some(given) => given.clone(),
+            None => {
+                let (leases, secrets, azure) = specs(dir.path(), &spec.stores);
+                provision(&leases, &secrets, &azure, spec.identities)
+            }
+        };
         let sign_log = dir.path().join("sign.log");
         let mut cluster = Cluster {
             dir,
@@ -185,7 +215,12 @@ impl Cluster {
     }
 
     fn config_text(&self, node: &str, runtime: &Path, listen: &str) -> String {
-        let root = self.dir.path();
+        let (leases, secrets, _) = specs(self.dir.path(), &self.spec.stores);
+        let (leases, secrets) = (leases.to_string(), secrets.to_string());
+        let azure = match &self.spec.stores {
+            Stores::Local => String::new(),
+            Stores::Specs { azure_toml, .. } => format!("\n[azure]\n{azure_toml}\n"),
+        };
         let mut command = vec![
             crate::bin_path("standin-client").display().to_string(),
             "--address".into(),
@@ -202,10 +237,8 @@ impl Cluster {
         format!(
             "node = {node:?}\nruntime_dir = {runtime:?}\n\n[store]\nleases = {leases:?}\nsecrets = {secrets:?}\n\n\
              [identity]\npool = \"m0-\"\n\n[lease]\nduration_secs = {d}\n\n\
-             [client]\nformat = \"raw-hex\"\ncommand = [{command}]\n{extra}\n\n[http]\nlisten = {listen:?}\n",
+             [client]\nformat = \"raw-hex\"\ncommand = [{command}]\n{extra}\n\n[http]\nlisten = {listen:?}\n{azure}",
             runtime = runtime.display().to_string(),
-            leases = format!("sqlite:{}", root.join("leases.db").display()),
-            secrets = format!("dir:{}", root.join("secrets").display()),
             d = self.spec.duration_secs,
             command = command.join(", "),
             extra = self.spec.client_extra,
@@ -310,9 +343,12 @@ impl Cluster {
 
     /// Lease holders as the store shows them: identity → holder node, for leased records.
     pub fn holders(&self) -> BTreeMap<String, String> {
-        let store =
-            SqliteLeaseStore::open(&self.dir.path().join("leases.db")).expect("open leases");
-        let records = block_on(store.list()).expect("list leases");
+        let (leases, _, azure) = specs(self.dir.path(), &self.spec.stores);
+        let records = block_on(async {
+            let store = leases.open(&azure).expect("open leases");
+            store.list().await
+        })
+        .expect("list leases");
         records
             .into_iter()
             .filter(|r| r.state == LeaseState::Leased)
@@ -409,11 +445,37 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// The stores' specs and Azure settings.
+fn specs(root: &Path, stores: &Stores) -> (LeaseStoreSpec, SecretStoreSpec, AzureOptions) {
+    match stores {
+        Stores::Local => (
+            LeaseStoreSpec::Sqlite(root.join("leases.db")),
+            SecretStoreSpec::Dir(root.join("secrets")),
+            AzureOptions::default(),
+        ),
+        Stores::Specs {
+            leases,
+            secrets,
+            azure,
+            ..
+        } => (
+            leases.parse().expect("a lease store spec"),
+            secrets.parse().expect("a secret store spec"),
+            azure.clone(),
+        ),
+    }
+}
+
 /// Identities `m0-v0`, `m0-v1`, … with fresh keys, as `orchestrator init` leaves them.
-fn provision(root: &Path, n: usize) -> Vec<(Name, Address)> {
-    let secrets = DirSecretStore::open(&root.join("secrets")).expect("secret store");
-    let leases = SqliteLeaseStore::open(&root.join("leases.db")).expect("lease store");
+fn provision(
+    leases: &LeaseStoreSpec,
+    secrets: &SecretStoreSpec,
+    azure: &AzureOptions,
+    n: usize,
+) -> Vec<(Name, Address)> {
     block_on(async {
+        let secrets = secrets.open(azure).expect("secret store");
+        let leases = leases.open(azure).expect("lease store");
         let mut out = Vec::new();
         for i in 0..n {
             let id = Name::new(format!("m0-v{i}")).expect("name");

@@ -6,6 +6,7 @@
 pub mod azurite;
 pub mod cluster;
 pub mod fault_proxy;
+pub mod kv_double;
 pub mod lease_conformance;
 pub mod overlap;
 pub mod secret_conformance;

@@ -17,7 +17,8 @@
 //! still be stamped with the same second. A creator therefore:
 //!
 //! 1. lists the versions; if there is any, the secret exists: it reports the first
-//!    version's properties and writes nothing;
+//!    version's properties and writes nothing (if that version is less than a minute
+//!    old, another creator may be mid-race, so it waits [`SETTLE`] and lists again first);
 //! 2. sets its value, which adds a version stamped with second `s`;
 //! 3. waits [`SETTLE`] (two seconds: one for the stamp's resolution, one for clock
 //!    differences between the service's front ends), so that any version stamped `s` or
@@ -64,6 +65,16 @@ use crate::name::Name;
 
 /// How long a creator waits after its set before it decides who was first (module docs).
 pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// A first version younger than this (by this host's clock, generously) may not have
+/// settled yet; a creator that finds one waits [`SETTLE`] and looks again.
+const RECENT: Duration = Duration::from_secs(60);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// Secrets in one Key Vault.
 pub struct KeyVaultSecretStore {
@@ -306,7 +317,16 @@ impl SecretStore for KeyVaultSecretStore {
     ) -> Result<CreateOutcome, SecretError> {
         check_tags(tags)?;
         if let Some(first) = self.versions(name).await?.first() {
-            return Ok(CreateOutcome::AlreadyExists(Self::properties(name, first)));
+            // A first version from moments ago may still lose to one stamped in the same
+            // second by another creator: let it settle before reporting it.
+            if first.created > unix_now().saturating_sub(RECENT.as_secs() as i64) {
+                tokio::time::sleep(self.settle).await;
+                if let Some(first) = self.versions(name).await?.first() {
+                    return Ok(CreateOutcome::AlreadyExists(Self::properties(name, first)));
+                }
+            } else {
+                return Ok(CreateOutcome::AlreadyExists(Self::properties(name, first)));
+            }
         }
         let mine = self.set(name, value, content_type, tags).await?;
         tokio::time::sleep(self.settle).await;
