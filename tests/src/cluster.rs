@@ -58,7 +58,7 @@ pub enum Stores {
     Specs {
         leases: String,
         secrets: String,
-        azure: AzureOptions,
+        azure: Box<AzureOptions>,
         /// The `[azure]` table's lines for the daemons' config files.
         azure_toml: String,
     },
@@ -461,7 +461,7 @@ fn specs(root: &Path, stores: &Stores) -> (LeaseStoreSpec, SecretStoreSpec, Azur
         } => (
             leases.parse().expect("a lease store spec"),
             secrets.parse().expect("a secret store spec"),
-            azure.clone(),
+            (**azure).clone(),
         ),
     }
 }

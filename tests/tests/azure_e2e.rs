@@ -11,7 +11,7 @@ use std::time::Duration;
 use integration_tests::azurite::Azurite;
 use integration_tests::cluster::{mono_now, Cluster, ClusterSpec, Stores};
 use integration_tests::kv_double::{KvDouble, IDENTITY_HEADER_SECRET, TENANT_ID};
-use shared::azure::{AzureOptions, CredentialKind};
+use shared::azure::AzureOptions;
 use shared::lease::LeaseState;
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use shared::{Address, Name};
@@ -187,7 +187,7 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
         stores: Stores::Specs {
             leases: leases.clone(),
             secrets: secrets.clone(),
-            azure: azure.clone(),
+            azure: Box::new(azure.clone()),
             azure_toml: daemon_azure_toml,
         },
         provisioned: Some(identities.clone()),

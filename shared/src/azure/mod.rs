@@ -349,7 +349,6 @@ pub(crate) fn credential(opts: &AzureOptions) -> Result<Arc<dyn TokenCredential>
                     .clone()
                     .map(UserAssignedId::ClientId),
                 client_options,
-                ..Default::default()
             };
             ManagedIdentityCredential::new(Some(options))
                 .map_err(|e| fail("managed identity credential", e))?

@@ -82,9 +82,11 @@ impl BlobLeaseStore {
             )));
         }
         let loopback = azure::is_loopback(&parsed);
-        let mut options = BlobContainerClientOptions::default();
-        options.client_options =
-            azure::client_options(budget, azure.ca_file.as_deref()).map_err(backend)?;
+        let mut options = BlobContainerClientOptions {
+            client_options: azure::client_options(budget, azure.ca_file.as_deref())
+                .map_err(backend)?,
+            ..Default::default()
+        };
         let connection = if loopback {
             azure
                 .connection_string()
