@@ -103,6 +103,7 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
     // 1. The pipeline provisions the member; the container does not exist yet.
     let (code, stdout, stderr) = orchestrator(&init);
     assert_eq!(code, 0, "orchestrator init failed:\n{stdout}\n{stderr}");
+    let mut printed = format!("{stdout}{stderr}");
     let deployment: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("deployment-output.json")).unwrap())
             .unwrap();
@@ -163,6 +164,8 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
         .collect();
     let (code, stdout, stderr) = orchestrator(&init);
     assert_eq!(code, 0, "re-run failed:\n{stdout}\n{stderr}");
+    printed.push_str(&stdout);
+    printed.push_str(&stderr);
     assert!(
         format!("{stdout}{stderr}").contains("0 created, 2 already existed"),
         "{stdout}\n{stderr}"
@@ -215,9 +218,9 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
 
     // The on-call view of the blob store.
     let env = [("AZURE_STORAGE_CONNECTION_STRING", az.connection_string())];
-    let (code, stdout, stderr) = leased(&["status", "--leases", &leases, "--json"], &env);
-    assert_eq!(code, 0, "leased status:\n{stdout}\n{stderr}");
-    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (code, stdout_status, stderr) = leased(&["status", "--leases", &leases, "--json"], &env);
+    assert_eq!(code, 0, "leased status:\n{stdout_status}\n{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout_status).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for row in rows {
@@ -249,6 +252,30 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
     // The survivors keep both identities signing, on distinct nodes.
     cluster.wait_all_signing(taken.at, Duration::from_secs(10));
     let report = cluster.assert_no_overlap();
+
+    // 5. No key, token or signature in anything printed: the orchestrator's output, the
+    // on-call output and every daemon's log.
+    for d in &cluster.daemons {
+        printed.push_str(&d.log_text());
+    }
+    printed.push_str(&stdout_status);
+    let mut secrets_seen = vec![
+        ("a bearer token".to_string(), "kvdouble-".to_string()),
+        ("a SAS signature".to_string(), "sig=".to_string()),
+        ("the account key".to_string(), az.account_key().to_string()),
+        (
+            "the client secret".to_string(),
+            "not-a-real-secret".to_string(),
+        ),
+    ];
+    for (id, _) in &identities {
+        for v in kv.versions(id.as_str()) {
+            secrets_seen.push((format!("{id}'s key"), v.value.clone()));
+        }
+    }
+    for (what, needle) in &secrets_seen {
+        assert!(!printed.contains(needle.as_str()), "{what} was printed");
+    }
     eprintln!(
         "overlap check: {} signing intervals, none overlapping",
         report.intervals.len()
