@@ -280,6 +280,12 @@ impl KvDouble {
         true
     }
 
+    /// The `client_id` each managed-identity token request named, in order (`None` for a
+    /// system-assigned identity).
+    pub fn msi_client_ids(&self) -> Vec<Option<String>> {
+        self.shared.lock().msi_client_ids.clone()
+    }
+
     /// How many tokens the double's token endpoints issued.
     pub fn tokens_issued(&self) -> usize {
         self.shared.lock().issued.len()
@@ -442,6 +448,8 @@ struct Inner {
     throttled: usize,
     /// Tokens the token endpoints handed out.
     issued: std::collections::BTreeSet<String>,
+    /// The `client_id` of every managed-identity token request (`None`: system-assigned).
+    msi_client_ids: Vec<Option<String>>,
 }
 
 struct Fault {
@@ -667,6 +675,10 @@ async fn token_endpoint(
         return None;
     }
     let token = format!("kvdouble-{}", random_uuid());
+    if msi {
+        let client_id = param(params, "client_id").map(str::to_owned);
+        shared.lock().msi_client_ids.push(client_id);
+    }
     let reply = if msi {
         let secret = req
             .headers()

@@ -18,6 +18,8 @@ use shared::{Address, Name};
 
 const D: Duration = Duration::from_secs(15);
 const ADMIN: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+/// The client id of the VMs' user-assigned managed identity.
+const VM_IDENTITY: &str = "00000000-0000-0000-0000-0000000000bb";
 
 fn toml_str(s: &str) -> String {
     format!("{s:?}")
@@ -178,7 +180,8 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
 
     // 3. Three daemons with a managed identity serve the two identities.
     let daemon_azure_toml = format!(
-        "credential = \"managed-identity\"\nca_file = {}\nconnection_string = {}\n",
+        "credential = \"managed-identity\"\nmanaged_identity_client_id = {}\nca_file = {}\nconnection_string = {}\n",
+        toml_str(VM_IDENTITY),
         toml_str(&kv.ca_file().display().to_string()),
         toml_str(&az.connection_string()),
     );
@@ -212,6 +215,12 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
     assert!(
         kv.tokens_issued() > issued_before,
         "the daemons did not fetch managed-identity tokens"
+    );
+    let msi = kv.msi_client_ids();
+    assert!(!msi.is_empty(), "no managed-identity token request");
+    assert!(
+        msi.iter().all(|c| c.as_deref() == Some(VM_IDENTITY)),
+        "the user-assigned identity's client id was not asked for: {msi:?}"
     );
     let holders = cluster.holders();
     assert_eq!(holders.len(), 2, "{holders:?}");

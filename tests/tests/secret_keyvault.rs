@@ -265,3 +265,26 @@ async fn an_untrusted_certificate_is_refused() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_developer_tools_credential_says_which_login_it_needs() {
+    // No `az` or `azd` login can exist in a test: the first call must fail, say that the
+    // developer-tools credential failed, and never reach the vault with a token.
+    let kv = KvDouble::start();
+    let azure = AzureOptions {
+        credential: CredentialKind::DeveloperTools,
+        ca_file: Some(kv.ca_file().to_path_buf()),
+        ..Default::default()
+    };
+    let store = KeyVaultSecretStore::open(&kv.url(), &azure, Budget::interactive()).unwrap();
+    let e = store.list().await.unwrap_err().to_string();
+    assert!(
+        e.contains("AzureCliCredential") && e.contains("AzureDeveloperCliCredential"),
+        "{e}"
+    );
+    assert!(
+        kv.requests().iter().all(|r| !r.authorized),
+        "{:?}",
+        kv.requests()
+    );
+}
