@@ -2,8 +2,10 @@
 //! against: one private instance per test, on a free loopback port, in memory, stopped
 //! with its whole process group when the handle is dropped.
 //!
-//! Also the well-known emulator account (`devstoreaccount1`), its connection strings, and
-//! account SAS tokens for tests that talk to Azurite over plain HTTP without an SDK.
+//! Also the well-known emulator account (`devstoreaccount1`), its connection strings,
+//! account SAS tokens for tests that talk to Azurite over plain HTTP without an SDK, and
+//! the operator's tools over plain REST: delete a container or a blob, break a lease, as
+//! someone outside the daemons would.
 //!
 //! Azurite must never be reachable from outside the machine nor phone home: it listens on
 //! 127.0.0.1 only and runs with `--disableTelemetry`. A missing Azurite is a panic naming
@@ -22,7 +24,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -36,10 +38,6 @@ pub const ACCOUNT_NAME: &str = "devstoreaccount1";
 /// a secret: it opens nothing but local emulators.
 pub const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-/// The service version [`account_sas`] signs for (`sv`): the 2020-12-06 string-to-sign,
-/// which Azurite 3.35 supports.
-pub const SAS_VERSION: &str = "2021-08-06";
 
 /// How long Azurite may take to answer HTTP after being started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -301,114 +299,147 @@ fn answers_http(addr: SocketAddr) -> bool {
         .is_ok_and(|()| head.starts_with(b"HTTP/1."))
 }
 
-/// An account SAS for the Blob service of `account`, valid until `expiry`, as a query
-/// string without the leading `?`: `sv=…&ss=b&srt=sco&sp=…&se=…&sig=…`.
-///
-/// `key` is the account key in base64, as in connection strings; `permissions` is the
-/// `sp` field (e.g. `"rwdlac"`; leases need `w`). Signed over the 2020-12-06 account-SAS
-/// string-to-sign with [`SAS_VERSION`], no start time, IP range, protocol restriction
-/// or encryption scope.
-pub fn account_sas(account: &str, key: &str, permissions: &str, expiry: SystemTime) -> String {
-    const SERVICES: &str = "b";
-    const RESOURCE_TYPES: &str = "sco";
-    let expiry = iso8601(expiry);
-    let key = base64_decode(key).unwrap_or_else(|| panic!("the account key is not base64"));
-    // account, sp, ss, srt, st, se, sip, spr, sv, ses, each followed by a newline.
-    let string_to_sign = format!(
-        "{account}\n{permissions}\n{SERVICES}\n{RESOURCE_TYPES}\n\n{expiry}\n\n\n{SAS_VERSION}\n\n"
-    );
-    let signature = base64_encode(&hmac_sha256(&key, string_to_sign.as_bytes()));
-    format!(
-        "sv={SAS_VERSION}&ss={SERVICES}&srt={RESOURCE_TYPES}&sp={}&se={}&sig={}",
-        percent_encode(permissions),
-        percent_encode(&expiry),
-        percent_encode(&signature)
-    )
+impl Azurite {
+    /// An account SAS for the emulator account's Blob service, as a query string without
+    /// the leading `?`, for tests that talk to Azurite over plain HTTP.
+    ///
+    /// Signed by [`shared::azure::sas::account_sas`], the signer the `blob:` backend uses
+    /// for the emulator, so these tests and the daemons authenticate alike: permissions
+    /// `rwdlac` (leases need `w`), valid for an hour from now.
+    pub fn account_sas(&self) -> String {
+        shared::azure::sas::account_sas(
+            ACCOUNT_NAME,
+            &account_key_bytes(),
+            &shared::azure::sas::expiry_from_now(),
+        )
+    }
+
+    /// Deletes `container` and every blob and lease in it, as `az storage container
+    /// delete` would. Panics unless Azurite accepts (202).
+    pub fn delete_container(&self, container: &str) {
+        self.rest("DELETE", &format!("{container}?restype=container"), &[])
+            .expect_status(202, &format!("delete container {container}"));
+    }
+
+    /// Deletes `blob` of `container`, as an operator would: a leased blob is refused
+    /// without its lease id, so its lease is first broken with period 0 (`az storage blob
+    /// lease break --lease-break-period 0`). Panics unless the blob is gone.
+    pub fn delete_blob(&self, container: &str, blob: &str) {
+        let broken = self.request_break(container, blob, 0);
+        // An unleased blob has nothing to break.
+        if broken.error_code.as_deref() != Some("LeaseNotPresentWithLeaseOperation") {
+            broken.expect_status(202, &format!("break the lease on {container}/{blob}"));
+        }
+        self.rest("DELETE", &format!("{container}/{blob}"), &[])
+            .expect_status(202, &format!("delete blob {container}/{blob}"));
+    }
+
+    /// Breaks the lease on `blob` of `container`: it ends `period_secs` (0–60) from now,
+    /// or at once with 0, and cannot be renewed meanwhile. Panics unless Azurite accepts
+    /// (202).
+    pub fn break_lease(&self, container: &str, blob: &str, period_secs: u32) {
+        self.request_break(container, blob, period_secs)
+            .expect_status(202, &format!("break the lease on {container}/{blob}"));
+    }
+
+    fn request_break(&self, container: &str, blob: &str, period_secs: u32) -> RestAnswer {
+        self.rest(
+            "PUT",
+            &format!("{container}/{blob}?comp=lease"),
+            &[
+                ("x-ms-lease-action", "break"),
+                ("x-ms-lease-break-period", &period_secs.to_string()),
+            ],
+        )
+    }
+
+    /// One SAS-signed request to this emulator, straight to its port (never through a
+    /// proxy a test put in front of it), on a connection of its own.
+    fn rest(&self, method: &str, resource: &str, headers: &[(&str, &str)]) -> RestAnswer {
+        let separator = if resource.contains('?') { '&' } else { '?' };
+        let target = format!(
+            "/{ACCOUNT_NAME}/{resource}{separator}{}",
+            self.account_sas()
+        );
+        let mut request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nx-ms-version: {REST_VERSION}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n",
+            self.addr()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let what = format!("{method} /{ACCOUNT_NAME}/{resource}");
+        let mut stream = TcpStream::connect_timeout(&self.addr(), REST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{what}: cannot connect to Azurite: {e}"));
+        let mut answer = Vec::new();
+        stream
+            .set_read_timeout(Some(REST_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(REST_TIMEOUT)))
+            .and_then(|()| stream.write_all(request.as_bytes()))
+            .and_then(|()| stream.read_to_end(&mut answer))
+            .unwrap_or_else(|e| panic!("{what}: no answer from Azurite: {e}"));
+        RestAnswer::parse(&String::from_utf8_lossy(&answer))
+            .unwrap_or_else(|| panic!("{what}: not an HTTP answer\n{}", self.log_tail(20)))
+    }
 }
 
-/// HMAC-SHA256 by ring, through the HMAC rustls exposes for TLS 1.3's HKDF.
-///
-/// A stop-gap until `hmac` and `sha2` are dependencies of this crate: it takes keys of
-/// at most 64 bytes (Azure account keys are exactly 64).
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    use rustls::crypto::tls13::OkmBlock;
-    assert!(
-        key.len() <= OkmBlock::MAX_LEN,
-        "HMAC keys over {} bytes are not supported here",
-        OkmBlock::MAX_LEN
-    );
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-        .tls13()
-        .expect("a TLS 1.3 suite");
-    suite
-        .hkdf_provider
-        .hmac_sign(&OkmBlock::new(key), message)
-        .as_ref()
-        .to_vec()
+/// The `x-ms-version` of [`Azurite`]'s own REST requests.
+const REST_VERSION: &str = "2021-06-08";
+
+/// How long one of [`Azurite`]'s own REST requests may take.
+const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What Azurite answered to one of [`Azurite`]'s own REST requests.
+#[derive(Debug)]
+struct RestAnswer {
+    status: u16,
+    /// `x-ms-error-code`, on a refusal.
+    error_code: Option<String>,
+    status_line: String,
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` in UTC, the form SAS times take.
-fn iso8601(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(UNIX_EPOCH)
-        .expect("a time after 1970")
-        .as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+impl RestAnswer {
+    fn parse(text: &str) -> Option<RestAnswer> {
+        let head = text.split("\r\n\r\n").next()?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next()?.to_owned();
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")?
+            .get(..3)?
+            .parse()
+            .ok()?;
+        let error_code = lines.find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("x-ms-error-code")
+                .then(|| value.trim().to_owned())
+        });
+        Some(RestAnswer {
+            status,
+            error_code,
+            status_line,
+        })
+    }
+
+    fn expect_status(&self, status: u16, what: &str) {
+        assert!(
+            self.status == status,
+            "{what}: Azurite answered {} ({})",
+            self.status_line,
+            self.error_code.as_deref().unwrap_or("no error code")
+        );
+    }
 }
 
-/// The proleptic Gregorian date `days` days after 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Count from 0000-03-01, so that the leap day ends each 4-, 100- and 400-year cycle.
-    let days = days + 719_468;
-    let era = days / 146_097;
-    let day_of_era = days % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months from March: 153 days per five months.
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
+/// [`ACCOUNT_KEY`]'s bytes, which the signature is computed with.
+fn account_key_bytes() -> Vec<u8> {
+    base64_decode(ACCOUNT_KEY).expect("the emulator's account key is base64")
 }
 
 const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(
-                    BASE64_ALPHABET[(n >> (18 - 6 * i) & 63) as usize],
-                ));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// Standard base64 with padding; `None` for anything else.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
@@ -434,35 +465,12 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     }
     Some(out)
 }
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hmac_sha256_matches_rfc_4231_case_2() {
-        let tag = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(tag),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn base64_round_trips_and_matches_rfc_4648() {
+    fn base64_decodes_rfc_4648_vectors_and_refuses_the_rest() {
         for (plain, encoded) in [
             ("", ""),
             ("f", "Zg=="),
@@ -472,35 +480,28 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
             assert_eq!(base64_decode(encoded).as_deref(), Some(plain.as_bytes()));
         }
-        assert_eq!(base64_decode(ACCOUNT_KEY).map(|k| k.len()), Some(64));
+        assert_eq!(account_key_bytes().len(), 64);
         assert_eq!(base64_decode("Zg="), None);
         assert_eq!(base64_decode("Zg==Zg=="), None);
         assert_eq!(base64_decode("Z!=="), None);
     }
 
     #[test]
-    fn iso8601_formats_utc_dates() {
-        let at = |secs: u64| iso8601(UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
-        assert_eq!(at(4_102_444_800), "2100-01-01T00:00:00Z");
-    }
-
-    #[test]
-    fn account_sas_has_the_signed_fields() {
-        let sas = account_sas(
-            ACCOUNT_NAME,
-            ACCOUNT_KEY,
-            "rw",
-            UNIX_EPOCH + Duration::from_secs(4_102_444_800),
+    fn rest_answers_parse_status_and_error_code() {
+        let answer = RestAnswer::parse(
+            "HTTP/1.1 409 There is currently no lease on the blob.\r\nServer: Azurite-Blob/3.35.0\r\n\
+             X-Ms-Error-Code: LeaseNotPresentWithLeaseOperation\r\n\r\n<?xml …",
+        )
+        .expect("an HTTP answer");
+        assert_eq!(answer.status, 409);
+        assert_eq!(
+            answer.error_code.as_deref(),
+            Some("LeaseNotPresentWithLeaseOperation")
         );
-        assert!(
-            sas.starts_with("sv=2021-08-06&ss=b&srt=sco&sp=rw&se=2100-01-01T00%3A00%3A00Z&sig="),
-            "{sas}"
-        );
+        let accepted = RestAnswer::parse("HTTP/1.1 202 Accepted\r\n\r\n").expect("an answer");
+        assert_eq!((accepted.status, accepted.error_code), (202, None));
+        assert!(RestAnswer::parse("garbage").is_none());
     }
 }

@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use integration_tests::azurite::{self, Azurite};
+use integration_tests::azurite::Azurite;
 use integration_tests::fault_proxy::{Action, FaultProxy, Match, ProxiedRequest, Rule};
 
 /// A request as the test upstream received it.
@@ -556,12 +556,7 @@ async fn lease_faults_through_azurite() {
     let azurite = Azurite::start();
     let azurite_sees = FaultProxy::start(azurite.addr());
     let proxy = FaultProxy::start(azurite_sees.addr());
-    let sas = azurite::account_sas(
-        azurite.account_name(),
-        azurite.account_key(),
-        "rwdlac",
-        SystemTime::now() + Duration::from_secs(3600),
-    );
+    let sas = azurite.account_sas();
     let account = format!("/{}", azurite.account_name());
     let blob = format!("{account}/leases/m0-v0");
     let lease_path = format!("{blob}?comp=lease&{sas}");

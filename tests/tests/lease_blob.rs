@@ -125,8 +125,7 @@ async fn the_development_storage_shorthand_and_the_env_variable_work() {
         &dev,
         Budget::interactive(),
     )
-    .err()
-    .expect("another endpoint than the shorthand's");
+    .expect_err("another endpoint than the shorthand's");
     assert!(e.to_string().contains("not a container of"), "{e}");
 
     // The AccountName/AccountKey/BlobEndpoint form, with a container created on demand.
@@ -163,7 +162,7 @@ async fn a_deleted_record_or_container_is_reported_as_lost() {
         .await
         .unwrap();
     // Another party deletes the container (as `az storage container delete` would).
-    delete_container(&az, "vanishing");
+    az.delete_container("vanishing");
     match store.renew(&id, &lease).await {
         Err(LeaseError::Lost {
             reason: LostReason::StoreDeleted,
@@ -173,52 +172,4 @@ async fn a_deleted_record_or_container_is_reported_as_lost() {
     }
     let listed = store.list().await.unwrap_err().to_string();
     assert!(listed.contains("does not exist"), "{listed}");
-}
-
-/// Deletes a container of the emulator with a plain REST call, as an operator's tool would.
-fn delete_container(az: &Azurite, container: &str) {
-    use std::io::{Read, Write};
-    let key = azure_key(az);
-    let sas = shared::azure::sas::account_sas(
-        az.account_name(),
-        &key,
-        &shared::azure::sas::expiry_from_now(),
-    );
-    let mut stream = std::net::TcpStream::connect(az.addr()).expect("connect to the emulator");
-    let request = format!(
-        "DELETE /{}/{container}?restype=container&{sas} HTTP/1.1\r\nHost: {}\r\nx-ms-version: 2021-06-08\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        az.account_name(),
-        az.addr()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 202"),
-        "delete container: {}",
-        answer.lines().next().unwrap_or("")
-    );
-}
-
-fn azure_key(az: &Azurite) -> Vec<u8> {
-    use std::str::FromStr;
-    let _ = String::from_str("");
-    base64_decode(az.account_key())
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }
