@@ -180,6 +180,9 @@ struct Driver {
     signer_key: Option<SecretValue>,
     /// Bumped on every fence: an engine-signer set still retrying gives up.
     signer_epoch: Arc<AtomicU64>,
+    /// The last list failure logged (`None`: listing works), so a standby polling a broken
+    /// store logs the failure once, not every poll.
+    last_list_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Driver {
@@ -229,6 +232,7 @@ impl Driver {
             epoch: None,
             signer_key: None,
             signer_epoch: Arc::new(AtomicU64::new(0)),
+            last_list_error: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -504,9 +508,31 @@ impl Driver {
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
         let pool = self.config.identity.pool.clone();
+        let node = self.config.node.clone();
+        let last_error = self.last_list_error.clone();
         self.telemetry.metrics(|m| m.store_request("list"));
         tokio::spawn(async move {
-            let event = match off_loop(timeout, async move { store.list().await }).await {
+            let result = off_loop(timeout, async move { store.list().await }).await;
+            // A standby lists every poll: log a failure when it changes, and the recovery.
+            let error = match &result {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.to_string()),
+                None => Some(format!(
+                    "the lease store did not answer within {:.1} s",
+                    timeout.as_secs_f64()
+                )),
+            };
+            {
+                let mut last = last_error.lock().unwrap_or_else(|e| e.into_inner());
+                if *last != error {
+                    match &error {
+                        Some(e) => log(&node, format!("cannot list the lease records: {e}")),
+                        None => log(&node, "listing the lease records works again"),
+                    }
+                    *last = error;
+                }
+            }
+            let event = match result {
                 Some(Ok(records)) => Event::Listed {
                     ticket,
                     available: records
@@ -554,14 +580,40 @@ impl Driver {
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
         let telemetry = self.telemetry.clone();
+        let node = self.config.node.clone();
         telemetry.metrics(|m| m.store_request("renew"));
         tokio::spawn(async move {
             let ticket = lease.ticket;
             let sent_at = now();
+            let identity = lease.identity.clone();
             let call = async move { store.renew(&lease.identity, &lease.id).await };
             let outcome = match off_loop(timeout, call).await {
-                Some(result) => RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at),
-                None => RenewOutcome::Transient,
+                Some(result) => {
+                    let outcome = RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at);
+                    // Say why, so that the fence or the retries that follow are explained.
+                    if let Err(e) = &result {
+                        match outcome {
+                            RenewOutcome::Lost => {
+                                log(&node, format!("renew of {identity} failed: {e}"))
+                            }
+                            _ => log(
+                                &node,
+                                format!("renew of {identity} failed, retrying until the fence deadline: {e}"),
+                            ),
+                        }
+                    }
+                    outcome
+                }
+                None => {
+                    log(
+                        &node,
+                        format!(
+                            "renew of {identity}: no answer within {:.1} s, retrying until the fence deadline",
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                    RenewOutcome::Transient
+                }
             };
             let took = now().saturating_duration_since(sent_at);
             telemetry.metrics(|m| {
@@ -736,8 +788,14 @@ impl Driver {
         let mut guard_config = GuardConfig::new(argv.into_iter().map(OsString::from).collect());
         guard_config.key_file = Some(key_file);
         guard_config.grace = self.config.client.fence_grace;
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the leased binary: {e}"))?;
+        // The running binary itself: /proc/self/exe still opens it after a package upgrade
+        // replaced (unlinked) the file at its path.
+        let proc_exe = std::path::Path::new("/proc/self/exe");
+        let exe = if proc_exe.exists() {
+            proc_exe.to_path_buf()
+        } else {
+            std::env::current_exe().map_err(|e| format!("cannot find the leased binary: {e}"))?
+        };
         let mut child = Command::new(exe)
             .arg("guard")
             .args(guard_config.to_args())
