@@ -1764,6 +1764,43 @@ listen = "127.0.0.1:9797"
     }
 
     #[test]
+    fn the_azure_table_is_checked_when_a_store_is_on_azure() {
+        let azure_stores = edits(&[
+            (
+                "store.leases",
+                Some("\"blob:https://a.blob.core.windows.net/leases\""),
+            ),
+            (
+                "store.secrets",
+                Some("\"keyvault:https://kv.vault.azure.net\""),
+            ),
+        ]);
+        // The default credential (managed identity) needs nothing else.
+        ok(&azure_stores);
+        let p = problems(&format!(
+            "{azure_stores}\n[azure]\ncredential = \"client-secret\"\ntenant_id = \"t\"\n"
+        ));
+        assert_eq!(
+            p,
+            [
+                "azure.client_id: is required with credential = \"client-secret\"",
+                "azure.client_secret_file: is required with credential = \"client-secret\"",
+            ]
+        );
+        let p = problems(&format!("{azure_stores}\n[azure]\ncredentail = \"x\"\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("azure: unknown field `credentail`"),
+            "{p:?}"
+        );
+        // Local stores ignore the table's combinations, but not its syntax.
+        let local = edits(&[]);
+        ok(&format!(
+            "{local}\n[azure]\ncredential = \"client-secret\"\n"
+        ));
+    }
+
+    #[test]
     fn unknown_settings_and_sections_are_errors_with_their_names() {
         let text = edits(&[
             ("lease.duraton_secs", Some("15")),
@@ -1776,7 +1813,7 @@ listen = "127.0.0.1:9797"
         assert_eq!(
             p,
             [
-                "extra: unknown setting; known here: node, runtime_dir, store, identity, lease, client, http",
+                "extra: unknown setting; known here: node, runtime_dir, store, identity, lease, client, http, azure",
                 "nodes: unknown setting (did you mean node?)",
                 "lease.duraton_secs: unknown setting (did you mean duration_secs?)",
                 "client.restart_backof_millis: unknown setting (did you mean restart_backoff_millis?)",
