@@ -1403,12 +1403,7 @@ fn set_secret(
             value.len()
         ));
     }
-    let parsed = parse_content_type(&body).and_then(|ct| {
-        let tags = parse_tags(&body)?;
-        let attributes = parse_attributes(&body)?;
-        Ok((ct, tags, attributes))
-    });
-    let (content_type, tags, attributes) = match parsed {
+    let (content_type, tags, attributes) = match parse_properties(&body) {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
     };
@@ -1437,6 +1432,18 @@ fn set_secret(
     )))
 }
 
+/// The content type, tags and attributes of a set or update body.
+#[allow(clippy::type_complexity)]
+fn parse_properties(
+    body: &Map<String, Value>,
+) -> Result<(Option<String>, Option<Map<String, Value>>, AttributeUpdate), Reply> {
+    Ok((
+        parse_content_type(body)?,
+        parse_tags(body)?,
+        parse_attributes(body)?,
+    ))
+}
+
 fn update_secret(
     ctx: &Ctx<'_>,
     vault: &mut Vault,
@@ -1445,12 +1452,7 @@ fn update_secret(
     body: Map<String, Value>,
     now: u64,
 ) -> Reply {
-    let parsed = parse_content_type(&body).and_then(|ct| {
-        let tags = parse_tags(&body)?;
-        let attributes = parse_attributes(&body)?;
-        Ok((ct, tags, attributes))
-    });
-    let (content_type, tags, attributes) = match parsed {
+    let (content_type, tags, attributes) = match parse_properties(&body) {
         Ok(parsed) => parsed,
         Err(reply) => return reply,
     };
@@ -1575,20 +1577,10 @@ fn random_version() -> String {
     hex::encode(random_bytes::<16>())
 }
 
-/// A random (version 4) UUID, as the service's request ids look.
+/// A random (version 4) UUID, as the service's request ids look: the same form as a
+/// lease id.
 fn random_uuid() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    shared::lease::LeaseId::random().to_string()
 }
 
 #[cfg(test)]
