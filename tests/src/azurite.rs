@@ -307,11 +307,8 @@ impl Azurite {
     /// for the emulator, so these tests and the daemons authenticate alike: permissions
     /// `rwdlac` (leases need `w`), valid for an hour from now.
     pub fn account_sas(&self) -> String {
-        shared::azure::sas::account_sas(
-            ACCOUNT_NAME,
-            &account_key_bytes(),
-            &shared::azure::sas::expiry_from_now(),
-        )
+        shared::azure::sas::account_sas_for_base64_key(ACCOUNT_NAME, ACCOUNT_KEY)
+            .expect("the emulator's account key is base64")
     }
 
     /// Deletes `container` and every blob and lease in it, as `az storage container
@@ -433,60 +430,9 @@ impl RestAnswer {
     }
 }
 
-/// [`ACCOUNT_KEY`]'s bytes, which the signature is computed with.
-fn account_key_bytes() -> Vec<u8> {
-    base64_decode(ACCOUNT_KEY).expect("the emulator's account key is base64")
-}
-
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding; `None` for anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.as_bytes();
-    if !text.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for (index, quad) in text.chunks(4).enumerate() {
-        let last = index == text.len() / 4 - 1;
-        let padding = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if padding > 2 || (padding > 0 && !last) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - padding] {
-            let value = BASE64_ALPHABET.iter().position(|&a| a == c)?;
-            n = n << 6 | value as u32;
-        }
-        n <<= 6 * padding;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - padding]);
-    }
-    Some(out)
-}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_decodes_rfc_4648_vectors_and_refuses_the_rest() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64_decode(encoded).as_deref(), Some(plain.as_bytes()));
-        }
-        assert_eq!(account_key_bytes().len(), 64);
-        assert_eq!(base64_decode("Zg="), None);
-        assert_eq!(base64_decode("Zg==Zg=="), None);
-        assert_eq!(base64_decode("Z!=="), None);
-    }
 
     #[test]
     fn rest_answers_parse_status_and_error_code() {

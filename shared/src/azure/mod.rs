@@ -520,23 +520,12 @@ pub(crate) fn failure(e: &azure_core::Error) -> Failure {
                 message: describe(e),
             }
         }
-        ErrorKind::Credential => Failure {
+        // No answer to classify: a credential or a response we cannot read is not worth
+        // retrying; connection and I/O failures (timeouts, resets) are.
+        kind => Failure {
             status: None,
             code: None,
-            transient: false,
-            message: describe(e),
-        },
-        ErrorKind::DataConversion => Failure {
-            status: None,
-            code: None,
-            transient: false,
-            message: describe(e),
-        },
-        // Connection, Io (timeouts, resets) and anything else the transport reports.
-        _ => Failure {
-            status: None,
-            code: None,
-            transient: true,
+            transient: !matches!(kind, ErrorKind::Credential | ErrorKind::DataConversion),
             message: describe(e),
         },
     }

@@ -140,10 +140,6 @@ impl BlobLeaseStore {
     /// Creates the container unless it exists (`orchestrator init` does it through
     /// `create_record`; the daemons never create one).
     pub async fn ensure_container(&self) -> Result<(), LeaseError> {
-        self.create_container().await
-    }
-
-    async fn create_container(&self) -> Result<(), LeaseError> {
         match self.container.create(None).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -292,7 +288,7 @@ impl LeaseStore for BlobLeaseStore {
                             return Ok(RecordCreated::AlreadyExisted)
                         }
                         Some("ContainerNotFound") if !created_container => {
-                            self.create_container().await?;
+                            self.ensure_container().await?;
                             created_container = true;
                         }
                         _ if f.status == Some(409) || f.status == Some(412) => {

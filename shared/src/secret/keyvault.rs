@@ -316,17 +316,16 @@ impl SecretStore for KeyVaultSecretStore {
         tags: &Tags,
     ) -> Result<CreateOutcome, SecretError> {
         check_tags(tags)?;
-        if let Some(first) = self.versions(name).await?.first() {
-            // A first version from moments ago may still lose to one stamped in the same
-            // second by another creator: let it settle before reporting it.
-            if first.created > unix_now().saturating_sub(RECENT.as_secs() as i64) {
-                tokio::time::sleep(self.settle).await;
-                if let Some(first) = self.versions(name).await?.first() {
-                    return Ok(CreateOutcome::AlreadyExists(Self::properties(name, first)));
-                }
-            } else {
-                return Ok(CreateOutcome::AlreadyExists(Self::properties(name, first)));
-            }
+        let mut versions = self.versions(name).await?;
+        // A first version from moments ago may still lose to one stamped in the same second
+        // by another creator: let it settle before reporting it.
+        let recent = unix_now().saturating_sub(RECENT.as_secs() as i64);
+        if versions.first().is_some_and(|first| first.created > recent) {
+            tokio::time::sleep(self.settle).await;
+            versions = self.versions(name).await?;
+        }
+        if let Some(first) = versions.first() {
+            return Ok(CreateOutcome::AlreadyExists(Self::properties(name, first)));
         }
         let mine = self.set(name, value, content_type, tags).await?;
         tokio::time::sleep(self.settle).await;
