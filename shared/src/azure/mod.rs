@@ -327,14 +327,17 @@ fn to_time(d: Duration) -> azure_core::time::Duration {
 
 // --- credentials --------------------------------------------------------------------------
 
-/// The Entra ID credential the settings name. Talking to Entra ID uses the same transport
-/// rules (an interactive budget: tokens are cached and fetched rarely).
-pub(crate) fn credential(opts: &AzureOptions) -> Result<Arc<dyn TokenCredential>, String> {
+/// The Entra ID credential the settings name, fetching tokens within the same `budget` as
+/// the store calls that need them: a token fetched inside a renew must not outlast it.
+pub(crate) fn credential(
+    opts: &AzureOptions,
+    budget: Budget,
+) -> Result<Arc<dyn TokenCredential>, String> {
     let problems = opts.problem_lines();
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let mut client_options = client_options(Budget::interactive(), opts.ca_file.as_deref())?;
+    let mut client_options = client_options(budget, opts.ca_file.as_deref())?;
     if let Some(host) = &opts.authority_host {
         let mut custom = CustomConfiguration::default();
         custom.authority_host = host.trim_end_matches('/').to_string();

@@ -122,7 +122,7 @@ impl BlobLeaseStore {
                         azure::CONNECTION_STRING_ENV
                     )));
                 }
-                let credential = azure::credential(azure).map_err(backend)?;
+                let credential = azure::credential(azure, budget).map_err(backend)?;
                 BlobContainerClient::new(parsed, Some(credential), Some(options))
             }
         }

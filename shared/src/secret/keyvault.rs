@@ -129,7 +129,7 @@ impl KeyVaultSecretStore {
                 azure::redact(url)
             )));
         }
-        let credential = azure::credential(azure).map_err(backend)?;
+        let credential = azure::credential(azure, budget).map_err(backend)?;
         let options = SecretClientOptions {
             client_options: azure::client_options(budget, azure.ca_file.as_deref())
                 .map_err(backend)?,
