@@ -194,6 +194,15 @@ pub mod meta {
     /// The identity's validator address (public), so that on-call tools can show it
     /// without reading the secret store.
     pub const ADDRESS: &str = "address";
+    /// The holder's lease duration D in whole seconds. Azure does not report a fixed
+    /// lease's length, so `leased break` reads it here to tell how long the holder may
+    /// still sign.
+    pub const LEASE_SECS: &str = "lease_secs";
+    /// Why the last holder gave the identity up (a fence reason such as
+    /// `hand_off_failed`), written under the lease just before it is released.
+    pub const LAST_FENCE: &str = "last_fence";
+    /// One printable line with the detail of [`LAST_FENCE`] (never key material).
+    pub const LAST_FENCE_DETAIL: &str = "last_fence_detail";
 }
 
 /// What the store says about one identity's lease.
