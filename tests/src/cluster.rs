@@ -148,6 +148,16 @@ impl Daemon {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The daemon's fence guard: its child process running `guard`, if there is one now.
+    pub fn guard_pid(&self) -> Option<Pid> {
+        let me = self.pid()?;
+        children_of(me).into_iter().find(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|w| w == b"guard"))
+                .unwrap_or(false)
+        })
+    }
+
     /// What the daemon wrote to stderr so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
@@ -247,6 +257,24 @@ impl Cluster {
 
     /// Writes a config for `node` and starts its daemon.
     pub fn spawn_daemon(&self, node: &str) -> Daemon {
+        self.spawn_daemon_edited(node, |text| text)
+    }
+
+    /// As [`Cluster::spawn_daemon`], with the config text passed through `edit` first (a
+    /// daemon whose client differs from the others', say).
+    pub fn spawn_daemon_edited(&self, node: &str, edit: impl FnOnce(String) -> String) -> Daemon {
+        self.spawn_daemon_with(node, edit, &[], None)
+    }
+
+    /// As [`Cluster::spawn_daemon_edited`], with extra environment variables for the daemon
+    /// (on top of the spec's), and as user `uid` (and its group of the same number) if given.
+    pub fn spawn_daemon_with(
+        &self,
+        node: &str,
+        edit: impl FnOnce(String) -> String,
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Daemon {
         let root = self.dir.path();
         let runtime = root.join(format!("run-{node}"));
         let config = root.join(format!("{node}.toml"));
@@ -256,12 +284,18 @@ impl Cluster {
                 .expect("a free loopback port")
         });
         let listen = http.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-        fs::write(&config, self.config_text(node, &runtime, &listen)).expect("write config");
+        fs::write(&config, edit(self.config_text(node, &runtime, &listen))).expect("write config");
         let stderr = root.join(format!("{node}.stderr"));
-        let child = Command::new(crate::bin_path("leased-host"))
+        let mut command = Command::new(crate::bin_path("leased-host"));
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, uid);
+        }
+        let child = command
             .args(["run", "--config"])
             .arg(&config)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"))
@@ -522,4 +556,50 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The processes whose parent is `parent` (from /proc/PID/stat).
+pub fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| process_parent(Pid::from_raw(*pid)) == Some(parent))
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// A process's parent and state letter, from /proc/PID/stat.
+fn stat_fields(pid: Pid) -> Option<(char, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields follow the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+fn process_parent(pid: Pid) -> Option<Pid> {
+    stat_fields(pid).map(|(_, ppid)| Pid::from_raw(ppid))
+}
+
+/// Whether `pid` is gone or a zombie: either way it runs no more code.
+pub fn is_dead(pid: Pid) -> bool {
+    !matches!(stat_fields(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// Waits until `pid` is dead; how long that took, or `None` after `timeout`.
+pub fn wait_dead(pid: Pid, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if is_dead(pid) {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        sleep(Duration::from_millis(2));
+    }
 }

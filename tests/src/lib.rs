@@ -5,6 +5,7 @@
 
 pub mod azurite;
 pub mod cluster;
+pub mod fake_rpc;
 pub mod fault_proxy;
 pub mod kv_double;
 pub mod lease_conformance;

@@ -485,6 +485,41 @@ fn a_hanging_renew_fences_by_f_and_the_identity_moves_on_by_a_fresh_acquire() {
     cluster.assert_no_overlap();
 }
 
+/// Issue 10, item 8. Renews hang while acquires and releases still work (what a fault on
+/// the holder's own path to the store can look like): the holder fences at F and releases,
+/// and must then leave the identity alone for one lease instead of winning it straight back
+/// (about 10 ms after the release, long before a standby's next poll). The standby takes
+/// it.
+#[test]
+fn item08_renews_failing_while_acquires_work_hand_the_identity_to_the_standby() {
+    let _serial = serial();
+    let rig = Rig::start("renewonly");
+    let (cluster, identity, address) = rig.cluster(1, 2);
+    let holder = wait_signing(&cluster, &address, 0, Duration::from_secs(5)).node;
+    let fault = mono_now();
+    rig.proxy.set_rule(Rule::new(
+        Match::LeaseAction("renew".into()),
+        Action::BlackHole,
+    ));
+    let stop = wait_client_stop(&cluster, &holder, &address, fault, D + M);
+    let next = wait_signing(&cluster, &address, stop.at, D + Duration::from_secs(10));
+    rig.proxy.clear_rules();
+    assert_ne!(
+        next.node,
+        holder,
+        "{holder} fenced for deadline_missed and won {identity} straight back ({:.3} s after \
+         its client stopped); the standby never got it\n{}",
+        secs(next.at - stop.at),
+        cluster.diagnostics()
+    );
+    eprintln!(
+        "renew-only outage: {} signing {:.3} s after {holder}'s client stopped",
+        next.node,
+        secs(next.at - stop.at)
+    );
+    cluster.assert_no_overlap();
+}
+
 /// Every request answered 503 for 8 s (longer than M), placed to cover the next renew and
 /// every retry up to F: the holder fences by F, and once the storm is over the first lease
 /// operation the store accepts for the record is a fresh acquire, never a renew of the

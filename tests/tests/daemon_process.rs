@@ -316,55 +316,10 @@ fn one_daemon_per_runtime_directory_and_the_http_endpoints_tell_the_truth() {
     cluster.assert_no_overlap();
 }
 
-/// A stand-in for the client's JSON-RPC: records each call's method, first parameter and
-/// `CLOCK_MONOTONIC` time, and answers `true`.
-type Calls = std::sync::Arc<Mutex<Vec<(String, String, u64)>>>;
-
-fn fake_engine_signer_rpc() -> (std::net::SocketAddr, Calls) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls: Calls = Default::default();
-    let seen = calls.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            seen.lock().unwrap().push((
-                v["method"].as_str().unwrap_or_default().to_string(),
-                v["params"][0].as_str().unwrap_or_default().to_string(),
-                mono_now(),
-            ));
-            let answer = r#"{"jsonrpc":"2.0","id":1,"result":true}"#;
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    (addr, calls)
-}
-
 #[test]
 fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_client_stops() {
     let _serial = serial();
-    let (rpc, calls) = fake_engine_signer_rpc();
+    let (rpc, calls) = integration_tests::fake_rpc::start();
     let spec = ClusterSpec {
         identities: 1,
         daemons: 1,
@@ -378,14 +333,14 @@ fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_
             .lock()
             .unwrap()
             .iter()
-            .find(|c| c.0 == "parity_setEngineSignerSecret")
+            .find(|c| c.method == "parity_setEngineSignerSecret")
             .cloned()
     })
     .expect("parity_setEngineSignerSecret was never called");
-    let key = shared::ValidatorKey::from_hex(&set.1).expect("the set call carries a key");
+    let key = shared::ValidatorKey::from_hex(&set.param).expect("the set call carries a key");
     assert_eq!(key.address().to_string().to_ascii_lowercase(), address);
     assert!(
-        !cluster.daemon_log(&node).contains(&set.1[2..34]),
+        !cluster.daemon_log(&node).contains(&set.param[2..34]),
         "the key reached the daemon's log"
     );
 
@@ -398,7 +353,7 @@ fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_
         .lock()
         .unwrap()
         .iter()
-        .find(|c| c.0 == "parity_clearEngineSigner")
+        .find(|c| c.method == "parity_clearEngineSigner")
         .cloned()
         .expect("parity_clearEngineSigner was never called");
     let log = std::fs::read_to_string(&cluster.sign_log).unwrap();
@@ -409,7 +364,7 @@ fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_
         .find_map(|l| l.split_whitespace().nth(4)?.parse().ok())
         .expect("the client logged its stop");
     assert!(
-        clear.2 <= stopped,
+        clear.at <= stopped,
         "the engine signer was cleared after the client got SIGTERM"
     );
     cluster.assert_no_overlap();

@@ -530,3 +530,73 @@ fn a_hand_over_at_the_deadline_never_overlaps() {
         ms(Duration::from_nanos(held[1].start - held[0].end))
     );
 }
+
+/// Issue 10, item 3. A guard that wakes from a freeze after its deadline (the client kept
+/// running meanwhile, and the lease may already be someone else's) gives no SIGTERM grace:
+/// it kills the client's group at once.
+#[test]
+fn item03_a_fence_after_the_deadline_skips_the_grace_and_kills_at_once() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &["--ignore-sigterm"]));
+    let deadline = after(Duration::from_millis(400));
+    let pgid = g.start_until(deadline, &setup);
+    let guard = pid_of(&g.guard);
+    kill(guard, Signal::SIGSTOP).expect("freeze the guard");
+    std::thread::sleep(deadline.since(MonoNanos::now()) + Duration::from_millis(800));
+    let thawed = MonoNanos::now();
+    kill(guard, Signal::SIGCONT).expect("thaw the guard");
+    let (reason, stop, done_at, elapsed) = g.fenced();
+    eprintln!(
+        "latency: thaw {:.0} ms after the deadline -> client killed: {:.1} ms",
+        ms(thawed.since(deadline)),
+        ms(done_at.since(thawed))
+    );
+    assert_eq!((reason, stop), (FenceReason::Deadline, FenceStop::Kill));
+    assert!(
+        elapsed < GRACE / 2,
+        "a late fence waited {elapsed:?} before killing (grace {GRACE:?})"
+    );
+    assert!(done_at.since(thawed) < GRACE / 2);
+    assert_stopped_by(&setup, pgid, done_at);
+}
+
+/// Issue 10, items 2 and 6. The client runs through a launcher that ties its life to the
+/// guard's; a program that cannot be executed is reported as `failed`, never as a client
+/// that started.
+#[test]
+fn item06_a_client_that_cannot_be_executed_is_a_failed_start() {
+    let setup = Setup::new();
+    let mut config = setup.config("vm-1", &[]);
+    config.client = vec!["/nonexistent/client".into(), "--flag".into()];
+    let mut g = Guard::spawn(&config);
+    g.send(GuardCommand::Extend(after(Duration::from_secs(60))));
+    g.send(GuardCommand::Start);
+    match g.event() {
+        GuardEvent::Failed(text) => assert!(
+            text.contains("/nonexistent/client") && text.contains("No such file"),
+            "{text}"
+        ),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    g.send(GuardCommand::Quit);
+    let (reason, stop, _, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Command, FenceStop::None));
+}
+
+/// Issue 10, item 2, at the guard's level: SIGKILL of the guard takes the client with it
+/// within 100 ms, with nobody else acting (this test does nothing but watch).
+#[test]
+fn item02_the_client_dies_with_its_guard() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &["--ignore-sigterm"]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    let killed = std::time::Instant::now();
+    kill(pid_of(&g.guard), Signal::SIGKILL).expect("kill -9 of the guard");
+    let died = integration_tests::cluster::wait_dead(pgid, Duration::from_secs(3));
+    eprintln!("latency: guard killed -> client dead: {died:?}");
+    assert!(
+        died.is_some_and(|d| d <= Duration::from_millis(100)),
+        "the client outlived its guard: {died:?} (None: over 3 s); {:?} since the kill",
+        killed.elapsed()
+    );
+}

@@ -4,7 +4,7 @@
 //! ```text
 //! standin-client --address ADDR --log FILE [--node NAME] [--key-file F [--password-file P]]
 //!                [--period-ms 50] [--ignore-sigterm] [--exit-after-ms N [--exit-code C]]
-//!                [--spawn-child]
+//!                [--spawn-child] [--env-file F]
 //! ```
 //!
 //! While it runs it appends `signing with ADDR at T node=NAME pid=PID` to FILE every period,
@@ -22,7 +22,8 @@
 //!
 //! Test knobs: `--ignore-sigterm` (only SIGKILL stops it), `--exit-after-ms` (exit by itself
 //! with `--exit-code`), `--spawn-child` (first start a copy of itself that ignores SIGTERM in
-//! the same process group, as a client wrapper's child would be).
+//! the same process group, as a client wrapper's child would be), `--env-file` (write the
+//! environment it was started with to F, one `NAME=VALUE` per line, before it signs).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -45,11 +46,12 @@ struct Args {
     exit_after: Option<Duration>,
     exit_code: u8,
     spawn_child: bool,
+    env_file: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: standin-client --address ADDR --log FILE [--node NAME] \
 [--key-file F [--password-file P]] [--period-ms N] [--ignore-sigterm] \
-[--exit-after-ms N [--exit-code C]] [--spawn-child]";
+[--exit-after-ms N [--exit-code C]] [--spawn-child] [--env-file F]";
 
 fn parse_args() -> Result<Args, String> {
     let mut address = None;
@@ -65,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         exit_after: None,
         exit_code: 0,
         spawn_child: false,
+        env_file: None,
     };
     let mut it = std::env::args_os().skip(1);
     while let Some(flag) = it.next() {
@@ -93,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ignore-sigterm" => args.ignore_sigterm = true,
             "--spawn-child" => args.spawn_child = true,
+            "--env-file" => args.env_file = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -119,6 +123,15 @@ fn main() -> ExitCode {
     if let Err(e) = term.thread_block() {
         eprintln!("standin-client: cannot block SIGTERM: {e}");
         return ExitCode::from(71);
+    }
+    if let Some(path) = &args.env_file {
+        let text: String = std::env::vars_os()
+            .map(|(k, v)| format!("{}={}\n", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("standin-client: cannot write {}: {e}", path.display());
+            return ExitCode::from(73);
+        }
     }
     if let Some(path) = &args.key_file {
         if let Err((code, e)) = check_key(path, args.password_file.as_deref(), &args.address) {
