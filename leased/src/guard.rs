@@ -15,6 +15,7 @@
 //! |-----------------------------------------|---------|
 //! | `ready PID`                             | the guard is up |
 //! | `started PID`                           | the client runs; its process group id is `PID` |
+//! | `failed TEXT`                           | the client could not be started (its program cannot be executed, say) |
 //! | `exited code N` / `exited signal N`     | the client exited by itself; its whole process group is gone |
 //! | `fenced REASON STOP DONE_NANOS ELAPSED_MICROS` | fenced; the guard exits next |
 //! | `error TEXT`                            | a command was refused or a step failed |
@@ -35,7 +36,17 @@
 //! process group, delete the key and password files, wait up to the grace period for the
 //! group to be gone, SIGKILL it, wait again, report. The files go right after SIGTERM rather
 //! than last: nothing may read them once the right to run has ended, and deleting early
-//! keeps the key off disk even if a SIGKILLed process lingers.
+//! keeps the key off disk even if a SIGKILLed process lingers. The SIGKILL comes no later
+//! than the deadline plus the grace, and a fence that begins more than [`LATE_FENCE`] after
+//! the deadline (the guard woke from a freeze, or was told late) gives no grace at all: the
+//! lease may already be someone else's, so the group is SIGKILLed at once.
+//!
+//! The client is started through a launcher, `leased client-exec` (this same binary), that
+//! sets a parent-death signal (SIGKILL) on itself, checks that its parent is still this
+//! guard, and only then executes the client, which keeps the setting: if the guard dies, by
+//! SIGKILL even, the kernel kills the client at once, whether or not the daemon can act.
+//! The launcher reports an `exec` failure over a close-on-exec pipe, so a program that
+//! cannot run is `failed`, never a client that `started` and exited.
 //!
 //! What this module must never do: let the client outlive a fence (or a client exit: an
 //! `exited` event means the whole group is gone, so a restart cannot overlap a straggler);
@@ -46,10 +57,11 @@
 //! The guard calls `setsid` so that job control or a signal aimed at the daemon's process
 //! group (SIGTSTP, SIGSTOP to `-PGID`) cannot freeze it along with the daemon, and makes
 //! itself a child subreaper so that the client's orphaned descendants are its children and
-//! can be waited for. A descendant that leaves the client's process group escapes fencing
-//! (validator clients do not do this; systemd's cgroup stop still catches it). If the guard
-//! itself is killed with SIGKILL the client keeps running: the daemon must treat end of the
-//! guard's stdout as "fence it yourself" (it knows the process group from `started`).
+//! can be waited for. It is not dumpable (no core file, no ptrace by its user): it knows
+//! where the key is. A descendant that leaves the client's process group escapes fencing
+//! (validator clients do not do this; systemd's cgroup stop still catches it), and the
+//! parent-death signal reaches the client's main process only, not processes it started:
+//! the daemon, seeing the guard's stdout end, kills the whole group as well.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -79,6 +91,15 @@ const MAX_LINE: usize = 256;
 const GONE_POLL: Duration = Duration::from_millis(5);
 /// How long the guard tries to hand its last events to the daemon before exiting.
 const FINAL_WRITE_WAIT: Duration = Duration::from_millis(1000);
+/// A fence that begins later than this after the deadline is late: timer slop is well
+/// below it, a freeze is not. A late fence kills without a grace.
+pub const LATE_FENCE: Duration = Duration::from_millis(100);
+/// How long the launcher may take to execute the client before the start counts as failed.
+const LAUNCH_WAIT: Duration = Duration::from_secs(5);
+/// The launcher's exit code when it could not execute the client (as a shell's).
+const EXIT_CANNOT_EXEC: u8 = 127;
+/// The hidden subcommand that runs the launcher, in `leased` and in the test hosts.
+pub const LAUNCHER_SUBCOMMAND: &str = "client-exec";
 
 /// Exit code when the fence could not be completed (files left, or the client survived).
 pub const EXIT_FENCE_INCOMPLETE: u8 = 1;
@@ -247,6 +268,10 @@ where
     T: Into<OsString> + Clone,
 {
     use clap::Parser as _;
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if args.get(1).is_some_and(|a| a == LAUNCHER_SUBCOMMAND) {
+        return launch_client(args.into_iter().skip(2));
+    }
     match GuardCli::try_parse_from(args) {
         Ok(cli) => run_guard(cli.args.into_config()),
         Err(e) => {
@@ -375,6 +400,8 @@ pub enum GuardEvent {
     Ready(u32),
     /// The client started; its pid, which is also its process group id.
     Started(u32),
+    /// The client could not be started; nothing of it runs.
+    Failed(String),
     /// The client exited by itself and its process group is gone.
     Exited(ExitKind),
     /// The guard fenced and is about to exit.
@@ -407,15 +434,17 @@ impl fmt::Display for GuardEvent {
                 stop.as_str(),
                 elapsed.as_micros()
             ),
-            Self::Error(text) => {
-                let one_line: String = text
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
-                write!(f, "error {one_line}")
-            }
+            Self::Failed(text) => write!(f, "failed {}", one_line(text)),
+            Self::Error(text) => write!(f, "error {}", one_line(text)),
         }
     }
+}
+
+/// `text` with control characters (newlines above all) turned into spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 impl FromStr for GuardEvent {
@@ -424,6 +453,9 @@ impl FromStr for GuardEvent {
         let bad = || ParseLineError::new(line);
         if let Some(text) = line.strip_prefix("error ") {
             return Ok(Self::Error(text.to_string()));
+        }
+        if let Some(text) = line.strip_prefix("failed ") {
+            return Ok(Self::Failed(text.to_string()));
         }
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
         Ok(match words.as_slice() {
@@ -466,6 +498,12 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
     if config.client.is_empty() {
         eprintln!("leased guard: no client command");
         return ExitCode::from(EXIT_USAGE);
+    }
+    // It knows where the key file is and may hold a keystore password: no core dumps, and
+    // no ptrace or /proc/PID/mem by its own user.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("leased guard: cannot make itself non-dumpable: {e}");
+        return ExitCode::from(EXIT_SOFTWARE);
     }
     // Fails with EPERM only if we already lead a process group; then the daemon chose our
     // group for us and that is its decision to have made.
@@ -669,7 +707,7 @@ impl Guard<'_> {
                         if std::mem::take(&mut skipping_long_line) {
                             continue;
                         }
-                        if let Some(reason) = self.on_line(&complete_line) {
+                        if let Some(reason) = self.on_line(&complete_line).await {
                             return (reason, true, output);
                         }
                     }
@@ -689,7 +727,7 @@ impl Guard<'_> {
     }
 
     /// Handles one command line; returns a reason when it means "fence now".
-    fn on_line(&mut self, raw: &[u8]) -> Option<FenceReason> {
+    async fn on_line(&mut self, raw: &[u8]) -> Option<FenceReason> {
         let text = String::from_utf8_lossy(raw);
         let text = text.trim();
         if text.is_empty() {
@@ -711,7 +749,10 @@ impl Guard<'_> {
                 } else if self.client.is_some() {
                     self.error("start refused: the client is still running");
                 } else {
-                    self.start_client();
+                    self.start_client().await;
+                    if self.deadline_passed() {
+                        return Some(FenceReason::Deadline);
+                    }
                 }
             }
             Ok(GuardCommand::Fence | GuardCommand::Quit) => return Some(FenceReason::Command),
@@ -719,42 +760,81 @@ impl Guard<'_> {
         None
     }
 
-    fn start_client(&mut self) {
+    /// Starts the client through the launcher and waits (briefly, never past the deadline)
+    /// to hear whether it could be executed; emits `started` or `failed`.
+    async fn start_client(&mut self) {
         let argv = &self.config.client;
-        let Some((program, args)) = argv.split_first() else {
-            self.error("no client command");
+        let Some(program) = argv.first() else {
+            self.emit(GuardEvent::Failed("no client command".into()));
             return;
         };
+        let program = Path::new(program).display().to_string();
+        match self.launch().await {
+            Ok(client) => {
+                let pid = client.pgid.as_raw().unsigned_abs();
+                self.client = Some(client);
+                self.emit(GuardEvent::Started(pid));
+            }
+            Err(why) => self.emit(GuardEvent::Failed(format!(
+                "cannot start the client {program}: {why}"
+            ))),
+        }
+    }
+
+    /// Spawns `client-exec` in a new process group with the status pipe as its stdin, and
+    /// reads the pipe: end of file without a word means the client's `exec` succeeded.
+    async fn launch(&mut self) -> Result<Client, String> {
+        use tokio::net::unix::pipe;
+        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create a pipe: {e}"))?;
         // The client's stdout must not be our event pipe.
         let stdout = match io::stderr().as_fd().try_clone_to_owned() {
             Ok(fd) => Stdio::from(fd),
             Err(_) => Stdio::null(),
         };
-        let spawned = std::process::Command::new(program)
-            .args(args)
+        let exe = self_exe().map_err(|e| format!("cannot find the launcher: {e}"))?;
+        // The Command, and with it our copy of the pipe's write end, is gone after this
+        // statement: only the launcher holds it, until its exec closes it.
+        let spawned = std::process::Command::new(exe)
+            .arg(LAUNCHER_SUBCOMMAND)
+            .arg("--guard-pid")
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .args(&self.config.client)
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(status_write))
             .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn();
-        match spawned {
-            Ok(child) => {
-                // Reaped with waitpid below, not through `child`; dropping it neither waits
-                // nor kills.
-                let pid = child.id();
-                match i32::try_from(pid) {
-                    Ok(raw) => {
-                        self.client = Some(Client::new(Pid::from_raw(raw)));
-                        self.emit(GuardEvent::Started(pid));
-                    }
-                    Err(_) => self.error("client pid out of range"),
-                }
-            }
-            Err(e) => self.error(format_args!(
-                "cannot start the client {}: {e}",
-                Path::new(program).display()
-            )),
+        let child = spawned.map_err(|e| format!("cannot start the launcher: {e}"))?;
+        // Reaped with waitpid (Client::reap), not through `child`; dropping it neither
+        // waits nor kills.
+        let pid = i32::try_from(child.id())
+            .map(Pid::from_raw)
+            .map_err(|_| "the launcher's pid is out of range".to_string())?;
+        let mut launched = Client::new(pid);
+        let mut report = Vec::new();
+        let wait = self
+            .deadline
+            .map_or(LAUNCH_WAIT, |d| d.since(MonoNanos::now()).min(LAUNCH_WAIT));
+        let read = async {
+            let mut status = pipe::Receiver::from_owned_fd(status_read)?;
+            status.read_to_end(&mut report).await
+        };
+        let outcome = tokio::time::timeout(wait, read).await;
+        let failure = match outcome {
+            Ok(Ok(_)) if report.is_empty() => return Ok(launched),
+            Ok(Ok(_)) => String::from_utf8_lossy(&report).trim().to_string(),
+            Ok(Err(e)) => format!("cannot read the launcher's report: {e}"),
+            Err(_) => format!("it was not running within {} ms", wait.as_millis()),
+        };
+        // Nothing of a failed start may linger: the launcher has exited or is killed here.
+        launched.signal(Signal::SIGKILL);
+        if !launched.wait_gone(self.config.kill_wait).await {
+            self.complete = false;
+            self.error("a failed client start left a process that survives SIGKILL");
         }
+        Err(failure)
     }
 
     /// SIGCHLD: if the client's main process exited, make sure nothing of its group is
@@ -784,13 +864,28 @@ impl Guard<'_> {
 
     /// Stops the client and deletes the files. Returns how the client stopped, when the
     /// fence was done and how long it took.
+    ///
+    /// The SIGKILL comes at the end of the grace, but no later than the deadline plus the
+    /// grace; a fence that begins late (past the deadline by more than [`LATE_FENCE`])
+    /// kills at once.
     async fn fence(&mut self) -> (FenceStop, MonoNanos, Duration) {
         let started = MonoNanos::now();
+        let grace = self.config.grace;
+        let late = self.deadline.is_some_and(|d| started > d + LATE_FENCE);
+        let kill_at = match self.deadline {
+            Some(d) => (d + grace).min(started + grace),
+            None => started + grace,
+        };
         let mut stop = FenceStop::None;
         if let Some(client) = &mut self.client {
-            client.signal(Signal::SIGTERM);
-            client.signal(Signal::SIGCONT);
-            stop = FenceStop::Term;
+            if late {
+                client.signal(Signal::SIGKILL);
+                stop = FenceStop::Kill;
+            } else {
+                client.signal(Signal::SIGTERM);
+                client.signal(Signal::SIGCONT);
+                stop = FenceStop::Term;
+            }
         }
         let files = [&self.config.key_file, &self.config.password_file];
         for path in files.into_iter().flatten() {
@@ -801,12 +896,13 @@ impl Guard<'_> {
             }
         }
         if let Some(client) = &mut self.client {
-            if !client.wait_gone(self.config.grace).await {
+            let graceful = stop == FenceStop::Term;
+            if graceful && !client.wait_gone(kill_at.since(MonoNanos::now())).await {
                 client.signal(Signal::SIGKILL);
                 stop = FenceStop::Kill;
-                if !client.wait_gone(self.config.kill_wait).await {
-                    stop = FenceStop::Stuck;
-                }
+            }
+            if stop == FenceStop::Kill && !client.wait_gone(self.config.kill_wait).await {
+                stop = FenceStop::Stuck;
             }
             if stop == FenceStop::Stuck {
                 self.complete = false;
@@ -896,9 +992,70 @@ impl Drop for Client {
     }
 }
 
+/// This very program: `/proc/self/exe` opens it even after a package upgrade replaced
+/// (unlinked) the file at its path.
+pub fn self_exe() -> io::Result<PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        Ok(proc_exe.to_path_buf())
+    } else {
+        std::env::current_exe()
+    }
+}
+
+/// `leased client-exec --guard-pid PID -- PROGRAM ARGS…`: the launcher between the guard
+/// and the client (see the module docs). Its stdin is the guard's status pipe. On success
+/// it becomes the client and never returns; on failure it writes one line to the pipe and
+/// exits 127.
+pub fn launch_client<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt as _;
+    // A duplicate, close-on-exec: it closes by itself when the client's exec succeeds.
+    let mut status = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => {
+            eprintln!("leased client-exec: no status pipe on stdin: {e}");
+            return ExitCode::from(EXIT_CANNOT_EXEC);
+        }
+    };
+    let mut fail = |why: String| {
+        let _ = status.write_all(why.as_bytes());
+        ExitCode::from(EXIT_CANNOT_EXEC)
+    };
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let guard = match args.as_slice() {
+        [flag, pid, dashes, _, ..] if flag == "--guard-pid" && dashes == "--" => {
+            match pid.to_str().and_then(|p| p.parse::<i32>().ok()) {
+                Some(pid) => Pid::from_raw(pid),
+                None => return fail("bad launcher arguments: --guard-pid".into()),
+            }
+        }
+        _ => return fail("bad launcher arguments: --guard-pid PID -- PROGRAM [ARGS…]".into()),
+    };
+    let (program, rest) = (&args[3], &args[4..]);
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        return fail(format!(
+            "cannot tie it to its guard (PR_SET_PDEATHSIG): {e}"
+        ));
+    }
+    // The guard may have died between our fork and the line above: then no signal comes.
+    if nix::unistd::getppid() != guard {
+        return fail("its guard is gone".into());
+    }
+    let error = std::process::Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .exec();
+    fail(error.to_string())
+}
+
 /// Overwrites a key or password file with zeros (so the tmpfs pages do not keep the
 /// secret) and deletes it. A missing file is fine: the daemon may have removed it.
-fn remove_secret_file(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_secret_file(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -960,6 +1117,7 @@ mod tests {
                 elapsed: Duration::from_micros(1_000_123),
             },
             GuardEvent::Error("start refused: no deadline yet".into()),
+            GuardEvent::Failed("cannot start the client x: not found".into()),
         ] {
             assert_eq!(e.to_string().parse::<GuardEvent>(), Ok(e));
         }
@@ -1004,7 +1162,10 @@ mod tests {
         );
     }
 
-    /// Drives `run` in this process over in-memory pipes.
+    /// Drives `run` in this process over in-memory pipes. Clients are started through the
+    /// launcher, which is the running binary: that is `leased` or a test host, never this
+    /// unit-test binary, so the scenarios that start a client are process-level tests
+    /// (`tests/tests/guard.rs`).
     struct Harness {
         commands: tokio::io::DuplexStream,
         events: tokio::io::Lines<BufReader<tokio::io::DuplexStream>>,
@@ -1078,90 +1239,5 @@ mod tests {
         let outcome = h.task.await.expect("joins");
         assert!(outcome.complete);
         assert!(!key.exists(), "the key file is deleted");
-    }
-
-    #[tokio::test]
-    async fn fence_stops_a_running_client_and_eof_fences() {
-        let mut h = Harness::start(sleeper());
-        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
-        h.send(GuardCommand::Extend(
-            MonoNanos::now() + Duration::from_secs(60),
-        ))
-        .await;
-        h.send("start").await;
-        let GuardEvent::Started(pid) = h.event().await else {
-            panic!("expected started");
-        };
-        let pgid = Pid::from_raw(i32::try_from(pid).expect("pid"));
-        assert_eq!(
-            killpg(pgid, None),
-            Ok(()),
-            "the client runs in its own group"
-        );
-        h.send("start").await;
-        assert!(matches!(h.event().await, GuardEvent::Error(t) if t.contains("still running")));
-        // End of input is the daemon dying.
-        drop(h.commands);
-        match h
-            .events
-            .next_line()
-            .await
-            .expect("readable")
-            .map(|l| l.parse())
-        {
-            Some(Ok(GuardEvent::Fenced { reason, stop, .. })) => {
-                assert_eq!(reason, FenceReason::Eof);
-                assert_eq!(stop, FenceStop::Term);
-            }
-            other => panic!("expected fenced, got {other:?}"),
-        }
-        assert_eq!(killpg(pgid, None), Err(Errno::ESRCH), "the group is gone");
-    }
-
-    #[tokio::test]
-    async fn a_client_that_cannot_start_is_an_error_not_a_fence() {
-        let config = GuardConfig::new(vec!["leased-guard-test-no-such-program".into()]);
-        let mut h = Harness::start(config);
-        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
-        h.send(GuardCommand::Extend(
-            MonoNanos::now() + Duration::from_secs(60),
-        ))
-        .await;
-        h.send("start").await;
-        assert!(matches!(h.event().await, GuardEvent::Error(t) if t.contains("cannot start")));
-        h.send("fence").await;
-        assert!(matches!(
-            h.event().await,
-            GuardEvent::Fenced {
-                reason: FenceReason::Command,
-                stop: FenceStop::None,
-                ..
-            }
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_client_that_exits_is_reported_and_can_be_restarted() {
-        let config = GuardConfig::new(vec!["sh".into(), "-c".into(), "exit 3".into()]);
-        let mut h = Harness::start(config);
-        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
-        h.send(GuardCommand::Extend(
-            MonoNanos::now() + Duration::from_secs(60),
-        ))
-        .await;
-        for _ in 0..2 {
-            h.send("start").await;
-            assert!(matches!(h.event().await, GuardEvent::Started(_)));
-            assert_eq!(h.event().await, GuardEvent::Exited(ExitKind::Code(3)));
-        }
-        h.send("quit").await;
-        assert!(matches!(
-            h.event().await,
-            GuardEvent::Fenced {
-                reason: FenceReason::Command,
-                stop: FenceStop::None,
-                ..
-            }
-        ));
     }
 }
