@@ -28,6 +28,9 @@
 //! crash_loop_max_exits = 5           # K exits ...
 //! crash_loop_window_secs = 60        # ... within W give the identity up
 //! fence_grace_millis = 1250          # SIGTERM to SIGKILL; default M/4
+//! start_timeout_secs = 10            # key fetch + file + exec; a slower hand-off has failed
+//! [client.env]                       # the client's whole environment, with PATH
+//! # GETH_CACHE = "512"
 //! [http]
 //! listen = "127.0.0.1:9797"
 //! [azure]                            # only for keyvault: and blob: stores
@@ -55,6 +58,12 @@
 //! - `identity.pool` is a non-empty identity-name prefix (0-9, a-z, A-Z, '-');
 //!   `identity.quarantine_secs` defaults to 0: the guard already stops a frozen holder's
 //!   client by its fence deadline, before anyone else can acquire.
+//! - `client.start_timeout_secs`: 1–300 s, default 10. A hand-off that has not started
+//!   the client by then fails: the lease is released and the identity left to others.
+//! - `client.env`: the client starts with a clean environment (nothing of the daemon's:
+//!   no credentials, no `NOTIFY_SOCKET`), plus these variables, plus `PATH` set to
+//!   [`DEFAULT_CLIENT_PATH`] unless listed. Names are letters, digits and `_`, not starting
+//!   with a digit; values are text without NUL.
 //! - `client.command` placeholders: `{key_file}`, `{password_file}` (only with a password
 //!   file) and `{address}`; `{{` and `}}` stand for literal braces.
 //! - `runtime_dir` and `client.password_file` must be absolute paths. If `runtime_dir`
@@ -80,6 +89,10 @@ use crate::machine::{self, Params};
 
 /// The default `http.listen`: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+/// The client's `PATH` unless `[client.env]` sets one.
+pub const DEFAULT_CLIENT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The default `runtime_dir`, systemd's `RuntimeDirectory=leased`.
 pub const DEFAULT_RUNTIME_DIR: &str = "/run/leased";
 
@@ -143,6 +156,10 @@ pub struct ClientConfig {
     pub crash_loop_window: Duration,
     /// Time between SIGTERM and SIGKILL when fencing.
     pub fence_grace: Duration,
+    /// How long a hand-off may take before it counts as failed.
+    pub start_timeout: Duration,
+    /// The client's whole environment (`PATH` included).
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// `[http]`
@@ -287,6 +304,7 @@ impl Config {
         p.restart_backoff = self.client.restart_backoff;
         p.crash_loop_max_exits = self.client.crash_loop_max_exits;
         p.crash_loop_window = self.client.crash_loop_window;
+        p.start_timeout = self.client.start_timeout;
         p.seed = seed;
         p
     }
@@ -700,6 +718,8 @@ const CLIENT_KEYS: &[&str] = &[
     "crash_loop_max_exits",
     "crash_loop_window_secs",
     "fence_grace_millis",
+    "start_timeout_secs",
+    "env",
 ];
 const HTTP_KEYS: &[&str] = &["listen"];
 
@@ -1208,6 +1228,17 @@ fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Opti
             _ => Ok(()),
         },
     );
+    let start_timeout = r.duration(
+        &mut s,
+        "start_timeout_secs",
+        Duration::from_secs(1),
+        machine::DEFAULT_START_TIMEOUT,
+        |t| match (1..=300).contains(&t.as_secs()) {
+            true => Ok(()),
+            false => Err("is outside 1–300".into()),
+        },
+    );
+    let env = read_client_env(r, &mut s);
     r.finish(s);
     Some(ClientConfig {
         format: format?,
@@ -1218,7 +1249,58 @@ fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Opti
         crash_loop_max_exits: max_exits?,
         crash_loop_window: window?,
         fence_grace: grace?,
+        start_timeout: start_timeout?,
+        env: env?,
     })
+}
+
+/// `[client.env]`: a table of strings. `PATH` defaults to [`DEFAULT_CLIENT_PATH`].
+fn read_client_env(
+    r: &mut Reader,
+    s: &mut Section,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_CLIENT_PATH.to_string());
+    let table = match r.take(s, "env") {
+        None => return Some(env),
+        Some(Value::Table(t)) => t,
+        Some(other) => {
+            r.problem(
+                "client.env",
+                format!("must be a table of NAME = \"value\", not {}", a(&other)),
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    for (name, value) in table {
+        let key = format!("client.env.{name}");
+        let good_name = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !good_name {
+            r.problem(
+                key,
+                "is not a variable name: letters, digits and '_', not starting with a digit",
+            );
+            ok = false;
+            continue;
+        }
+        match value {
+            Value::String(v) if !v.contains('\0') => {
+                env.insert(name, v);
+            }
+            Value::String(_) => {
+                r.problem(key, "contains a NUL character");
+                ok = false;
+            }
+            other => {
+                r.problem(key, format!("must be a string, not {}", a(&other)));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(env)
 }
 
 /// `http://` to this machine only: the engine-signer call carries the key.
@@ -1397,6 +1479,11 @@ listen = "127.0.0.1:9797"
         assert_eq!(c.client.crash_loop_max_exits, 5);
         assert_eq!(c.client.crash_loop_window, Duration::from_secs(60));
         assert_eq!(c.client.fence_grace, ms(1_250));
+        assert_eq!(c.client.start_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.client.env,
+            [("PATH".to_string(), DEFAULT_CLIENT_PATH.to_string())].into()
+        );
         assert_eq!(c.http.listen, "127.0.0.1:9797".parse().unwrap());
         let argv = c.client.command.render(&Substitutions {
             key_file: Path::new("/run/leased/key"),
@@ -2126,5 +2213,46 @@ listen = "127.0.0.1:9797"
         assert_eq!(p.crash_loop_max_exits, 4);
         assert_eq!(p.crash_loop_window, Duration::from_secs(60));
         assert_eq!(p.seed, 99);
+    }
+
+    /// Issue 10, item 12: the client's environment is exactly `[client.env]` plus a PATH.
+    #[test]
+    fn the_client_environment_is_listed_whole_and_checked() {
+        let text =
+            format!("{EXAMPLE}\n[client.env]\nGETH_CACHE = \"512\"\nPATH = \"/opt/geth/bin\"\n");
+        let c = ok(&text);
+        assert_eq!(
+            c.client.env,
+            [
+                ("GETH_CACHE".to_string(), "512".to_string()),
+                ("PATH".to_string(), "/opt/geth/bin".to_string()),
+            ]
+            .into()
+        );
+        let bad = format!(
+            "{EXAMPLE}\n[client.env]\n\"1X\" = \"a\"\n\"A-B\" = \"b\"\nN = 3\nZ = \"a\\u0000b\"\n"
+        );
+        let p = problems(&bad);
+        for key in [
+            "client.env.1X",
+            "client.env.A-B",
+            "client.env.N",
+            "client.env.Z",
+        ] {
+            assert!(p.iter().any(|l| l.starts_with(key)), "{key}: {p:#?}");
+        }
+        let p = one_problem(&[("client.env", Some("3"))]);
+        assert!(p.starts_with("client.env"), "{p}");
+    }
+
+    #[test]
+    fn the_start_timeout_is_checked() {
+        let c = ok(&edits(&[("client.start_timeout_secs", Some("30"))]));
+        assert_eq!(c.client.start_timeout, Duration::from_secs(30));
+        assert_eq!(c.machine_params(0).start_timeout, Duration::from_secs(30));
+        for bad in ["0", "301"] {
+            let p = one_problem(&[("client.start_timeout_secs", Some(bad))]);
+            assert!(p.contains("client.start_timeout_secs"), "{p}");
+        }
     }
 }

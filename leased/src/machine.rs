@@ -98,8 +98,12 @@ pub struct Params {
     /// K: this many client exits within `crash_loop_window` give the identity up.
     pub crash_loop_max_exits: u32,
     /// W: the window for counting client exits. An identity given up because of a local
-    /// failure is also not tried again by this node for this long.
+    /// failure (crash loop, failed hand-off) is also not tried again by this node for this
+    /// long.
     pub crash_loop_window: Duration,
+    /// How long a hand-off (key fetched, file written, client executed) may take before it
+    /// counts as failed: an identity must not sit held by a node whose client never runs.
+    pub start_timeout: Duration,
     /// Seed for the candidate order and the poll jitter; zero jitter makes tests exact.
     pub seed: u64,
 }
@@ -107,7 +111,8 @@ pub struct Params {
 impl Params {
     /// ARCHITECTURE.md's defaults for lease duration `lease`: R = D/3, M = max(D/3, 2 s),
     /// renew retries every min(R/5, 1 s), no quarantine, a 500 ms standby poll with up to
-    /// 125 ms of jitter, and a crash-loop policy of 5 exits in 60 s with a 1 s first backoff.
+    /// 125 ms of jitter, a crash-loop policy of 5 exits in 60 s with a 1 s first backoff,
+    /// and 10 s for a hand-off.
     pub fn new(node: impl Into<String>, lease: Duration) -> Self {
         let renew_every = lease / 3;
         let standby_poll = Duration::from_millis(500);
@@ -123,6 +128,7 @@ impl Params {
             restart_backoff: Duration::from_secs(1),
             crash_loop_max_exits: 5,
             crash_loop_window: Duration::from_secs(60),
+            start_timeout: DEFAULT_START_TIMEOUT,
             seed: 0,
         }
     }
@@ -132,6 +138,9 @@ impl Params {
         t_ok + self.lease.saturating_sub(self.margin)
     }
 }
+
+/// The default [`Params::start_timeout`].
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// M's default for lease duration `lease`: D/3, never below 2 s.
 pub fn default_margin(lease: Duration) -> Duration {
@@ -438,8 +447,8 @@ pub enum SeekPhase {
 /// What the supervised client is doing while Holding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientPhase {
-    /// The key is being handed over, or the client restarted.
-    Starting,
+    /// The key is being handed over, or the client restarted, since `since`.
+    Starting { since: MonoTime },
     /// The client runs with the key.
     Running,
     /// The client exited; it is restarted at `until`.
@@ -669,8 +678,10 @@ impl Machine {
         }
     }
 
-    fn cool_down(&mut self, identity: &Name, now: MonoTime) {
-        let until = now + self.params.crash_loop_window;
+    /// Leaves `identity` to other nodes for `period`: after a local failure this node
+    /// would likely fail with it again, and a healthy standby should get it first.
+    fn cool_down(&mut self, identity: &Name, now: MonoTime, period: Duration) {
+        let until = now + period;
         self.cooldowns.retain(|(n, _)| n != identity);
         self.cooldowns.push((identity.clone(), until));
     }
@@ -689,11 +700,16 @@ impl Machine {
 
     fn enforce_deadline(&mut self, state: State, now: MonoTime, out: &mut Vec<Action>) -> State {
         match state {
+            // Renews fail here while acquires may still work (a local fault): without a
+            // cool-down of one lease this node would win the identity straight back, again
+            // and again, and a healthy standby never would.
             State::Holding { lease, renewal, .. } if now >= renewal.fence_at => {
+                self.cool_down(&lease.identity, now, self.params.lease);
                 Self::fence(lease, FenceReason::DeadlineMissed, out)
             }
             State::Quarantine { lease, renewal } if now >= renewal.fence_at => {
                 // The key was never handed over: nothing to fence. Let the lease go.
+                self.cool_down(&lease.identity, now, self.params.lease);
                 out.push(Action::Release { lease });
                 Self::seek_now(now)
             }
@@ -728,6 +744,11 @@ impl Machine {
                 recent_exits,
                 since,
             } => {
+                if let ClientPhase::Starting { since } = client {
+                    if now >= since + self.params.start_timeout {
+                        return self.hand_off_failed(lease, now, out);
+                    }
+                }
                 if renewal.due(now) {
                     renewal.in_flight = true;
                     out.push(Action::SendRenew {
@@ -739,7 +760,7 @@ impl Machine {
                         out.push(Action::RestartClient {
                             lease: lease.clone(),
                         });
-                        client = ClientPhase::Starting;
+                        client = ClientPhase::Starting { since: now };
                     }
                 }
                 State::Holding {
@@ -766,7 +787,10 @@ impl Machine {
                 let renew = renewal.next_wake();
                 Some(match client {
                     ClientPhase::Backoff { until } => renew.min(*until),
-                    ClientPhase::Starting | ClientPhase::Running => renew,
+                    ClientPhase::Starting { since } => {
+                        renew.min(*since + self.params.start_timeout)
+                    }
+                    ClientPhase::Running => renew,
                 })
             }
             _ => None,
@@ -940,7 +964,7 @@ impl Machine {
                 State::Holding {
                     lease,
                     renewal,
-                    client: ClientPhase::Starting,
+                    client: ClientPhase::Starting { since: now },
                     recent_exits: Vec::new(),
                     since: now,
                 }
@@ -986,15 +1010,16 @@ impl Machine {
                 RenewOutcome::Transient => renewal.failed(now, p),
             },
             Event::ClientStarted { ticket }
-                if ticket == lease.ticket && client == ClientPhase::Starting =>
+                if ticket == lease.ticket && matches!(client, ClientPhase::Starting { .. }) =>
             {
                 client = ClientPhase::Running;
             }
-            Event::HandOffFailed { ticket }
-                if ticket == lease.ticket && client == ClientPhase::Starting =>
+            // A client gone before it was reported running never started: the hand-off
+            // failed (its guard died, or refused to start it).
+            Event::HandOffFailed { ticket } | Event::ClientExited { ticket }
+                if ticket == lease.ticket && matches!(client, ClientPhase::Starting { .. }) =>
             {
-                self.cool_down(&lease.identity, now);
-                return Self::fence(lease, FenceReason::HandOffFailed, out);
+                return self.hand_off_failed(lease, now, out);
             }
             Event::ClientExited { ticket }
                 if ticket == lease.ticket && client == ClientPhase::Running =>
@@ -1003,7 +1028,8 @@ impl Machine {
                 recent_exits.push(now);
                 let exits = recent_exits.len() as u32;
                 if exits >= p.crash_loop_max_exits {
-                    self.cool_down(&lease.identity, now);
+                    let period = p.crash_loop_window;
+                    self.cool_down(&lease.identity, now, period);
                     return Self::fence(lease, FenceReason::CrashLoop, out);
                 }
                 client = ClientPhase::Backoff {
@@ -1019,6 +1045,13 @@ impl Machine {
             recent_exits,
             since,
         }
+    }
+
+    /// The key could not be handed over: fence (which cancels what is under way), release,
+    /// and leave the identity to other nodes for a crash-loop window.
+    fn hand_off_failed(&mut self, lease: Lease, now: MonoTime, out: &mut Vec<Action>) -> State {
+        self.cool_down(&lease.identity, now, self.params.crash_loop_window);
+        Self::fence(lease, FenceReason::HandOffFailed, out)
     }
 
     fn step_fenced(
@@ -1901,14 +1934,22 @@ mod tests {
         );
         let ticket = list_ticket(&a);
         assert_ne!(ticket, lease.ticket);
-        m.handle(
+        // The fenced identity cools down (item 8 of issue 10): another one is tried.
+        let a = m.handle(
             t(10_500),
             Event::Listed {
                 ticket,
-                available: vec![name("m0-v1")],
+                available: vec![lease.identity.clone(), name("m0-v9")],
             },
         );
-        let a = m.handle(t(10_600), acquired(ticket, "m0-v1", 10_500));
+        assert_eq!(
+            a.iter().find_map(|a| match a {
+                Action::TryAcquire { identity, .. } => Some(identity.clone()),
+                _ => None,
+            }),
+            Some(name("m0-v9"))
+        );
+        let a = m.handle(t(10_600), acquired(ticket, "m0-v9", 10_500));
         assert!(a
             .iter()
             .any(|a| matches!(a, Action::BeginQuarantine { .. })));
@@ -1981,6 +2022,133 @@ mod tests {
             Event::Listed {
                 ticket,
                 available: vec![name("m0-v1")],
+            },
+        );
+        assert!(tried(&a).is_empty(), "{a:?}");
+    }
+
+    /// Issue 10, item 6: a client that is gone before it was reported running (its guard
+    /// died, or exited) is a failed hand-off, not an exit to restart forever.
+    #[test]
+    fn item06_a_client_gone_before_it_started_is_a_failed_hand_off() {
+        let (mut m, lease) = quarantined(params(), 100);
+        m.handle(
+            t(2_200),
+            Event::QuarantineDone {
+                ticket: lease.ticket,
+            },
+        );
+        let a = m.handle(
+            t(2_300),
+            Event::ClientExited {
+                ticket: lease.ticket,
+            },
+        );
+        assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
+    }
+
+    /// Issue 10, item 6: a hand-off that has not started the client within the start
+    /// timeout fails, even if nothing ever answers.
+    #[test]
+    fn item06_a_hand_off_that_never_answers_fails_at_the_start_timeout() {
+        let mut p = params();
+        p.start_timeout = Duration::from_secs(4);
+        let (mut m, lease) = quarantined(p, 100);
+        let a = m.handle(
+            t(2_200),
+            Event::QuarantineDone {
+                ticket: lease.ticket,
+            },
+        );
+        // The wake-up covers the start deadline (2.2 s + 4 s), before the renew at 5.1 s.
+        assert_eq!(a.last(), Some(&Action::ScheduleWake { at: t(5_100) }));
+        let a = m.handle(t(5_100), Event::Tick);
+        assert!(
+            matches!(a.last(), Some(Action::ScheduleWake { at }) if *at == t(6_200)),
+            "{a:?}"
+        );
+        m.handle(t(5_150), renewed(lease.ticket, 5_100));
+        let a = m.handle(t(6_200), Event::Tick);
+        assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
+        // A restart (after a client exit) is held to the same limit.
+        let (mut m, lease) = holding(100);
+        m.handle(
+            t(1_000),
+            Event::ClientExited {
+                ticket: lease.ticket,
+            },
+        );
+        let a = m.handle(t(2_000), Event::Tick);
+        assert!(a.contains(&Action::RestartClient {
+            lease: lease.clone()
+        }));
+        m.handle(t(2_100), renewed(lease.ticket, 2_050));
+        let a = m.handle(t(12_000), Event::Tick);
+        assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed), "{a:?}");
+    }
+
+    /// Issue 10, item 8: renews fail while acquires work. After the deadline fence this node
+    /// leaves the identity alone for one lease, so that a healthy standby, polling at its
+    /// own pace, gets it; after that it may take it again.
+    #[test]
+    fn item08_a_deadline_fence_cools_the_identity_down_for_one_lease() {
+        let (mut m, lease) = holding(100);
+        m.handle(t(5_100), Event::Tick);
+        let a = m.handle(t(10_100), Event::Tick);
+        assert_eq!(fence_reason(&a), Some(FenceReason::DeadlineMissed));
+        m.handle(
+            t(10_200),
+            Event::FenceDone {
+                ticket: lease.ticket,
+            },
+        );
+        let a = m.handle(
+            t(10_300),
+            Event::ReleaseDone {
+                ticket: lease.ticket,
+            },
+        );
+        let listed = |m: &mut Machine, at: u64, ticket: Ticket| {
+            m.handle(
+                t(at),
+                Event::Listed {
+                    ticket,
+                    available: vec![lease.identity.clone()],
+                },
+            )
+        };
+        let a = listed(&mut m, 10_400, list_ticket(&a));
+        assert!(tried(&a).is_empty(), "won straight back: {a:?}");
+        // Still cooling down just before D has passed since the fence...
+        let a = m.handle(t(25_000), Event::Tick);
+        let a = listed(&mut m, 25_050, list_ticket(&a));
+        assert!(tried(&a).is_empty(), "{a:?}");
+        // ...and free to try it again after.
+        let a = m.handle(t(25_600), Event::Tick);
+        let a = listed(&mut m, 25_650, list_ticket(&a));
+        assert_eq!(tried(&a), vec![lease.identity.as_str()]);
+    }
+
+    /// Issue 10, item 8, before the hand-off: a quarantine whose renews fail gives the
+    /// lease up at F and cools the identity down the same way.
+    #[test]
+    fn item08_a_quarantine_that_cannot_renew_cools_the_identity_down() {
+        let mut p = params();
+        p.quarantine = Duration::from_secs(30);
+        let (mut m, lease) = quarantined(p, 100);
+        m.handle(t(5_100), Event::Tick);
+        let a = m.handle(t(10_100), Event::Tick);
+        assert!(
+            a.contains(&Action::Release {
+                lease: lease.clone()
+            }),
+            "{a:?}"
+        );
+        let a = m.handle(
+            t(10_300),
+            Event::Listed {
+                ticket: list_ticket(&a),
+                available: vec![lease.identity.clone()],
             },
         );
         assert!(tried(&a).is_empty(), "{a:?}");
