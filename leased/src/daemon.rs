@@ -8,14 +8,23 @@
 //! `CLOCK_MONOTONIC` the guard enforces deadlines on.
 //!
 //! The key travels from the secret store through a zeroizing buffer into the key file
-//! (0600, atomically, in the private runtime directory, which is meant to be a tmpfs), and
-//! is wiped from memory as soon as the file is written. The guard owns the client: it is
-//! started only under a deadline, and stopped by the guard when the deadline passes, when
-//! told to fence, or when this process dies.
+//! (0600, in the private runtime directory, which is meant to be a tmpfs), and is wiped
+//! from memory as soon as the file is written. A hand-off writes under a name of its own
+//! (`.handoff-N`); only the control loop publishes it as the key file, by a rename, and
+//! only while that hand-off is still the current one, so a fence that overtakes a slow
+//! hand-off (a keystore's KDF) can never be followed by a key file. Start-up and exit sweep
+//! the runtime directory of every key and temporary file.
+//!
+//! The guard owns the client: it is started only under a deadline, and stopped by the guard
+//! when the deadline passes, when told to fence, or when this process dies; the client dies
+//! with the guard. The daemon is the guard's second line: a fence the guard has not
+//! confirmed within its grace (and a fence that comes after the deadline, at once) makes
+//! the daemon SIGKILL the client's process group and the guard itself. The client starts
+//! with a clean environment (`[client] env` only), and neither this process nor the guard
+//! is dumpable.
 
 use std::ffi::OsString;
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -34,7 +43,7 @@ use shared::secret::{SecretStore, SecretValue};
 use shared::{fsutil, Name, ValidatorKey};
 
 use crate::config::{Config, Substitutions};
-use crate::guard::{GuardCommand, GuardConfig, GuardEvent, MonoNanos};
+use crate::guard::{GuardCommand, GuardConfig, GuardEvent, MonoNanos, LATE_FENCE};
 use crate::machine::{
     AcquireOutcome, Action, Event, FenceReason, Lease, Machine, MonoTime, RenewOutcome, Ticket,
 };
@@ -45,6 +54,18 @@ use crate::{http, notify};
 pub const EXIT_LOCKED: u8 = 75;
 /// Exit status when the stores or the HTTP listener cannot be set up (EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit status when the process cannot be made safe to hold a key (EX_OSERR).
+pub const EXIT_OSERR: u8 = 71;
+/// How long after the guard's own SIGKILL would have ended a fence the daemon waits for
+/// the guard's confirmation before it kills the client and the guard itself.
+const BACKSTOP_SLACK: Duration = Duration::from_millis(500);
+/// How long the blocking work still running at exit (a hand-off's KDF) may take to finish
+/// before the final sweep of the runtime directory.
+const EXIT_DRAIN: Duration = Duration::from_secs(5);
+/// Prefix of a hand-off's staging file in the runtime directory.
+const STAGING_PREFIX: &str = ".handoff-";
+/// The key files a client may be handed, by format (all swept at start-up and exit).
+const KEY_FILE_NAMES: [&str; 2] = ["validator.key", "validator-keystore.json"];
 
 /// Now, on `CLOCK_MONOTONIC` (the guard's clock), as a machine time.
 pub fn now() -> MonoTime {
@@ -58,6 +79,12 @@ fn log(node: &str, message: impl std::fmt::Display) {
 /// Runs the daemon until SIGTERM/SIGINT has fenced and released; returns the exit status.
 pub fn run(config: Config) -> ExitCode {
     let node = config.node.clone();
+    // This process holds keys in memory: no core dumps, no ptrace or /proc/PID/mem by its
+    // own user. Failing that, it must not run.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        log(&node, format!("cannot make the process non-dumpable: {e}"));
+        return ExitCode::from(EXIT_OSERR);
+    }
     if let Err(e) = fsutil::ensure_private_dir(&config.runtime_dir) {
         log(
             &node,
@@ -83,7 +110,11 @@ pub fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    runtime.block_on(async move {
+    let runtime_dir = config.runtime_dir.clone();
+    let exit_node = node.clone();
+    // Whatever a daemon that died left behind must not be used, nor outlive this start.
+    sweep_key_files(&runtime_dir, &node);
+    let code = runtime.block_on(async move {
         match Driver::new(config).await {
             Ok(driver) => driver.run().await,
             Err(message) => {
@@ -91,7 +122,13 @@ pub fn run(config: Config) -> ExitCode {
                 ExitCode::from(EXIT_UNAVAILABLE)
             }
         }
-    })
+    });
+    // Blocking work still under way (a hand-off deriving a keystore key) finishes here;
+    // it checks the hand-off generation, bumped at exit, before it writes, and whatever it
+    // wrote anyway is swept.
+    runtime.shutdown_timeout(EXIT_DRAIN);
+    sweep_key_files(&runtime_dir, &exit_node);
+    code
 }
 
 /// The single-instance lock: an exclusive `flock` on a file in the runtime directory, held
@@ -116,7 +153,7 @@ fn take_lock(path: &Path) -> Result<nix::fcntl::Flock<fs::File>, String> {
 #[derive(Debug)]
 enum Msg {
     Machine(Event),
-    /// The key is in the key file; start the guard.
+    /// The key is in the hand-off's staging file; publish it and start the guard.
     KeyReady {
         generation: u64,
         lease: Lease,
@@ -124,6 +161,14 @@ enum Msg {
         started: MonoTime,
         /// The key for the engine-signer RPC, when one is configured.
         signer_key: Option<SecretValue>,
+        /// The staging file, to be renamed to the key file.
+        staged: PathBuf,
+    },
+    /// The hand-off of `lease` failed; `detail` says why (never key material).
+    HandOffFailed {
+        generation: u64,
+        lease: Lease,
+        detail: String,
     },
     Guard {
         generation: u64,
@@ -145,11 +190,24 @@ struct GuardHandle {
     /// Tags the guard's messages; unique per guard process.
     generation: u64,
     ticket: Ticket,
+    identity: Name,
     child: Child,
     commands: mpsc::UnboundedSender<GuardCommand>,
     /// The client's process group, once started.
     client_pgid: Option<i32>,
+    /// The guard reported its fence done.
     fenced: bool,
+    /// When the daemon ordered this guard to fence, if it did.
+    fence_ordered: Option<MonoTime>,
+}
+
+/// Why and when the current lease was given up, for lease metadata and `/status`.
+#[derive(Debug, Clone)]
+struct LastFence {
+    ticket: Ticket,
+    reason: FenceReason,
+    /// One printable line, or empty.
+    detail: String,
 }
 
 struct Driver {
@@ -166,6 +224,14 @@ struct Driver {
     guard: Option<GuardHandle>,
     /// Bumped for every hand-off and fence, so a late key of an earlier hand-off is dropped.
     generation: u64,
+    /// `generation`, for the hand-off tasks: one that is no longer current writes nothing.
+    current_generation: Arc<AtomicU64>,
+    /// When the daemon kills the client and the guard itself if the guard has not
+    /// confirmed the fence by then: (guard generation, time).
+    backstop: Option<(u64, MonoTime)>,
+    /// The last fence of this node, and the hand-off failure that may explain it.
+    last_fence: Option<LastFence>,
+    hand_off_error: Option<(Ticket, String)>,
     /// Numbers the guards.
     guards_started: u64,
     /// A fence the machine waits for, answered when the guard is gone.
@@ -176,8 +242,9 @@ struct Driver {
     acquired_at: Option<(Ticket, MonoTime)>,
     address: Option<String>,
     epoch: Option<u64>,
-    /// The key waiting to be given to the client's engine-signer RPC once it runs.
-    signer_key: Option<SecretValue>,
+    /// The key for the client's engine-signer RPC, given again at every start of the client
+    /// while the lease is held; dropped (zeroized) at the fence.
+    signer_key: Option<Arc<SecretValue>>,
     /// Bumped on every fence: an engine-signer set still retrying gives up.
     signer_epoch: Arc<AtomicU64>,
     /// The last list failure logged (`None`: listing works), so a standby polling a broken
@@ -210,8 +277,6 @@ impl Driver {
             .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
         tokio::spawn(http::serve(listener, telemetry.clone(), now));
         let (tx, rx) = mpsc::unbounded_channel();
-        // A stale key file can only be left by a daemon that died; nothing may use it now.
-        let _ = fs::remove_file(key_path(&config));
         Ok(Self {
             config,
             leases,
@@ -224,6 +289,10 @@ impl Driver {
             deadline: None,
             guard: None,
             generation: 0,
+            current_generation: Arc::new(AtomicU64::new(0)),
+            backstop: None,
+            last_fence: None,
+            hand_off_error: None,
             guards_started: 0,
             fence_waiting: None,
             metadata: None,
@@ -280,10 +349,17 @@ impl Driver {
                 .wake
                 .map(|w| w.saturating_duration_since(now()))
                 .unwrap_or(Duration::from_secs(3600));
+            let backstop_in = self.backstop.map_or(Duration::ZERO, |(_, at)| {
+                at.saturating_duration_since(now())
+            });
             let event = tokio::select! {
                 biased;
                 _ = sigterm.recv() => Some(Event::Terminate),
                 _ = sigint.recv() => Some(Event::Terminate),
+                _ = tokio::time::sleep(backstop_in), if self.backstop.is_some() => {
+                    self.run_backstop();
+                    None
+                }
                 msg = self.rx.recv() => match msg {
                     Some(msg) => self.on_message(msg),
                     None => None,
@@ -313,9 +389,52 @@ impl Driver {
             let actions = machine.handle(now(), event);
             exit = self.execute(&machine, actions);
         }
+        // A hand-off still deriving or writing a key must not publish it now.
+        self.bump_generation();
         self.stop_guard_now();
         log(&node, "stopped");
         ExitCode::SUCCESS
+    }
+
+    /// A new hand-off or a fence: whatever hand-off was under way is no longer current.
+    fn bump_generation(&mut self) {
+        self.generation += 1;
+        self.current_generation
+            .store(self.generation, Ordering::SeqCst);
+    }
+
+    /// The guard has not confirmed the fence it was ordered (it is frozen or wedged): the
+    /// daemon stops the client itself, SIGKILL to its process group, and kills the guard,
+    /// whose end then completes the fence.
+    fn run_backstop(&mut self) {
+        let Some((generation, _)) = self.backstop.take() else {
+            return;
+        };
+        let Some(guard) = self
+            .guard
+            .as_mut()
+            .filter(|g| g.generation == generation && !g.fenced)
+        else {
+            return;
+        };
+        log(
+            &self.config.node,
+            format!(
+                "the guard did not confirm the fence in time: killing the client's process \
+                 group{} and the guard",
+                guard
+                    .client_pgid
+                    .map_or_else(String::new, |p| format!(" {p}"))
+            ),
+        );
+        if let Some(pgid) = guard.client_pgid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = guard.child.start_kill();
+        self.telemetry.metrics(|m| m.backstop_kills += 1);
     }
 
     /// Turns a message into a machine event, doing the driver's part first.
@@ -334,14 +453,24 @@ impl Driver {
                 address,
                 started,
                 signer_key,
+                staged,
             } => {
                 if generation != self.generation {
                     // A fence overtook this hand-off: the key must not be used.
-                    let _ = fs::remove_file(key_path(&self.config));
+                    remove_key_file(&staged);
                     return None;
                 }
+                // Published only here, on the loop, while this hand-off is current.
+                if let Err(e) = fs::rename(&staged, key_path(&self.config)) {
+                    remove_key_file(&staged);
+                    return self.hand_off_failed(
+                        lease.ticket,
+                        &lease.identity,
+                        format!("cannot publish the key file: {e}"),
+                    );
+                }
                 self.address = Some(address.clone());
-                self.signer_key = signer_key;
+                self.signer_key = signer_key.map(Arc::new);
                 self.write_address_metadata(&lease, &address);
                 match self.spawn_guard(&lease, &address) {
                     Ok(()) => {
@@ -349,16 +478,20 @@ impl Driver {
                         None
                     }
                     Err(message) => {
-                        log(
-                            &self.config.node,
-                            format!("hand-off of {}: {message}", lease.identity),
-                        );
-                        let _ = fs::remove_file(key_path(&self.config));
-                        Some(Event::HandOffFailed {
-                            ticket: lease.ticket,
-                        })
+                        remove_key_file(&key_path(&self.config));
+                        self.hand_off_failed(lease.ticket, &lease.identity, message)
                     }
                 }
+            }
+            Msg::HandOffFailed {
+                generation,
+                lease,
+                detail,
+            } => {
+                if generation != self.generation {
+                    return None;
+                }
+                self.hand_off_failed(lease.ticket, &lease.identity, detail)
             }
             Msg::Guard { generation, event } => {
                 let guard = self.guard.as_mut().filter(|g| g.generation == generation)?;
@@ -382,6 +515,10 @@ impl Driver {
                         self.telemetry.metrics(|m| m.client_exits += 1);
                         Some(Event::ClientExited { ticket })
                     }
+                    GuardEvent::Failed(text) => {
+                        let identity = guard.identity.clone();
+                        self.hand_off_failed(ticket, &identity, text)
+                    }
                     GuardEvent::Fenced {
                         reason,
                         stop,
@@ -389,6 +526,9 @@ impl Driver {
                         ..
                     } => {
                         guard.fenced = true;
+                        if self.backstop.is_some_and(|(g, _)| g == generation) {
+                            self.backstop = None;
+                        }
                         log(
                             &self.config.node,
                             format!(
@@ -408,11 +548,22 @@ impl Driver {
             }
             Msg::GuardGone { generation } => {
                 let guard = self.guard.take_if(|g| g.generation == generation)?;
+                if self.backstop.is_some_and(|(g, _)| g == generation) {
+                    self.backstop = None;
+                }
                 let ticket = guard.ticket;
+                let started = guard.client_pgid.is_some();
                 reap(guard);
-                let _ = fs::remove_file(key_path(&self.config));
+                remove_key_file(&key_path(&self.config));
                 if let Some(ticket) = self.fence_waiting.take() {
                     return Some(Event::FenceDone { ticket });
+                }
+                if !started {
+                    // To the machine, a client that never started: a failed hand-off.
+                    self.hand_off_error = Some((
+                        ticket,
+                        "the fence guard exited before the client started".into(),
+                    ));
                 }
                 // Not asked to fence: the guard fenced on its own (deadline) or died. To
                 // the machine that is the client exiting; past F it fences anyway.
@@ -420,6 +571,22 @@ impl Driver {
                 Some(Event::ClientExited { ticket })
             }
         }
+    }
+
+    /// The hand-off of the lease `ticket` (on `identity`) failed: say why, keep the reason
+    /// for the lease metadata and `/status`, and tell the machine, which gives it up.
+    fn hand_off_failed(
+        &mut self,
+        ticket: Ticket,
+        identity: &Name,
+        detail: String,
+    ) -> Option<Event> {
+        log(
+            &self.config.node,
+            format!("hand-off of {identity} failed: {detail}"),
+        );
+        self.hand_off_error = Some((ticket, detail));
+        Some(Event::HandOffFailed { ticket })
     }
 
     /// Executes `actions` in order; true when the machine said to exit.
@@ -635,9 +802,41 @@ impl Driver {
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
         let node = self.config.node.clone();
+        // A node that gives an identity up because of its own failure says why, under the
+        // lease, where `leased status` shows it until the next holder's metadata replaces
+        // it. A graceful stop needs no explaining, and is not slowed down by a write.
+        let note = self
+            .last_fence
+            .as_ref()
+            .filter(|f| f.ticket == lease.ticket && f.reason != FenceReason::Shutdown)
+            .and_then(|f| {
+                let (_, metadata) = self.metadata.as_ref().filter(|(t, _)| *t == lease.ticket)?;
+                let mut metadata = metadata.clone();
+                metadata.insert(meta::LAST_FENCE.into(), f.reason.as_str().into());
+                metadata.insert(meta::LAST_FENCE_DETAIL.into(), metadata_text(&f.detail));
+                if let Some(epoch) = self.epoch {
+                    metadata.insert(meta::EPOCH.into(), epoch.to_string());
+                }
+                Some(metadata)
+            });
         self.telemetry.metrics(|m| m.store_request("release"));
+        if note.is_some() {
+            self.telemetry
+                .metrics(|m| m.store_request("write_metadata"));
+        }
         tokio::spawn(async move {
             let (ticket, identity) = (lease.ticket, lease.identity.clone());
+            if let Some(metadata) = note {
+                let (store, lease) = (store.clone(), lease.clone());
+                let write = async move {
+                    store
+                        .write_metadata(&lease.identity, &lease.id, &metadata)
+                        .await
+                };
+                if let Some(Err(e)) = off_loop(timeout, write).await {
+                    log(&node, format!("recording why {identity} is given up: {e}"));
+                }
+            }
             let call = async move { store.release(&lease.identity, &lease.id).await };
             match off_loop(timeout, call).await {
                 Some(Ok(())) => log(&node, format!("released {identity}")),
@@ -656,6 +855,10 @@ impl Driver {
         metadata.insert(meta::HOLDER_BOOT_ID.into(), boot_id());
         metadata.insert(meta::HOLDER_PID.into(), std::process::id().to_string());
         metadata.insert(meta::ACQUIRED_AT.into(), unix_now().to_string());
+        metadata.insert(
+            meta::LEASE_SECS.into(),
+            self.config.lease.duration.as_secs().to_string(),
+        );
         self.metadata = Some((lease.ticket, metadata.clone()));
         self.address = None;
         self.epoch = None;
@@ -718,15 +921,18 @@ impl Driver {
     /// Fetches the key, writes the key file, and reports `KeyReady`; the loop then starts
     /// the guard.
     fn hand_off(&mut self, lease: Lease) {
-        self.generation += 1;
+        self.bump_generation();
         let generation = self.generation;
+        let current = self.current_generation.clone();
         let secrets = self.secrets.clone();
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
-        let path = key_path(&self.config);
+        let staged = self
+            .config
+            .runtime_dir
+            .join(format!("{STAGING_PREFIX}{generation}"));
         let format = self.config.client.format;
         let password_file = self.config.client.password_file.clone();
-        let node = self.config.node.clone();
         let started = now();
         let wants_signer_key = self.config.client.engine_signer_rpc.is_some();
         self.telemetry.metrics(|m| m.store_request("get_secret"));
@@ -738,14 +944,17 @@ impl Driver {
                 None => Err("the secret store did not answer in time".into()),
             };
             // Decoding, and a keystore's KDF (most of a second), run off the loop too.
+            let still_current = move || current.load(Ordering::SeqCst) == generation;
+            let path = staged.clone();
             let written = match fetched {
                 Ok(secret) => tokio::task::spawn_blocking(move || {
-                    write_key_for_client(
+                    stage_key_for_client(
                         secret,
                         &path,
                         format,
                         password_file.as_deref(),
                         wants_signer_key,
+                        still_current,
                     )
                 })
                 .await
@@ -753,19 +962,21 @@ impl Driver {
                 Err(message) => Err(message),
             };
             let msg = match written {
-                Ok((address, signer_key)) => Msg::KeyReady {
+                Ok(Some((address, signer_key))) => Msg::KeyReady {
                     generation,
                     lease,
                     address,
                     started,
                     signer_key,
+                    staged,
                 },
-                Err(message) => {
-                    log(&node, format!("hand-off of {}: {message}", lease.identity));
-                    Msg::Machine(Event::HandOffFailed {
-                        ticket: lease.ticket,
-                    })
-                }
+                // Cancelled by a fence (or the exit) before anything was written.
+                Ok(None) => return,
+                Err(detail) => Msg::HandOffFailed {
+                    generation,
+                    lease,
+                    detail,
+                },
             };
             let _ = tx.send(msg);
         });
@@ -788,15 +999,13 @@ impl Driver {
         let mut guard_config = GuardConfig::new(argv.into_iter().map(OsString::from).collect());
         guard_config.key_file = Some(key_file);
         guard_config.grace = self.config.client.fence_grace;
-        // The running binary itself: /proc/self/exe still opens it after a package upgrade
-        // replaced (unlinked) the file at its path.
-        let proc_exe = std::path::Path::new("/proc/self/exe");
-        let exe = if proc_exe.exists() {
-            proc_exe.to_path_buf()
-        } else {
-            std::env::current_exe().map_err(|e| format!("cannot find the leased binary: {e}"))?
-        };
+        let exe =
+            crate::guard::self_exe().map_err(|e| format!("cannot find the leased binary: {e}"))?;
+        // The guard, and the client after it, get the client's environment only: nothing of
+        // the daemon's (credentials, NOTIFY_SOCKET) reaches the client.
         let mut child = Command::new(exe)
+            .env_clear()
+            .envs(&self.config.client.env)
             .arg("guard")
             .args(guard_config.to_args())
             .stdin(Stdio::piped())
@@ -836,10 +1045,12 @@ impl Driver {
         self.guard = Some(GuardHandle {
             generation,
             ticket: lease.ticket,
+            identity: lease.identity.clone(),
             child,
             commands,
             client_pgid: None,
             fenced: false,
+            fence_ordered: None,
         });
         Ok(())
     }
@@ -852,9 +1063,21 @@ impl Driver {
         self.telemetry
             .metrics(|m| *m.fences.entry(reason.as_str()).or_default() += 1);
         // A hand-off still in flight is cancelled: its KeyReady will be dropped.
-        self.generation += 1;
+        self.bump_generation();
         self.signer_key = None;
         self.signer_epoch.fetch_add(1, Ordering::SeqCst);
+        let detail = match self.hand_off_error.take() {
+            Some((ticket, detail)) if ticket == lease.ticket => detail,
+            _ => String::new(),
+        };
+        self.telemetry.update_snapshot(|s| {
+            s.last_fence = Some((reason.as_str().to_string(), detail.clone(), now()));
+        });
+        self.last_fence = Some(LastFence {
+            ticket: lease.ticket,
+            reason,
+            detail,
+        });
         // The engine signer is cleared first, then the guard stops the client. The clear is
         // bounded well inside the margin; the guard's deadline holds regardless.
         let clear = self.config.client.engine_signer_rpc.clone().map(|url| {
@@ -867,9 +1090,35 @@ impl Driver {
                 }
             }
         });
-        match &self.guard {
+        let at = now();
+        let grace = self.config.client.fence_grace;
+        // Past F the lease may be someone else's already: no grace for the client.
+        let late = self.deadline.is_some_and(|d| at > d + LATE_FENCE);
+        match &mut self.guard {
             Some(g) => {
                 self.fence_waiting = Some(lease.ticket);
+                if late {
+                    if let Some(pgid) = g.client_pgid {
+                        log(
+                            &self.config.node,
+                            "the fence comes after the deadline: killing the client at once",
+                        );
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(pgid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                // The guard kills by min(now, F) + grace; if it has not said so shortly
+                // after, the daemon does it (run_backstop).
+                let kill_by = match self.deadline {
+                    Some(d) if !late => (d + grace).min(at + grace),
+                    _ => at,
+                };
+                if g.fence_ordered.is_none() {
+                    g.fence_ordered = Some(at);
+                    self.backstop = Some((g.generation, kill_by + BACKSTOP_SLACK));
+                }
                 let commands = g.commands.clone();
                 tokio::spawn(async move {
                     if let Some(clear) = clear {
@@ -879,7 +1128,7 @@ impl Driver {
                 });
             }
             None => {
-                let _ = fs::remove_file(key_path(&self.config));
+                remove_key_file(&key_path(&self.config));
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     if let Some(clear) = clear {
@@ -894,11 +1143,12 @@ impl Driver {
     }
 
     /// Gives the running client its key over the engine-signer RPC, retrying while the
-    /// client's RPC comes up, until it answers or the next fence.
+    /// client's RPC comes up, until it answers or the next fence. Called at every start of
+    /// the client: a restarted client has an empty signer.
     fn set_engine_signer(&mut self) {
         let (Some(url), Some(key)) = (
             self.config.client.engine_signer_rpc.clone(),
-            self.signer_key.take(),
+            self.signer_key.clone(),
         ) else {
             return;
         };
@@ -980,15 +1230,18 @@ where
     tokio::time::timeout(timeout, task).await.ok()?.ok()
 }
 
-/// Decodes the secret and writes the key file in the configured format; returns the
-/// identity's address, and the key again for the engine-signer RPC when one is configured.
-fn write_key_for_client(
+/// Decodes the secret, encodes it in the client's format (a keystore's KDF is the slow
+/// part), and, if `still_current()` says the hand-off was not cancelled meanwhile, writes
+/// it to the staging file `path` (0600). Returns the identity's address and, when an
+/// engine-signer RPC is configured, the key again; `None` when cancelled.
+fn stage_key_for_client(
     secret: shared::secret::Secret,
     path: &Path,
     format: KeyFormat,
     password_file: Option<&Path>,
     wants_signer_key: bool,
-) -> Result<(String, Option<SecretValue>), String> {
+    still_current: impl Fn() -> bool,
+) -> Result<Option<(String, Option<SecretValue>)>, String> {
     let content_type = secret.properties.content_type.as_deref().unwrap_or("");
     if content_type != CONTENT_TYPE_RAW_HEX {
         return Err(format!(
@@ -997,27 +1250,6 @@ fn write_key_for_client(
     }
     let key = ValidatorKey::from_hex(secret.value.expose()).map_err(|e| e.to_string())?;
     drop(secret);
-    write_key_file(path, &key, format, password_file)?;
-    let signer_key = wants_signer_key.then(|| SecretValue::new(key.expose_hex()));
-    Ok((key.address().to_string(), signer_key))
-}
-
-/// The key file's path in the runtime directory.
-fn key_path(config: &Config) -> PathBuf {
-    let name = match config.client.format {
-        KeyFormat::KeystoreV3 => "validator-keystore.json",
-        _ => "validator.key",
-    };
-    config.runtime_dir.join(name)
-}
-
-/// Writes the key file atomically with mode 0600, replacing a stale one.
-fn write_key_file(
-    path: &Path,
-    key: &ValidatorKey,
-    format: KeyFormat,
-    password_file: Option<&Path>,
-) -> Result<(), String> {
     let password = match (format, password_file) {
         (KeyFormat::KeystoreV3, Some(p)) => Some(
             fsutil::read_password_file(p)
@@ -1026,18 +1258,68 @@ fn write_key_file(
         _ => None,
     };
     let encoded = keyfile::encode(
-        key,
+        &key,
         format,
         password.as_ref().map(|p| p.as_slice()),
         &KdfParams::scrypt_default(),
     )
     .map_err(|e| e.to_string())?;
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+    if !still_current() {
+        return Ok(None);
     }
-    fsutil::write_new_private(path, &encoded).map_err(|e| format!("{}: {e}", path.display()))
+    remove_key_file(path);
+    fsutil::write_new_private(path, &encoded).map_err(|e| format!("{}: {e}", path.display()))?;
+    let signer_key = wants_signer_key.then(|| SecretValue::new(key.expose_hex()));
+    Ok(Some((key.address().to_string(), signer_key)))
+}
+
+/// The key file's path in the runtime directory.
+fn key_path(config: &Config) -> PathBuf {
+    let name = match config.client.format {
+        KeyFormat::KeystoreV3 => KEY_FILE_NAMES[1],
+        _ => KEY_FILE_NAMES[0],
+    };
+    config.runtime_dir.join(name)
+}
+
+/// Overwrites a key file with zeros and deletes it; a missing file is fine.
+fn remove_key_file(path: &Path) {
+    let _ = crate::guard::remove_secret_file(path);
+}
+
+/// Deletes every key file, hand-off staging file and atomic writer's temporary file in the
+/// runtime directory (never the lock file). Called before the daemon starts and after it
+/// has stopped, so no key outlives the daemon on the runtime directory's tmpfs.
+fn sweep_key_files(runtime_dir: &Path, node: &str) {
+    let Ok(entries) = fs::read_dir(runtime_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = KEY_FILE_NAMES.contains(&name)
+            || name.starts_with(STAGING_PREFIX)
+            || (name.starts_with('.') && name.contains(".tmp-"));
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            log(node, format!("removing leftover key file {name}"));
+            remove_key_file(&entry.path());
+        }
+    }
+}
+
+/// `text` as a metadata value: printable ASCII (what an HTTP header, and so Azure blob
+/// metadata, can carry), at most 200 characters.
+fn metadata_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect()
 }
 
 fn hostname() -> String {

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub serving: bool,
     /// The last time the control loop ran.
     pub heartbeat: Option<MonoTime>,
+    /// The last fence: its reason, a detail line (may be empty) and when.
+    pub last_fence: Option<(String, String, MonoTime)>,
 }
 
 impl Snapshot {
@@ -58,6 +60,11 @@ impl Snapshot {
             "lease_expires_in_secs": secs_until(self.t_ok.map(|t| t + self.lease)),
             "last_renew_secs_ago": self.t_ok.map(|t| now.saturating_duration_since(t).as_secs_f64()),
             "fence_deadline_in_secs": secs_until(self.fence_at),
+            "last_fence": self.last_fence.as_ref().map(|(reason, detail, at)| json!({
+                "reason": reason,
+                "detail": detail,
+                "secs_ago": now.saturating_duration_since(*at).as_secs_f64(),
+            })),
         })
     }
 
@@ -117,6 +124,8 @@ pub struct Metrics {
     pub store_requests: BTreeMap<&'static str, u64>,
     pub client_starts: u64,
     pub client_exits: u64,
+    /// Fences the guard did not confirm in time, so the daemon killed the client itself.
+    pub backstop_kills: u64,
     renew_latency: Histogram,
     hand_off_latency: Histogram,
 }
@@ -232,6 +241,12 @@ impl Metrics {
             "leased_client_exits_total",
             "Client exits the daemon did not ask for.",
             self.client_exits,
+        );
+        counter(
+            &mut out,
+            "leased_backstop_kills_total",
+            "Fences the guard did not confirm in time, so the daemon killed the client itself.",
+            self.backstop_kills,
         );
         self.renew_latency.render(
             &mut out,

@@ -49,8 +49,9 @@ use async_trait::async_trait;
 use azure_core::http::{RequestContent, Url};
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_secrets::models::{
-    SecretAttributes, SecretClientGetSecretOptions, SecretClientUpdateSecretPropertiesOptions,
-    SecretProperties as KvProperties, SetSecretParameters, UpdateSecretPropertiesParameters,
+    Secret as KvSecret, SecretAttributes, SecretClientGetSecretOptions,
+    SecretClientUpdateSecretPropertiesOptions, SecretProperties as KvProperties,
+    SetSecretParameters, UpdateSecretPropertiesParameters,
 };
 use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
 use futures::StreamExt;
@@ -195,11 +196,11 @@ impl KeyVaultSecretStore {
             .get_secret(name.as_str(), Some(options))
             .await
             .map_err(|e| self.error(name, &e))?;
-        let secret = rsp
-            .into_model()
-            .map_err(|e| backend(format!("{}: {name}: {}", self.url, azure::describe(&e))))?;
+        let mut secret: KvSecret = model_wiping_body(rsp.into_body().into())
+            .map_err(|e| backend(format!("{}: {name}: {e}", self.url)))?;
         let value = secret
             .value
+            .take()
             .ok_or_else(|| backend(format!("{}: {name}: the service sent no value", self.url)))?;
         Ok(SecretValue::new(Zeroizing::new(value)))
     }
@@ -225,9 +226,10 @@ impl KeyVaultSecretStore {
             .set_secret(name.as_str(), body, None)
             .await
             .map_err(|e| self.error(name, &e))?;
-        let secret = rsp
-            .into_model()
-            .map_err(|e| backend(format!("{}: {name}: {}", self.url, azure::describe(&e))))?;
+        let mut secret: KvSecret = model_wiping_body(rsp.into_body().into())
+            .map_err(|e| backend(format!("{}: {name}: {e}", self.url)))?;
+        // The answer echoes the value: wipe it too.
+        drop(secret.value.take().map(Zeroizing::new));
         let id = secret
             .resource_id()
             .ok()
@@ -262,6 +264,34 @@ impl KeyVaultSecretStore {
             .map(|_| ())
             .map_err(|e| self.error(name, &e))
     }
+}
+
+/// Decodes a secret bundle from an answer's body, then overwrites the body with zeros, so
+/// the secret's value is left only in the model's `String`, which the caller moves into a
+/// zeroizing buffer. A body whose buffer is shared (not ours alone) is decoded from a
+/// zeroizing copy; the shared original cannot be wiped. Neither can the HTTP and TLS layers'
+/// own buffers below the SDK (README: "What stays in memory").
+fn model_wiping_body<T: serde::de::DeserializeOwned>(body: azure_core::Bytes) -> Result<T, String> {
+    match body.try_into_mut() {
+        Ok(mut unique) => decode_and_wipe(&mut unique),
+        Err(shared) => decode_and_wipe(&mut Zeroizing::new(shared.to_vec())),
+    }
+}
+
+/// Decodes `body` as JSON, then zeroes it. The error names the position only: a JSON
+/// error's message can quote the input, which here holds the key.
+fn decode_and_wipe<T: serde::de::DeserializeOwned>(body: &mut [u8]) -> Result<T, String> {
+    use zeroize::Zeroize as _;
+    let decoded = serde_json::from_slice(body);
+    body.zeroize();
+    decoded.map_err(|e| {
+        format!(
+            "the answer is not a secret bundle (JSON {:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })
 }
 
 fn unix(t: Option<OffsetDateTime>) -> i64 {
@@ -401,6 +431,27 @@ impl SecretStore for KeyVaultSecretStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_bundle_is_decoded_and_its_body_wiped() {
+        let key = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+        let mut body = format!(
+            r#"{{"value":"{key}","id":"https://v.vault.azure.net/secrets/m0-v0/0123456789abcdef0123456789abcdef"}}"#
+        )
+        .into_bytes();
+        let secret: KvSecret = decode_and_wipe(&mut body).unwrap();
+        assert_eq!(secret.value.as_deref(), Some(key));
+        assert!(body.iter().all(|b| *b == 0), "the body still holds the key");
+
+        let mut bad = format!(r#"{{"value": 7, "key": "{key}"}}"#).into_bytes();
+        let e = decode_and_wipe::<KvSecret>(&mut bad).unwrap_err();
+        assert!(!e.contains(&key[..16]), "{e}");
+        assert!(bad.iter().all(|b| *b == 0));
+        // A buffer we own alone is wiped in place; a shared one is left as the SDK has it.
+        let unique = azure_core::Bytes::from(format!(r#"{{"value":"{key}"}}"#).into_bytes());
+        let secret: KvSecret = model_wiping_body(unique).unwrap();
+        assert_eq!(secret.value.as_deref(), Some(key));
+    }
 
     fn f(status: u16, code: &str, message: &str) -> Failure {
         Failure {
