@@ -58,10 +58,12 @@
 //! group (SIGTSTP, SIGSTOP to `-PGID`) cannot freeze it along with the daemon, and makes
 //! itself a child subreaper so that the client's orphaned descendants are its children and
 //! can be waited for. It is not dumpable (no core file, no ptrace by its user): it knows
-//! where the key is. A descendant that leaves the client's process group escapes fencing
-//! (validator clients do not do this; systemd's cgroup stop still catches it), and the
-//! parent-death signal reaches the client's main process only, not processes it started:
-//! the daemon, seeing the guard's stdout end, kills the whole group as well.
+//! where the key is. Fencing signals the client's process group and every other process
+//! descended from the guard, so a process the client started that left its group or
+//! session (a daemonizing wrapper) is stopped too: orphaned, it was reparented to the
+//! guard. The parent-death signal reaches the client's main process only, not processes it
+//! started: the daemon, seeing the guard's stdout end, kills the whole group as well, and
+//! systemd's cgroup stop catches the rest.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -931,42 +933,53 @@ impl Client {
         }
     }
 
-    /// Signals the group, and the main process by pid in case it left the group.
+    /// Signals the group, the main process by pid in case it left the group, and every
+    /// other descendant of the guard: a process the client started that left its process
+    /// group or session (`setsid`, a daemonizing wrapper) must not escape a fence.
     fn signal(&self, sig: Signal) {
         let _ = killpg(self.pgid, sig);
         if self.leader_exit.is_none() {
             let _ = kill(self.pgid, sig);
         }
+        for pid in descendants() {
+            let _ = kill(pid, sig);
+        }
     }
 
-    /// Reaps whatever of the client has exited, without blocking.
+    /// Reaps whatever of the client has exited, without blocking. Every child of the guard
+    /// is the client or an orphan of its tree (we are a child subreaper), so all are
+    /// reaped; the main process's status is kept.
     fn reap(&mut self) {
-        if self.leader_exit.is_none() {
-            match waitpid(self.pgid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => self.leader_exit = Some(ExitKind::Code(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => {
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == self.pgid => {
+                    self.leader_exit = Some(ExitKind::Code(code));
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == self.pgid => {
                     self.leader_exit = Some(ExitKind::Signal(sig as i32));
                 }
-                // Someone else reaped it (cannot happen in the guard process): gone.
-                Err(Errno::ECHILD) => self.leader_exit = Some(ExitKind::Code(-1)),
-                _ => {}
-            }
-        }
-        // Orphaned members of the group are our children (child subreaper): reap them too.
-        let group = Pid::from_raw(-self.pgid.as_raw());
-        loop {
-            match waitpid(group, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(WaitStatus::StillAlive) => break,
                 Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                // No children at all: the main process was reaped (here, or it is gone).
+                Err(_) => {
+                    if self.leader_exit.is_none() && kill(self.pgid, None) == Err(Errno::ESRCH) {
+                        self.leader_exit = Some(ExitKind::Code(-1));
+                    }
+                    break;
+                }
             }
         }
     }
 
-    /// Whether nothing of the client is left: main process reaped, and no process in its
-    /// group (unreaped zombies count as present, so this is only true once they are gone).
+    /// Whether nothing of the client is left: main process reaped, no process in its group
+    /// (unreaped zombies count as present, so this is only true once they are gone), and
+    /// no other live descendant of the guard.
     fn gone(&mut self) -> bool {
         self.reap();
-        self.leader_exit.is_some() && killpg(self.pgid, None) == Err(Errno::ESRCH)
+        self.leader_exit.is_some()
+            && killpg(self.pgid, None) == Err(Errno::ESRCH)
+            && descendants().is_empty()
     }
 
     async fn wait_gone(&mut self, limit: Duration) -> bool {
@@ -990,6 +1003,45 @@ impl Drop for Client {
             self.signal(Signal::SIGKILL);
         }
     }
+}
+
+/// The live (not zombie) processes descended from this one, read from `/proc`. In the
+/// guard that is the client's whole tree, wherever its members moved: orphans are
+/// reparented to the guard, a child subreaper.
+fn descendants() -> Vec<Pid> {
+    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // (pid, parent, alive) of every process we can read.
+    let table: Vec<(i32, i32, bool)> = entries
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces and parentheses: the fields follow the last ')'.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?;
+            let parent = fields.next()?.parse().ok()?;
+            Some((pid, parent, state != "Z" && state != "X"))
+        })
+        .collect();
+    let mut found = vec![me];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        let children: Vec<i32> = table
+            .iter()
+            .filter(|(pid, p, _)| *p == parent && !found.contains(pid))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        found.extend(children);
+        next += 1;
+    }
+    table
+        .iter()
+        .filter(|(pid, _, alive)| *alive && *pid != me && found.contains(pid))
+        .map(|(pid, _, _)| Pid::from_raw(*pid))
+        .collect()
 }
 
 /// This very program: `/proc/self/exe` opens it even after a package upgrade replaced

@@ -171,6 +171,14 @@ fn item02_the_client_dies_within_100ms_of_its_guard_while_the_daemon_is_frozen()
     });
     let (address, holder) = only(&signers);
     let client = client_pid(&cluster, &address, &holder);
+    // Should it survive its guard, it must not outlive the test either.
+    struct KillOnDrop(Pid);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+        }
+    }
+    let _cleanup = KillOnDrop(client);
     let guard = cluster.daemon(&holder).guard_pid().expect("a guard");
     cluster.daemon(&holder).stop();
     let killed_at = mono_now();

@@ -600,3 +600,55 @@ fn item02_the_client_dies_with_its_guard() {
         killed.elapsed()
     );
 }
+
+/// Found while breaking the guard (beyond issue 10's list): a process the client starts
+/// that leaves the client's process group and session (what a daemonizing wrapper does)
+/// used to escape the fence, signing on after it. Fencing now reaches every descendant of
+/// the guard, wherever its group.
+#[test]
+fn beyond_a_descendant_that_left_the_process_group_is_fenced_too() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &["--spawn-escaped-child"]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    let pids = || {
+        let text = std::fs::read_to_string(setup.log()).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .last()?
+                    .strip_prefix("pid=")?
+                    .parse()
+                    .ok()
+            })
+            .collect::<std::collections::BTreeSet<i32>>()
+    };
+    wait_for("the client and its escaped child to sign", || {
+        pids().len() >= 2
+    });
+    let escaped = pids()
+        .into_iter()
+        .map(Pid::from_raw)
+        .find(|p| *p != pgid)
+        .expect("the child's pid");
+    // Should the fence miss it, it must not outlive the test (it holds the test's stderr).
+    struct KillOnDrop(Pid);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+        }
+    }
+    let _cleanup = KillOnDrop(escaped);
+    assert_ne!(
+        nix::unistd::getpgid(Some(escaped)).expect("it runs"),
+        pgid,
+        "the child really left the client's group"
+    );
+    g.send(GuardCommand::Fence);
+    let (reason, stop, done_at, _) = g.fenced();
+    assert_eq!((reason, stop), (FenceReason::Command, FenceStop::Kill));
+    assert_stopped_by(&setup, pgid, done_at);
+    assert!(
+        integration_tests::cluster::is_dead(escaped),
+        "the escaped child outlived the fence"
+    );
+}

@@ -4,7 +4,7 @@
 //! ```text
 //! standin-client --address ADDR --log FILE [--node NAME] [--key-file F [--password-file P]]
 //!                [--period-ms 50] [--ignore-sigterm] [--exit-after-ms N [--exit-code C]]
-//!                [--spawn-child] [--env-file F]
+//!                [--spawn-child] [--spawn-escaped-child] [--setsid] [--env-file F]
 //! ```
 //!
 //! While it runs it appends `signing with ADDR at T node=NAME pid=PID` to FILE every period,
@@ -22,7 +22,9 @@
 //!
 //! Test knobs: `--ignore-sigterm` (only SIGKILL stops it), `--exit-after-ms` (exit by itself
 //! with `--exit-code`), `--spawn-child` (first start a copy of itself that ignores SIGTERM in
-//! the same process group, as a client wrapper's child would be), `--env-file` (write the
+//! the same process group, as a client wrapper's child would be), `--spawn-escaped-child`
+//! (the same, but the copy leaves for a session and process group of its own, as a
+//! daemonizing wrapper's would), `--setsid` (do that itself first), `--env-file` (write the
 //! environment it was started with to F, one `NAME=VALUE` per line, before it signs).
 
 use std::fs::{File, OpenOptions};
@@ -46,12 +48,15 @@ struct Args {
     exit_after: Option<Duration>,
     exit_code: u8,
     spawn_child: bool,
+    spawn_escaped_child: bool,
+    setsid: bool,
     env_file: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: standin-client --address ADDR --log FILE [--node NAME] \
 [--key-file F [--password-file P]] [--period-ms N] [--ignore-sigterm] \
-[--exit-after-ms N [--exit-code C]] [--spawn-child] [--env-file F]";
+[--exit-after-ms N [--exit-code C]] [--spawn-child] [--spawn-escaped-child] [--setsid] \
+[--env-file F]";
 
 fn parse_args() -> Result<Args, String> {
     let mut address = None;
@@ -67,6 +72,8 @@ fn parse_args() -> Result<Args, String> {
         exit_after: None,
         exit_code: 0,
         spawn_child: false,
+        spawn_escaped_child: false,
+        setsid: false,
         env_file: None,
     };
     let mut it = std::env::args_os().skip(1);
@@ -96,6 +103,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--ignore-sigterm" => args.ignore_sigterm = true,
             "--spawn-child" => args.spawn_child = true,
+            "--spawn-escaped-child" => args.spawn_escaped_child = true,
+            "--setsid" => args.setsid = true,
             "--env-file" => args.env_file = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -124,6 +133,12 @@ fn main() -> ExitCode {
         eprintln!("standin-client: cannot block SIGTERM: {e}");
         return ExitCode::from(71);
     }
+    if args.setsid {
+        if let Err(e) = nix::unistd::setsid() {
+            eprintln!("standin-client: setsid: {e}");
+            return ExitCode::from(71);
+        }
+    }
     if let Some(path) = &args.env_file {
         let text: String = std::env::vars_os()
             .map(|(k, v)| format!("{}={}\n", k.to_string_lossy(), v.to_string_lossy()))
@@ -146,8 +161,8 @@ fn main() -> ExitCode {
             return ExitCode::from(73);
         }
     };
-    if args.spawn_child {
-        if let Err(e) = spawn_stubborn_child() {
+    if args.spawn_child || args.spawn_escaped_child {
+        if let Err(e) = spawn_stubborn_child(args.spawn_escaped_child) {
             eprintln!("standin-client: cannot start the child: {e}");
             return ExitCode::from(71);
         }
@@ -240,14 +255,20 @@ fn trim_newline(bytes: &[u8]) -> &[u8] {
     bytes.strip_suffix(b"\n").unwrap_or(bytes)
 }
 
-/// Starts a copy of this program with the same arguments, minus `--spawn-child`, plus
-/// `--ignore-sigterm`. It stays in our process group and is not waited for.
-fn spawn_stubborn_child() -> std::io::Result<()> {
+/// Starts a copy of this program with the same arguments, minus `--spawn-child` and
+/// `--spawn-escaped-child`, plus `--ignore-sigterm` (and `--setsid` when `escaped`: it
+/// then leaves our process group). It is not waited for.
+fn spawn_stubborn_child(escaped: bool) -> std::io::Result<()> {
     let exe = std::env::current_exe()?;
-    let args: Vec<_> = std::env::args_os()
+    let extra: &[&str] = if escaped {
+        &["--ignore-sigterm", "--setsid"]
+    } else {
+        &["--ignore-sigterm"]
+    };
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
-        .filter(|a| a != "--spawn-child")
-        .chain(std::iter::once("--ignore-sigterm".into()))
+        .filter(|a| a != "--spawn-child" && a != "--spawn-escaped-child")
+        .chain(extra.iter().map(Into::into))
         .collect();
     std::process::Command::new(exe)
         .args(args)
