@@ -3,12 +3,18 @@
 //!
 //! It owns the file's schema, the mapping from a stored row to the state a caller sees, and
 //! the per-operation transitions. Several processes on one host may share the file (several
-//! daemons, the orchestrator, the on-call tools), so every operation is exactly one
-//! `BEGIN IMMEDIATE` transaction that reads the row, decides, and writes: SQLite's write lock
-//! is what makes two racing acquirers see one winner.
+//! daemons, the orchestrator, the on-call tools), so every operation that writes is exactly
+//! one `BEGIN IMMEDIATE` transaction that reads the row, decides, and writes: SQLite's write
+//! lock is what makes two racing acquirers see one winner.
+//!
+//! Reads never block writers. `read` and `list` run in a read transaction, which in WAL mode
+//! works on a snapshot and never takes the write lock, so a reader that is slow or stopped
+//! mid-transaction (a frozen `leased status`, a standby frozen while listing) delays no
+//! renew on the host. A file that cannot be put in WAL mode is refused for that reason.
 //!
 //! It must never:
 //! - decide on a row read outside the transaction that writes the decision;
+//! - take the write lock to read;
 //! - store a state that depends on the clock (expired, or broken once a break period ends):
 //!   only the instants are stored, and `effective` derives the state at read time;
 //! - act on a row it cannot make sense of: an inconsistent row is a `Backend` error, never a
@@ -172,22 +178,51 @@ impl SqliteLeaseStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `op` as one `BEGIN IMMEDIATE` transaction on a blocking thread. `op` gets the
-    /// store time; the transaction commits only if `op` returns `Ok`.
-    async fn run<T, F>(&self, what: &'static str, op: F) -> Result<T, LeaseError>
+    /// Runs `op` as one write transaction (`BEGIN IMMEDIATE`) on a blocking thread. `op`
+    /// gets the store time; the transaction commits only if `op` returns `Ok`.
+    async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, LeaseError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, i64) -> Result<T, OpError> + Send + 'static,
+    {
+        self.transaction(what, TransactionBehavior::Immediate, move |tx, clock| {
+            // Read the clock only once the write lock is held: an operation that waited
+            // behind another process must decide at the time it actually runs.
+            let now = to_millis_i64(clock.now_millis());
+            op(tx, now)
+        })
+        .await
+    }
+
+    /// Runs `op` as one read transaction (`BEGIN DEFERRED`, then only reads) on a blocking
+    /// thread. Its first read takes a snapshot of the file and no lock a writer waits for
+    /// (WAL mode), so a reader however slow, or stopped in the middle (a frozen `leased
+    /// status`), never delays a renew. `op` reads the clock itself, after its first read.
+    async fn read_only<T, F>(&self, what: &'static str, op: F) -> Result<T, LeaseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &dyn StoreClock) -> Result<T, OpError> + Send + 'static,
+    {
+        self.transaction(what, TransactionBehavior::Deferred, op)
+            .await
+    }
+
+    async fn transaction<T, F>(
+        &self,
+        what: &'static str,
+        behavior: TransactionBehavior,
+        op: F,
+    ) -> Result<T, LeaseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &dyn StoreClock) -> Result<T, OpError> + Send + 'static,
     {
         let store = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let mut conn = store.lock();
             let result = (|| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Read the clock only once the write lock is held: an operation that waited
-                // behind another process must decide at the time it actually runs.
-                let now = to_millis_i64(store.clock.now_millis());
-                let out = op(&tx, now)?;
+                let tx = conn.transaction_with_behavior(behavior)?;
+                let out = op(&tx, &*store.clock)?;
                 tx.commit()?;
                 Ok(out)
             })();
@@ -236,12 +271,23 @@ fn create_private_file(path: &Path) -> Result<(), LeaseError> {
 
 fn init_schema(path: &Path, mut conn: Connection) -> Result<Connection, LeaseError> {
     let err = |e| sql_error(path, "open", e);
-    // WAL lets readers proceed while one writer commits. Where the file system cannot
-    // share memory SQLite keeps a rollback journal, which is just as correct, so the
-    // resulting mode is not checked.
-    let _mode: String = conn
+    // WAL is what keeps readers from blocking writers. In a rollback journal a reader's
+    // shared lock holds off every commit, so one stopped `leased status` would make every
+    // holder on the host fence: refuse such a file (some network and FUSE file systems
+    // cannot share the memory WAL needs; the store belongs on a local disk anyway).
+    let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(backend(
+            path,
+            format!(
+                "cannot use WAL mode (journal mode stays {mode:?}); the lease file needs a \
+                 local file system"
+            ),
+            None,
+        ));
+    }
     // An acquire reported to the caller must survive a crash: fsync on every commit.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
@@ -286,7 +332,7 @@ fn init_schema(path: &Path, mut conn: Connection) -> Result<Connection, LeaseErr
 impl LeaseStore for SqliteLeaseStore {
     async fn create_record(&self, identity: &Name) -> Result<RecordCreated, LeaseError> {
         let identity = identity.clone();
-        self.run("create record", move |tx, _now| {
+        self.write("create record", move |tx, _now| {
             let inserted = tx.execute(
                 "INSERT INTO leases (identity, lease_state) VALUES (?1, 'available') \
                  ON CONFLICT (identity) DO NOTHING",
@@ -310,7 +356,7 @@ impl LeaseStore for SqliteLeaseStore {
         check_duration(duration).map_err(LeaseError::Invalid)?;
         let identity = identity.clone();
         let proposed = proposed.cloned();
-        self.run("acquire", move |tx, now| {
+        self.write("acquire", move |tx, now| {
             let row = load(tx, &identity)?;
             let fresh = LeaseId::random();
             let (lease, id) = acquire(&row.lease, now, duration, proposed.as_ref(), fresh)
@@ -324,7 +370,7 @@ impl LeaseStore for SqliteLeaseStore {
     async fn renew(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError> {
         let identity = identity.clone();
         let id = lease.clone();
-        self.run("renew", move |tx, now| {
+        self.write("renew", move |tx, now| {
             let row = load(tx, &identity)?;
             let lease = renew(&row.lease, now, &id).map_err(|r| r.into_error(&identity))?;
             save(tx, &identity, &lease)?;
@@ -336,7 +382,7 @@ impl LeaseStore for SqliteLeaseStore {
     async fn release(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError> {
         let identity = identity.clone();
         let id = lease.clone();
-        self.run("release", move |tx, now| {
+        self.write("release", move |tx, now| {
             let row = load(tx, &identity)?;
             let lease = release(&row.lease, now, &id).map_err(|r| r.into_error(&identity))?;
             save(tx, &identity, &lease)?;
@@ -353,7 +399,7 @@ impl LeaseStore for SqliteLeaseStore {
     ) -> Result<LeaseId, LeaseError> {
         let identity = identity.clone();
         let (current, proposed) = (lease.clone(), proposed.clone());
-        self.run("change", move |tx, now| {
+        self.write("change", move |tx, now| {
             let row = load(tx, &identity)?;
             let lease = change(&row.lease, now, &current, &proposed)
                 .map_err(|r| r.into_error(&identity))?;
@@ -370,7 +416,7 @@ impl LeaseStore for SqliteLeaseStore {
     ) -> Result<Duration, LeaseError> {
         let period_ms = check_break_period(period).map_err(LeaseError::Invalid)?;
         let identity = identity.clone();
-        self.run("break", move |tx, now| {
+        self.write("break", move |tx, now| {
             let row = load(tx, &identity)?;
             let (lease, left_ms) =
                 break_lease(&row.lease, now, period_ms).map_err(|r| r.into_error(&identity))?;
@@ -391,7 +437,7 @@ impl LeaseStore for SqliteLeaseStore {
             .map_err(|e| LeaseError::Invalid(format!("cannot encode metadata: {e}")))?;
         let identity = identity.clone();
         let id = lease.clone();
-        self.run("write metadata", move |tx, now| {
+        self.write("write metadata", move |tx, now| {
             let row = load(tx, &identity)?;
             may_write_metadata(&row.lease, now, &id).map_err(|r| r.into_error(&identity))?;
             tx.execute(
@@ -405,19 +451,21 @@ impl LeaseStore for SqliteLeaseStore {
 
     async fn read(&self, identity: &Name) -> Result<LeaseRecord, LeaseError> {
         let identity = identity.clone();
-        self.run("read", move |tx, now| {
+        self.read_only("read", move |tx, clock| {
             let row = load(tx, &identity)?;
+            let now = to_millis_i64(clock.now_millis());
             Ok(row.into_record(identity, now))
         })
         .await
     }
 
     async fn list(&self) -> Result<Vec<LeaseRecord>, LeaseError> {
-        self.run("list", move |tx, now| {
+        self.read_only("list", move |tx, clock| {
             let mut stmt = tx.prepare(&format!("{SELECT_ROW} ORDER BY identity"))?;
             let raws = stmt
                 .query_map([], RawRow::from_sql)?
                 .collect::<Result<Vec<_>, _>>()?;
+            let now = to_millis_i64(clock.now_millis());
             raws.into_iter()
                 .map(|raw| {
                     let identity = Name::new(raw.identity.as_str())
