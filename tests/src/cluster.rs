@@ -247,6 +247,12 @@ impl Cluster {
 
     /// Writes a config for `node` and starts its daemon.
     pub fn spawn_daemon(&self, node: &str) -> Daemon {
+        self.spawn_daemon_with_env(node, &[])
+    }
+
+    /// As [`Cluster::spawn_daemon`], with `env` added to this one daemon's environment
+    /// after the spec's (e.g. `LD_PRELOAD` of a library that steps its wall clock).
+    pub fn spawn_daemon_with_env(&self, node: &str, env: &[(String, String)]) -> Daemon {
         let root = self.dir.path();
         let runtime = root.join(format!("run-{node}"));
         let config = root.join(format!("{node}.toml"));
@@ -262,6 +268,7 @@ impl Cluster {
             .args(["run", "--config"])
             .arg(&config)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("stderr file"))
