@@ -15,7 +15,7 @@ use integration_tests::lease_conformance_suite;
 use shared::lease::sqlite::SqliteLeaseStore;
 use shared::lease::{
     meta, LeaseDuration, LeaseError, LeaseId, LeaseState, LeaseStore, LostReason, ManualStoreClock,
-    Metadata, RecordCreated, StoreClock,
+    Metadata, RecordCreated, StoreClock, StoreTime,
 };
 use shared::Name;
 
@@ -315,8 +315,8 @@ impl FreezingClock {
 
 impl StoreClock for FreezingClock {
     /// Freezes right after taking the reading, as a process stopped there would.
-    fn now_millis(&self) -> u64 {
-        let now = self.inner.now_millis();
+    fn now(&self) -> std::io::Result<StoreTime> {
+        let now = self.inner.now();
         let mut gate = self.gate.lock().unwrap();
         if gate.armed {
             gate.armed = false;
