@@ -4,6 +4,7 @@
 #
 #   .tools/venv   Python virtual environment from ops/test-deps/requirements.txt (PyPI)
 #   .tools/node   node_modules from ops/test-deps/package.json + package-lock.json (npm)
+#   .tools/deb    Debian packages from ops/test-deps/debian-packages.txt, unpacked (apt, no root)
 #
 # Idempotent: each part keeps a stamp of the pin files it was installed from and is
 # skipped when the stamp still matches, so a second run takes well under a second. A
@@ -28,6 +29,7 @@ pins="$root/ops/test-deps"
 tools="$root/.tools"
 venv="$tools/venv"
 node_prefix="$tools/node"
+deb_root="$tools/deb"
 
 say() { printf 'test-deps: %s\n' "$*"; }
 die() {
@@ -145,6 +147,49 @@ install_node_tools() {
     ' "$pins/package.json")"
 }
 
+# Fetches the pinned distribution packages with `apt-get download` and unpacks them with
+# `dpkg-deb -x`: no root, no maintainer scripts, nothing outside .tools/deb. Records what
+# it unpacked in .tools/deb/.installed (NAME=VERSION lines, read by tests/src/tools.rs).
+install_deb_tools() {
+    local list="$pins/debian-packages.txt"
+    [[ -f "$list" ]] || die "missing ops/test-deps/debian-packages.txt."
+    need apt-get "The Debian packages in ops/test-deps/debian-packages.txt need a Debian or Ubuntu host (apt)."
+    need dpkg-deb "Install dpkg (it comes with apt)."
+    local arch key stamp="$deb_root/.test-deps-stamp"
+    arch="$(dpkg --print-architecture)" || die "\`dpkg --print-architecture\` failed."
+    key="$(stamp_key "dpkg $arch" "$list")"
+    if [[ -f "$deb_root/.installed" ]] && stamp_matches "$stamp" "$key"; then
+        say "debian packages up to date in .tools/deb"
+        return
+    fi
+
+    local pinned
+    pinned="$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$list" | grep -v '^$')" || true
+    say "unpacking ops/test-deps/debian-packages.txt into .tools/deb ($arch)"
+    rm -rf "$deb_root"
+    mkdir -p "$deb_root/.download"
+    local pin deb
+    for pin in $pinned; do
+        [[ "$pin" == *=* ]] || die "ops/test-deps/debian-packages.txt: '$pin' is not NAME=VERSION."
+        (cd "$deb_root/.download" && apt-get download --quiet "$pin" </dev/null >/dev/null) ||
+            die "\`apt-get download $pin\` failed (see apt's message above): is the package index current (\`apt-get update\`), and does this distribution ship $pin?"
+    done
+    for deb in "$deb_root"/.download/*.deb; do
+        [[ -f "$deb" ]] || die "apt-get downloaded nothing for ops/test-deps/debian-packages.txt."
+        dpkg-deb -x "$deb" "$deb_root" || die "\`dpkg-deb -x $(basename "$deb")\` failed."
+        dpkg-deb -f "$deb" Package Version | awk '{ v[NR] = $2 } END { print v[1] "=" v[2] }' \
+            >>"$deb_root/.installed" || die "cannot read the control fields of $(basename "$deb")."
+    done
+    rm -rf "$deb_root/.download"
+    for pin in $pinned; do
+        grep -qxF -- "$pin" "$deb_root/.installed" ||
+            die "apt-get download gave $(grep -F -- "${pin%%=*}=" "$deb_root/.installed" || echo nothing) for the pin $pin."
+    done
+
+    printf '%s\n' "$key" >"$stamp"
+    say "debian packages unpacked: $(paste -sd' ' - <"$deb_root/.installed")"
+}
+
 # Regenerates the lock files from requirements.in and package.json. Resolves against the
 # registries, so the result can change from day to day: review the diff before committing.
 relock() {
@@ -200,6 +245,7 @@ main() {
     fi
     install_python_tools
     install_node_tools
+    install_deb_tools
 }
 
 main "$@"

@@ -2,8 +2,8 @@
 # The project's test command (README, and .ci/run calls it as is).
 #
 # Installs the pinned interop tools the tests use (eth-account, jsonschema and
-# azure-keyvault-secrets from PyPI; ethers, solc, @ethereumjs/client and Azurite from npm)
-# into .tools/ of this checkout, idempotently, then runs every test of the workspace. The
+# azure-keyvault-secrets from PyPI; ethers, solc, @ethereumjs/client and Azurite from npm;
+# libfaketime from the distribution's packages) into .tools/ of this checkout, idempotently, then runs every test of the workspace. The
 # tests that need Azurite start it themselves on loopback, in memory, and stop it when they
 # end. The interop tests fail, never skip, when a tool is missing. Extra arguments go to
 # cargo test.

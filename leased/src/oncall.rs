@@ -844,7 +844,7 @@ mod tests {
     use super::*;
 
     use shared::lease::sqlite::SqliteLeaseStore;
-    use shared::lease::{LeaseDuration, LeaseId, ManualStoreClock, Metadata, StoreClock};
+    use shared::lease::{LeaseDuration, LeaseId, ManualStoreClock, Metadata};
 
     /// Store time at the start of every test, in seconds since the Unix epoch.
     const T0: u64 = 1_700_000_000;

@@ -89,6 +89,55 @@ pub fn node_modules() -> PathBuf {
         .clone()
 }
 
+/// `libfaketime.so.1` from the libfaketime package that `ops/install-test-deps.sh` unpacks
+/// into `.tools/deb`, after checking that every package pinned in
+/// `ops/test-deps/debian-packages.txt` is what was unpacked there. Preloaded with
+/// `FAKETIME=+30s` and `FAKETIME_DONT_FAKE_MONOTONIC=1`, it steps one process's wall clock
+/// and leaves its monotonic clocks alone.
+pub fn libfaketime() -> PathBuf {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let root = tools_dir().join("deb");
+            let record = root.join(".installed");
+            let installed = std::fs::read_to_string(&record).unwrap_or_default();
+            for pin in pin_lines(&workspace_root().join("ops/test-deps/debian-packages.txt")) {
+                if !installed.lines().any(|l| l.trim() == pin) {
+                    missing(&format!(
+                        "{pin} (pinned in ops/test-deps/debian-packages.txt) is not unpacked in {}",
+                        root.display()
+                    ));
+                }
+            }
+            // usr/lib/<multiarch triplet>/faketime/, the triplet being the host's.
+            let lib = root.join("usr").join("lib");
+            std::fs::read_dir(&lib)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("faketime").join("libfaketime.so.1"))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| {
+                    missing(&format!(
+                        "no faketime/libfaketime.so.1 under {}",
+                        lib.display()
+                    ))
+                })
+        })
+        .clone()
+}
+
+/// The non-empty lines of a pin file, comments (`#` to the end of the line) and spaces
+/// removed.
+fn pin_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
 /// The `azurite-blob` launcher of the Azurite pinned in `ops/test-deps/package.json`.
 pub fn azurite_blob() -> PathBuf {
     let launcher = node_modules().join(".bin").join("azurite-blob");

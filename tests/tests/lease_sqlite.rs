@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use integration_tests::lease_conformance::{BoxFuture, LeaseHarness};
@@ -15,7 +15,7 @@ use integration_tests::lease_conformance_suite;
 use shared::lease::sqlite::SqliteLeaseStore;
 use shared::lease::{
     meta, LeaseDuration, LeaseError, LeaseId, LeaseState, LeaseStore, LostReason, ManualStoreClock,
-    Metadata, RecordCreated,
+    Metadata, RecordCreated, StoreClock, StoreTime,
 };
 use shared::Name;
 
@@ -260,6 +260,145 @@ async fn two_handles_see_each_others_writes() {
     let rec = c.read(&n).await.unwrap();
     assert_eq!(rec.state, LeaseState::Available);
     assert_eq!(rec.metadata, md);
+}
+
+// --- readers never block writers -----------------------------------------------------------
+
+/// A manual clock whose next reading, once armed, blocks until released: the store reads
+/// its clock inside each transaction, so this freezes one operation exactly there, as a
+/// SIGSTOP of a process in the middle of `leased status` would.
+#[derive(Debug)]
+struct FreezingClock {
+    inner: Arc<ManualStoreClock>,
+    gate: Mutex<Gate>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    armed: bool,
+    frozen: bool,
+    released: bool,
+}
+
+impl FreezingClock {
+    fn new(inner: Arc<ManualStoreClock>) -> Self {
+        Self {
+            inner,
+            gate: Mutex::new(Gate::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn freeze_next_reading(&self) {
+        *self.gate.lock().unwrap() = Gate {
+            armed: true,
+            ..Gate::default()
+        };
+    }
+
+    /// Whether a reading is frozen now, waiting up to `timeout` for one.
+    fn wait_frozen(&self, timeout: Duration) -> bool {
+        let gate = self.gate.lock().unwrap();
+        let (gate, _) = self
+            .changed
+            .wait_timeout_while(gate, timeout, |g| !g.frozen)
+            .unwrap();
+        gate.frozen
+    }
+
+    fn release(&self) {
+        self.gate.lock().unwrap().released = true;
+        self.changed.notify_all();
+    }
+}
+
+impl StoreClock for FreezingClock {
+    /// Freezes right after taking the reading, as a process stopped there would.
+    fn now(&self) -> std::io::Result<StoreTime> {
+        let now = self.inner.now();
+        let mut gate = self.gate.lock().unwrap();
+        if gate.armed {
+            gate.armed = false;
+            gate.frozen = true;
+            self.changed.notify_all();
+            gate = self.changed.wait_while(gate, |g| !g.released).unwrap();
+            gate.frozen = false;
+        }
+        now
+    }
+}
+
+#[tokio::test]
+async fn a_reader_frozen_mid_transaction_blocks_no_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("leases.db");
+    let clock = Arc::new(ManualStoreClock::new(1_700_000_000_000));
+    let freezing = Arc::new(FreezingClock::new(clock.clone()));
+    // The reader: `leased status`, or a standby listing the records.
+    let reader = SqliteLeaseStore::open_with_clock(&db, freezing.clone()).unwrap();
+    // The holders' handle waits far less than a renew may take, so a renew that queues
+    // behind the reader fails rather than hides the wait.
+    let holders = SqliteLeaseStore::open_with_clock(&db, clock.clone())
+        .unwrap()
+        .with_busy_timeout(Duration::from_millis(200))
+        .unwrap();
+    let d = LeaseDuration::from_secs(15).unwrap();
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let n = name(&format!("m0-v{i}"));
+        holders.create_record(&n).await.unwrap();
+        let id = holders.acquire(&n, d, None).await.unwrap();
+        held.push((n, id));
+    }
+    let spare = name("m0-v3");
+    holders.create_record(&spare).await.unwrap();
+
+    for what in ["read", "list"] {
+        freezing.freeze_next_reading();
+        let frozen = {
+            let (reader, n) = (reader.clone(), held[0].0.clone());
+            tokio::spawn(async move {
+                match what {
+                    "read" => reader.read(&n).await.map(|r| vec![r]),
+                    _ => reader.list().await,
+                }
+            })
+        };
+        let waiting = freezing.clone();
+        let frozen_in_time =
+            tokio::task::spawn_blocking(move || waiting.wait_frozen(Duration::from_secs(5)))
+                .await
+                .unwrap();
+        assert!(frozen_in_time, "{what} never read the clock");
+        // The reader is frozen inside its transaction; every holder keeps renewing.
+        for round in 0..3 {
+            clock.advance(Duration::from_secs(5));
+            for (n, id) in &held {
+                if let Err(e) = holders.renew(n, id).await {
+                    freezing.release();
+                    panic!("renew of {n} (round {round}) while a {what} is frozen: {e}");
+                }
+            }
+        }
+        // And a standby can still take a free identity.
+        let taken = holders.acquire(&spare, d, None).await;
+        let taken = match taken {
+            Ok(id) => id,
+            Err(e) => {
+                freezing.release();
+                panic!("acquire while a {what} is frozen: {e}");
+            }
+        };
+        holders.release(&spare, &taken).await.unwrap();
+
+        freezing.release();
+        let records = frozen.await.unwrap().unwrap();
+        assert!(!records.is_empty(), "{what}");
+        for rec in records.iter().filter(|r| r.identity != spare) {
+            assert_eq!(rec.state, LeaseState::Leased, "{what}: {rec:?}");
+        }
+    }
 }
 
 #[track_caller]

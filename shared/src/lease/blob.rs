@@ -20,6 +20,15 @@
 //!
 //! Azure does not report how long a fixed lease lasts nor how much of it is left, so
 //! [`LeaseRecord::duration`] is `None` for a fixed lease and `remaining` is always `None`.
+//!
+//! Clocks: the service decides when a lease expires or a break ends, on its own clock; no
+//! host's clock takes part, so a step of a VM's wall clock moves no lease. What each daemon
+//! measures is its own fence deadline, on its monotonic clock, from the moment it *sent* its
+//! last successful acquire or renew: the service's lease runs no shorter than that, and the
+//! margin M covers the rate difference between the service's clock and the VM's. A VM's
+//! wall clock reaches the lease path only through authentication (SAS expiry, token
+//! lifetimes), where a bad clock makes requests fail: the holder then fences at its
+//! deadline, which costs availability, never safety.
 
 use std::collections::HashMap;
 use std::sync::Arc;

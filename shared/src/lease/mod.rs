@@ -371,51 +371,185 @@ pub trait LeaseStore: Send + Sync {
     async fn list(&self) -> Result<Vec<LeaseRecord>, LeaseError>;
 }
 
-/// Wall-clock time as the lease *service* sees it, in milliseconds since the Unix epoch.
-///
-/// Only the embedded backends need one (Azure keeps time on the server). It is injected so
-/// the conformance suite can expire a 15 s lease without waiting 15 s.
-pub trait StoreClock: Send + Sync + fmt::Debug {
-    fn now_millis(&self) -> u64;
+/// One reading of a [`StoreClock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreTime {
+    /// Which run of the clock the reading belongs to: the host's boot id for the real clock.
+    /// Readings with different boot ids cannot be compared.
+    pub boot_id: String,
+    /// Milliseconds since the clock's origin in that boot.
+    pub millis: u64,
 }
 
-/// The host's real-time clock: shared by every process on the host, as lease expiry must be.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemStoreClock;
+/// The lease *service*'s clock, for the embedded backend (Azure keeps time on the server):
+/// lease expiry and break periods are measured on it.
+///
+/// It must never step, and never run faster than the clock the holders fence on
+/// (`CLOCK_MONOTONIC`, see `leased`'s guard): if it ran ahead, a standby would see a lease
+/// expire before its holder's fence deadline. Readings count from an origin that only a
+/// reboot resets; [`StoreTime::boot_id`] tells the boots apart. It is injected so the
+/// conformance suite can expire a 15 s lease without waiting 15 s, and simulate a reboot.
+pub trait StoreClock: Send + Sync + fmt::Debug {
+    /// The time now; an error when the clock cannot be read (the store then refuses the
+    /// operation rather than guess).
+    fn now(&self) -> std::io::Result<StoreTime>;
+}
 
-impl StoreClock for SystemStoreClock {
-    fn now_millis(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+/// Where Linux publishes the id of the current boot.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The host's `CLOCK_MONOTONIC` and boot id: shared by every process on the host, never
+/// stepped (a change of the wall clock does not move it), and on the same clock as the
+/// holders' fence deadlines. It stops while the host is suspended, as the holders' deadlines
+/// do; `CLOCK_BOOTTIME` would not, and would expire every lease across a suspend before its
+/// holder fenced.
+#[derive(Debug, Clone)]
+pub struct MonotonicStoreClock {
+    boot_id: std::sync::Arc<str>,
+}
+
+impl MonotonicStoreClock {
+    /// Reads the boot id, once: a process does not outlive its boot.
+    pub fn new() -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(BOOT_ID_PATH).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot read the boot id from {BOOT_ID_PATH}: {e}"),
+            )
+        })?;
+        let boot_id = text.trim();
+        let plausible = !boot_id.is_empty()
+            && boot_id.len() <= 64
+            && boot_id.bytes().all(|b| b.is_ascii_graphic());
+        if !plausible {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{BOOT_ID_PATH} holds {boot_id:?}, not a boot id"),
+            ));
+        }
+        Ok(Self {
+            boot_id: boot_id.into(),
+        })
     }
 }
 
-/// A clock that moves only when told; for tests.
-#[derive(Debug, Default)]
-pub struct ManualStoreClock(std::sync::atomic::AtomicU64);
+impl StoreClock for MonotonicStoreClock {
+    fn now(&self) -> std::io::Result<StoreTime> {
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(std::io::Error::from)?;
+        let millis = u64::try_from(ts.tv_sec())
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .and_then(|ms| ms.checked_add(u64::try_from(ts.tv_nsec()).ok()? / 1_000_000))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "CLOCK_MONOTONIC read out of range",
+                )
+            })?;
+        Ok(StoreTime {
+            boot_id: self.boot_id.to_string(),
+            millis,
+        })
+    }
+}
+
+/// A clock that moves only when told, in a boot that changes only when told; for tests.
+#[derive(Debug)]
+pub struct ManualStoreClock {
+    millis: std::sync::atomic::AtomicU64,
+    boot_id: std::sync::Mutex<String>,
+}
 
 impl ManualStoreClock {
+    /// The boot id of a new manual clock.
+    pub const FIRST_BOOT: &'static str = "manual-boot-1";
+
     pub fn new(start_millis: u64) -> Self {
-        Self(std::sync::atomic::AtomicU64::new(start_millis))
+        Self {
+            millis: std::sync::atomic::AtomicU64::new(start_millis),
+            boot_id: std::sync::Mutex::new(Self::FIRST_BOOT.to_string()),
+        }
     }
 
     pub fn advance(&self, d: Duration) {
-        self.0
+        self.millis
             .fetch_add(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The current reading, in milliseconds.
+    pub fn now_millis(&self) -> u64 {
+        self.millis.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A simulated reboot: from now on readings belong to `boot_id` and start at
+    /// `start_millis`.
+    pub fn reboot(&self, boot_id: &str, start_millis: u64) {
+        let mut current = self
+            .boot_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = boot_id.to_string();
+        self.millis
+            .store(start_millis, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl StoreClock for ManualStoreClock {
-    fn now_millis(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    fn now(&self) -> std::io::Result<StoreTime> {
+        let boot_id = self
+            .boot_id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(StoreTime {
+            boot_id: boot_id.clone(),
+            millis: self.now_millis(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_monotonic_clock_is_the_hosts_and_never_goes_back() {
+        let clock = MonotonicStoreClock::new().unwrap();
+        let a = clock.now().unwrap();
+        let b = clock.now().unwrap();
+        let boot = std::fs::read_to_string(BOOT_ID_PATH).unwrap();
+        assert_eq!(a.boot_id, boot.trim());
+        assert_eq!(a.boot_id, b.boot_id);
+        assert!(a.millis <= b.millis);
+        // The same clock the guard fences on.
+        let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        let mono_ms = ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000;
+        assert!(
+            b.millis <= mono_ms && mono_ms - b.millis < 1000,
+            "{b:?} {mono_ms}"
+        );
+    }
+
+    #[test]
+    fn a_manual_clock_reboots_when_told() {
+        let clock = ManualStoreClock::new(5_000);
+        clock.advance(Duration::from_millis(250));
+        assert_eq!(
+            clock.now().unwrap(),
+            StoreTime {
+                boot_id: ManualStoreClock::FIRST_BOOT.into(),
+                millis: 5_250
+            }
+        );
+        clock.reboot("second", 7);
+        assert_eq!(
+            clock.now().unwrap(),
+            StoreTime {
+                boot_id: "second".into(),
+                millis: 7
+            }
+        );
+    }
 
     #[test]
     fn durations_follow_azure_limits() {

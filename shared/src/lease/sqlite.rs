@@ -3,27 +3,64 @@
 //!
 //! It owns the file's schema, the mapping from a stored row to the state a caller sees, and
 //! the per-operation transitions. Several processes on one host may share the file (several
-//! daemons, the orchestrator, the on-call tools), so every operation is exactly one
-//! `BEGIN IMMEDIATE` transaction that reads the row, decides, and writes: SQLite's write lock
-//! is what makes two racing acquirers see one winner.
+//! daemons, the orchestrator, the on-call tools), so every operation that writes is exactly
+//! one `BEGIN IMMEDIATE` transaction that reads the row, decides, and writes: SQLite's write
+//! lock is what makes two racing acquirers see one winner.
+//!
+//! Reads never block writers. `read` and `list` run in a read transaction, which in WAL mode
+//! works on a snapshot and never takes the write lock, so a reader that is slow or stopped
+//! mid-transaction (a frozen `leased status`, a standby frozen while listing) delays no
+//! renew on the host. A file that cannot be put in WAL mode is refused for that reason.
 //!
 //! It must never:
 //! - decide on a row read outside the transaction that writes the decision;
+//! - take the write lock to read;
+//! - measure a lease on the wall clock, or compare instants of two boots (see Time);
 //! - store a state that depends on the clock (expired, or broken once a break period ends):
 //!   only the instants are stored, and `effective` derives the state at read time;
 //! - act on a row it cannot make sense of: an inconsistent row is a `Backend` error, never a
 //!   guess (fail closed);
 //! - hold key material: rows carry lease ids and holder metadata only.
 //!
-//! Time comes from the injected [`StoreClock`], which plays the lease service's clock, and is
-//! stored as integer milliseconds since the Unix epoch. The real clock is the host's wall
-//! clock, shared by every process on the host, which is what makes expiry agree between them.
-//! It also means a step of that clock moves every lease with it: a forward step longer than
-//! the daemon's fence margin lets a standby acquire before the old holder fences, so hosts
-//! running several daemons on one file must slew their clock (chrony, NTP), never step it.
-//!
 //! The decisions are pure functions over `Lease`, one per operation, unit-tested below
 //! without a database; each store method loads the row, calls one, and writes the result.
+//!
+//! # Time
+//!
+//! Time comes from the injected [`StoreClock`], which plays the lease service's clock. The
+//! real one, [`MonotonicStoreClock`], is the host's `CLOCK_MONOTONIC` with the host's boot
+//! id, and instants are stored as integer milliseconds on it:
+//!
+//! - **Never the wall clock.** A step of the wall clock (an operator's `date -s`, a VM
+//!   resumed and corrected, NTP stepping at boot) moves no lease: had expiry been on the wall
+//!   clock, a forward step longer than the holder's fence margin would let a standby acquire
+//!   before the holder fences. The monotonic clock cannot step, every process on the host
+//!   reads the same one, and it is the clock the holders fence on, so the store's idea of a
+//!   lease's end and the holder's fence deadline run at one rate. (`CLOCK_BOOTTIME` would
+//!   not: it runs on while the host is suspended and the holders' deadlines do not.)
+//! - **A reboot expires everything.** The monotonic clock restarts at boot, so its readings
+//!   mean nothing across a reboot, and every process that held a lease died with it. The
+//!   file records the boot its instants belong to (`store_clock`). A transaction that finds
+//!   another boot there treats every stored instant as past: a fixed lease has expired (its
+//!   id is kept, as for any expired lease) and a break has ended; an infinite lease has no
+//!   instant and stays. A write transaction rewrites the rows that way and records the
+//!   current boot; a read-only one only computes the states that way. On the same boot
+//!   nothing is rewritten, so the file changes only when a lease does.
+//! - **One host, one time namespace.** Every process using the file must share the host's
+//!   kernel and `CLOCK_MONOTONIC`: the file is not for a network file system (WAL mode does
+//!   not work there anyway), and not for containers in time namespaces with their own clock
+//!   offsets.
+//!
+//! # Versions
+//!
+//! The schema version is SQLite's `user_version`; a file of any version this build does
+//! not know is refused, never misread. Version 1 stored wall-clock instants (ms since the
+//! Unix epoch) in table `leases`. Opening one converts it in place, in one transaction: each
+//! instant becomes the instant on the monotonic clock with the same time left, so a lease
+//! held across the upgrade ends when it would have, neither later nor earlier, and the table
+//! becomes `lease_records`. A process of the old version that still has the file open then
+//! fails every operation (its table is gone), so its holders fence rather than read
+//! monotonic instants as wall-clock ones; an old binary opening the file refuses version 2.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -39,7 +76,7 @@ use rusqlite::{
 
 use super::{
     LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore, LostReason, Metadata,
-    RecordCreated, StoreClock, SystemStoreClock, MAX_BREAK_PERIOD,
+    MonotonicStoreClock, RecordCreated, StoreClock, StoreTime, MAX_BREAK_PERIOD,
 };
 use crate::name::Name;
 
@@ -47,33 +84,47 @@ use crate::name::Name;
 /// [`LeaseError::Transient`].
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Bumped whenever the table layout changes; a file with another version is refused rather
-/// than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped whenever the table layout or the meaning of a column changes; a file with another
+/// version is refused rather than misread (version 1 is converted, see the module docs).
+const SCHEMA_VERSION: i64 = 2;
 
 /// `duration_secs` of an infinite lease. NULL is taken: it means "never leased", which
 /// [`LeaseRecord::duration`] must report as `None`.
 const INFINITE_SECS: i64 = -1;
 
 const SCHEMA: &str = "
-CREATE TABLE leases (
+CREATE TABLE lease_records (
     identity       TEXT PRIMARY KEY NOT NULL,
     lease_state    TEXT NOT NULL
                    CHECK (lease_state IN ('available', 'leased', 'breaking', 'broken')),
     lease_id       TEXT,
     -- The current or last lease's duration: seconds, -1 for infinite, NULL if never leased.
     duration_secs  INTEGER,
-    -- Leased with a fixed duration: when it expires (ms since the Unix epoch).
+    -- Leased with a fixed duration: when it expires (ms on the store clock, see store_clock).
     expires_at_ms  INTEGER,
-    -- Breaking: when it becomes broken (ms since the Unix epoch).
+    -- Breaking: when it becomes broken (ms on the store clock).
     break_until_ms INTEGER,
     -- User metadata: a JSON object of strings.
     metadata       TEXT NOT NULL DEFAULT '{}'
 ) STRICT;
 ";
 
+/// The boot whose clock the instants are measured on; its one row is written with the file.
+const CLOCK_TABLE: &str = "
+CREATE TABLE store_clock (
+    -- Exactly one row.
+    only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+    -- The host's boot id: every instant in lease_records is on CLOCK_MONOTONIC of that boot.
+    boot_id  TEXT NOT NULL
+) STRICT;
+";
+
+/// Where an instant stored in an earlier boot is put: the origin of a boot's clock, which
+/// no reading in the boot precedes, so the instant is past for the whole boot.
+const BOOT_START_MS: i64 = 0;
+
 const SELECT_ROW: &str = "SELECT identity, lease_state, lease_id, duration_secs, expires_at_ms, \
-                          break_until_ms, metadata FROM leases";
+                          break_until_ms, metadata FROM lease_records";
 
 /// Azure's limit on a blob's metadata (names and values), enforced here too so that what
 /// works on SQLite does not fail on Blob Storage.
@@ -94,11 +145,14 @@ pub struct SqliteLeaseStore {
 }
 
 impl SqliteLeaseStore {
-    /// Opens (creating if missing) the lease file at `path`, on the host's real-time clock.
+    /// Opens (creating if missing, converting a version 1 file) the lease file at `path`, on
+    /// the host's monotonic clock ([`MonotonicStoreClock`]).
     ///
     /// Blocks while it sets up the file; call it at start-up or from a blocking task.
     pub fn open(path: &Path) -> Result<Self, LeaseError> {
-        Self::open_with_clock(path, Arc::new(SystemStoreClock))
+        let clock = MonotonicStoreClock::new()
+            .map_err(|e| backend(path, format!("cannot use the host's clock: {e}"), None))?;
+        Self::open_with_clock(path, Arc::new(clock))
     }
 
     /// As [`SqliteLeaseStore::open`], measuring every lease instant on `clock`.
@@ -139,7 +193,7 @@ impl SqliteLeaseStore {
         {
             return Err(backend(path, "the file is not writable".into(), None));
         }
-        let conn = init_schema(path, conn)?;
+        let conn = init_schema(path, conn, clock.as_ref())?;
         Ok(Self {
             path: Arc::from(path),
             conn: Arc::new(Mutex::new(conn)),
@@ -172,22 +226,61 @@ impl SqliteLeaseStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `op` as one `BEGIN IMMEDIATE` transaction on a blocking thread. `op` gets the
-    /// store time; the transaction commits only if `op` returns `Ok`.
-    async fn run<T, F>(&self, what: &'static str, op: F) -> Result<T, LeaseError>
+    /// Runs `op` as one write transaction (`BEGIN IMMEDIATE`) on a blocking thread. `op`
+    /// gets the store time, with the rows already brought into the current boot; the
+    /// transaction commits only if `op` returns `Ok`.
+    async fn write<T, F>(&self, what: &'static str, op: F) -> Result<T, LeaseError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, i64) -> Result<T, OpError> + Send + 'static,
+    {
+        self.transaction(what, TransactionBehavior::Immediate, move |tx, clock| {
+            // Read the clock only once the write lock is held: an operation that waited
+            // behind another process must decide at the time it actually runs.
+            let now = read_clock(clock)?;
+            forget_earlier_boot(tx, &now)?;
+            op(tx, to_millis_i64(now.millis))
+        })
+        .await
+    }
+
+    /// Runs `op` as one read transaction (`BEGIN DEFERRED`, then only reads) on a blocking
+    /// thread. Its first read takes a snapshot of the file and no lock a writer waits for
+    /// (WAL mode), so a reader however slow, or stopped in the middle (a frozen `leased
+    /// status`), never delays a renew. `op` gets the store time, read after that snapshot.
+    async fn read_only<T, F>(&self, what: &'static str, op: F) -> Result<T, LeaseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, TxTime) -> Result<T, OpError> + Send + 'static,
+    {
+        self.transaction(what, TransactionBehavior::Deferred, move |tx, clock| {
+            let stored_boot = stored_boot_id(tx)?;
+            let now = read_clock(clock)?;
+            let time = TxTime {
+                now: to_millis_i64(now.millis),
+                earlier_boot: stored_boot != now.boot_id,
+            };
+            op(tx, time)
+        })
+        .await
+    }
+
+    async fn transaction<T, F>(
+        &self,
+        what: &'static str,
+        behavior: TransactionBehavior,
+        op: F,
+    ) -> Result<T, LeaseError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &dyn StoreClock) -> Result<T, OpError> + Send + 'static,
     {
         let store = self.clone();
         let task = tokio::task::spawn_blocking(move || {
             let mut conn = store.lock();
             let result = (|| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Read the clock only once the write lock is held: an operation that waited
-                // behind another process must decide at the time it actually runs.
-                let now = to_millis_i64(store.clock.now_millis());
-                let out = op(&tx, now)?;
+                let tx = conn.transaction_with_behavior(behavior)?;
+                let out = op(&tx, &*store.clock)?;
                 tx.commit()?;
                 Ok(out)
             })();
@@ -206,6 +299,12 @@ impl SqliteLeaseStore {
         match e {
             OpError::Sql(e) => sql_error(&self.path, what, e),
             OpError::Lease(e) => e,
+            OpError::Clock(e) => backend(
+                &self.path,
+                format!("cannot read the store clock: {e}"),
+                Some(Box::new(e)),
+            ),
+            OpError::Damaged(problem) => backend(&self.path, problem, None),
             OpError::Corrupt { identity, problem } => backend(
                 &self.path,
                 format!("record {identity:?} is corrupt: {problem}"),
@@ -234,25 +333,47 @@ fn create_private_file(path: &Path) -> Result<(), LeaseError> {
     }
 }
 
-fn init_schema(path: &Path, mut conn: Connection) -> Result<Connection, LeaseError> {
+fn init_schema(
+    path: &Path,
+    mut conn: Connection,
+    clock: &dyn StoreClock,
+) -> Result<Connection, LeaseError> {
     let err = |e| sql_error(path, "open", e);
-    // WAL lets readers proceed while one writer commits. Where the file system cannot
-    // share memory SQLite keeps a rollback journal, which is just as correct, so the
-    // resulting mode is not checked.
-    let _mode: String = conn
+    // WAL is what keeps readers from blocking writers. In a rollback journal a reader's
+    // shared lock holds off every commit, so one stopped `leased status` would make every
+    // holder on the host fence: refuse such a file (some network and FUSE file systems
+    // cannot share the memory WAL needs; the store belongs on a local disk anyway).
+    let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(backend(
+            path,
+            format!(
+                "cannot use WAL mode (journal mode stays {mode:?}); the lease file needs a \
+                 local file system"
+            ),
+            None,
+        ));
+    }
     // An acquire reported to the caller must survive a crash: fsync on every commit.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
-    // Immediate, so that two processes creating the file at once do not both create the
-    // table: the second waits, then sees version 1.
+    // Immediate, so that two processes creating (or converting) the file at once do not
+    // both do it: the second waits, then sees the current version.
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
     let version: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
+    let clock_error = |e: io::Error| {
+        backend(
+            path,
+            format!("open: cannot read the store clock: {e}"),
+            Some(Box::new(e)),
+        )
+    };
     match version {
         0 => {
             let objects: i64 = tx
@@ -265,15 +386,32 @@ fn init_schema(path: &Path, mut conn: Connection) -> Result<Connection, LeaseErr
                     None,
                 ));
             }
+            let now = clock.now().map_err(clock_error)?;
             tx.execute_batch(SCHEMA).map_err(err)?;
+            tx.execute_batch(CLOCK_TABLE).map_err(err)?;
+            tx.execute(
+                "INSERT INTO store_clock (only_row, boot_id) VALUES (1, ?1)",
+                params![now.boot_id],
+            )
+            .map_err(err)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err)?;
+        }
+        1 => {
+            // Both clocks read back to back, so the time left carries over to the ms.
+            let now = clock.now().map_err(clock_error)?;
+            let wall_now_ms = wall_clock_millis();
+            migrate_from_v1(&tx, &now, wall_now_ms)
+                .map_err(|e| sql_error(path, "convert the file from schema version 1", e))?;
         }
         SCHEMA_VERSION => {}
         other => {
             return Err(backend(
                 path,
-                format!("the schema version is {other}; this build reads version {SCHEMA_VERSION}"),
+                format!(
+                    "the schema version is {other}; this build reads version {SCHEMA_VERSION} \
+                     (and converts version 1)"
+                ),
                 None,
             ))
         }
@@ -282,13 +420,104 @@ fn init_schema(path: &Path, mut conn: Connection) -> Result<Connection, LeaseErr
     Ok(conn)
 }
 
+/// Milliseconds since the Unix epoch on the wall clock: only to convert a version 1 file.
+fn wall_clock_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, duration_to_ms)
+}
+
+/// Converts a version 1 file to version 2 inside the caller's transaction (module docs,
+/// Versions): wall-clock instants become instants on `now`'s clock with the same time left,
+/// the table is renamed so that old processes fail instead of misreading, and the boot is
+/// recorded.
+fn migrate_from_v1(
+    tx: &Transaction<'_>,
+    now: &StoreTime,
+    wall_now_ms: i64,
+) -> rusqlite::Result<()> {
+    tx.execute_batch("ALTER TABLE leases RENAME TO lease_records")?;
+    tx.execute_batch(CLOCK_TABLE)?;
+    let boot_now_ms = to_millis_i64(now.millis);
+    let rows = tx
+        .prepare(
+            "SELECT identity, expires_at_ms, break_until_ms FROM lease_records \
+             WHERE expires_at_ms IS NOT NULL OR break_until_ms IS NOT NULL",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let rebase = |at: Option<i64>| at.map(|at| rebase_wall_instant(at, wall_now_ms, boot_now_ms));
+    for (identity, expires_at_ms, break_until_ms) in rows {
+        tx.execute(
+            "UPDATE lease_records SET expires_at_ms = ?2, break_until_ms = ?3 WHERE identity = ?1",
+            params![identity, rebase(expires_at_ms), rebase(break_until_ms)],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO store_clock (only_row, boot_id) VALUES (1, ?1)",
+        params![now.boot_id],
+    )?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
+/// A version 1 instant (`at`, wall clock) as the instant on the store clock with the same
+/// time left (or gone): `boot_now_ms + (at - wall_now_ms)`. One already past stays past; no
+/// instant goes below the boot's origin.
+fn rebase_wall_instant(at: i64, wall_now_ms: i64, boot_now_ms: i64) -> i64 {
+    boot_now_ms
+        .saturating_add(at.saturating_sub(wall_now_ms))
+        .max(BOOT_START_MS)
+}
+
+fn read_clock(clock: &dyn StoreClock) -> Result<StoreTime, OpError> {
+    clock.now().map_err(OpError::Clock)
+}
+
+/// The boot the file's instants belong to.
+fn stored_boot_id(tx: &Transaction<'_>) -> Result<String, OpError> {
+    let ids = tx
+        .prepare("SELECT boot_id FROM store_clock")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    match <[String; 1]>::try_from(ids) {
+        Ok([id]) => Ok(id),
+        Err(ids) => Err(OpError::Damaged(format!(
+            "table store_clock has {} rows instead of one",
+            ids.len()
+        ))),
+    }
+}
+
+/// In a write transaction, before anything else: when the file's instants belong to an
+/// earlier boot, rewrites every row as [`after_reboot`] has it and records the current
+/// boot. On the same boot it writes nothing.
+fn forget_earlier_boot(tx: &Transaction<'_>, now: &StoreTime) -> Result<(), OpError> {
+    if stored_boot_id(tx)? == now.boot_id {
+        return Ok(());
+    }
+    for (identity, row) in load_all(tx)? {
+        let after = after_reboot(&row.lease);
+        if after != row.lease {
+            save(tx, &identity, &after)?;
+        }
+    }
+    tx.execute("UPDATE store_clock SET boot_id = ?1", params![now.boot_id])?;
+    Ok(())
+}
+
 #[async_trait]
 impl LeaseStore for SqliteLeaseStore {
     async fn create_record(&self, identity: &Name) -> Result<RecordCreated, LeaseError> {
         let identity = identity.clone();
-        self.run("create record", move |tx, _now| {
+        self.write("create record", move |tx, _now| {
             let inserted = tx.execute(
-                "INSERT INTO leases (identity, lease_state) VALUES (?1, 'available') \
+                "INSERT INTO lease_records (identity, lease_state) VALUES (?1, 'available') \
                  ON CONFLICT (identity) DO NOTHING",
                 params![identity.as_str()],
             )?;
@@ -310,7 +539,7 @@ impl LeaseStore for SqliteLeaseStore {
         check_duration(duration).map_err(LeaseError::Invalid)?;
         let identity = identity.clone();
         let proposed = proposed.cloned();
-        self.run("acquire", move |tx, now| {
+        self.write("acquire", move |tx, now| {
             let row = load(tx, &identity)?;
             let fresh = LeaseId::random();
             let (lease, id) = acquire(&row.lease, now, duration, proposed.as_ref(), fresh)
@@ -324,7 +553,7 @@ impl LeaseStore for SqliteLeaseStore {
     async fn renew(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError> {
         let identity = identity.clone();
         let id = lease.clone();
-        self.run("renew", move |tx, now| {
+        self.write("renew", move |tx, now| {
             let row = load(tx, &identity)?;
             let lease = renew(&row.lease, now, &id).map_err(|r| r.into_error(&identity))?;
             save(tx, &identity, &lease)?;
@@ -336,7 +565,7 @@ impl LeaseStore for SqliteLeaseStore {
     async fn release(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError> {
         let identity = identity.clone();
         let id = lease.clone();
-        self.run("release", move |tx, now| {
+        self.write("release", move |tx, now| {
             let row = load(tx, &identity)?;
             let lease = release(&row.lease, now, &id).map_err(|r| r.into_error(&identity))?;
             save(tx, &identity, &lease)?;
@@ -353,7 +582,7 @@ impl LeaseStore for SqliteLeaseStore {
     ) -> Result<LeaseId, LeaseError> {
         let identity = identity.clone();
         let (current, proposed) = (lease.clone(), proposed.clone());
-        self.run("change", move |tx, now| {
+        self.write("change", move |tx, now| {
             let row = load(tx, &identity)?;
             let lease = change(&row.lease, now, &current, &proposed)
                 .map_err(|r| r.into_error(&identity))?;
@@ -370,7 +599,7 @@ impl LeaseStore for SqliteLeaseStore {
     ) -> Result<Duration, LeaseError> {
         let period_ms = check_break_period(period).map_err(LeaseError::Invalid)?;
         let identity = identity.clone();
-        self.run("break", move |tx, now| {
+        self.write("break", move |tx, now| {
             let row = load(tx, &identity)?;
             let (lease, left_ms) =
                 break_lease(&row.lease, now, period_ms).map_err(|r| r.into_error(&identity))?;
@@ -391,11 +620,11 @@ impl LeaseStore for SqliteLeaseStore {
             .map_err(|e| LeaseError::Invalid(format!("cannot encode metadata: {e}")))?;
         let identity = identity.clone();
         let id = lease.clone();
-        self.run("write metadata", move |tx, now| {
+        self.write("write metadata", move |tx, now| {
             let row = load(tx, &identity)?;
             may_write_metadata(&row.lease, now, &id).map_err(|r| r.into_error(&identity))?;
             tx.execute(
-                "UPDATE leases SET metadata = ?2 WHERE identity = ?1",
+                "UPDATE lease_records SET metadata = ?2 WHERE identity = ?1",
                 params![identity.as_str(), json],
             )?;
             Ok(())
@@ -405,27 +634,19 @@ impl LeaseStore for SqliteLeaseStore {
 
     async fn read(&self, identity: &Name) -> Result<LeaseRecord, LeaseError> {
         let identity = identity.clone();
-        self.run("read", move |tx, now| {
+        self.read_only("read", move |tx, time| {
             let row = load(tx, &identity)?;
-            Ok(row.into_record(identity, now))
+            Ok(row.into_record(identity, time))
         })
         .await
     }
 
     async fn list(&self) -> Result<Vec<LeaseRecord>, LeaseError> {
-        self.run("list", move |tx, now| {
-            let mut stmt = tx.prepare(&format!("{SELECT_ROW} ORDER BY identity"))?;
-            let raws = stmt
-                .query_map([], RawRow::from_sql)?
-                .collect::<Result<Vec<_>, _>>()?;
-            raws.into_iter()
-                .map(|raw| {
-                    let identity = Name::new(raw.identity.as_str())
-                        .map_err(|e| raw.corrupt(format!("invalid name: {e}")))?;
-                    let row = raw.decode().map_err(|problem| raw.corrupt(problem))?;
-                    Ok(row.into_record(identity, now))
-                })
-                .collect()
+        self.read_only("list", move |tx, time| {
+            Ok(load_all(tx)?
+                .into_iter()
+                .map(|(identity, row)| row.into_record(identity, time))
+                .collect())
         })
         .await
     }
@@ -437,7 +658,14 @@ impl LeaseStore for SqliteLeaseStore {
 enum OpError {
     Sql(rusqlite::Error),
     Lease(LeaseError),
-    Corrupt { identity: String, problem: String },
+    Corrupt {
+        identity: String,
+        problem: String,
+    },
+    /// The store clock could not be read.
+    Clock(io::Error),
+    /// The file is damaged outside any one record.
+    Damaged(String),
 }
 
 impl From<rusqlite::Error> for OpError {
@@ -466,6 +694,22 @@ fn load(tx: &Transaction<'_>, identity: &Name) -> Result<Row, OpError> {
     raw.decode().map_err(|problem| raw.corrupt(problem))
 }
 
+/// Every row, decoded, sorted by identity.
+fn load_all(tx: &Transaction<'_>) -> Result<Vec<(Name, Row)>, OpError> {
+    let raws = tx
+        .prepare(&format!("{SELECT_ROW} ORDER BY identity"))?
+        .query_map([], RawRow::from_sql)?
+        .collect::<Result<Vec<_>, _>>()?;
+    raws.into_iter()
+        .map(|raw| {
+            let identity = Name::new(raw.identity.as_str())
+                .map_err(|e| raw.corrupt(format!("invalid name: {e}")))?;
+            let row = raw.decode().map_err(|problem| raw.corrupt(problem))?;
+            Ok((identity, row))
+        })
+        .collect()
+}
+
 /// Writes the lease columns (never the metadata, which only `write_metadata` changes).
 fn save(tx: &Transaction<'_>, identity: &Name, lease: &Lease) -> Result<(), OpError> {
     let (state, id, expires_at_ms, break_until_ms) = match &lease.phase {
@@ -479,7 +723,7 @@ fn save(tx: &Transaction<'_>, identity: &Name, lease: &Lease) -> Result<(), OpEr
         LeaseDuration::Infinite => INFINITE_SECS,
     });
     let updated = tx.execute(
-        "UPDATE leases SET lease_state = ?2, lease_id = ?3, duration_secs = ?4, \
+        "UPDATE lease_records SET lease_state = ?2, lease_id = ?3, duration_secs = ?4, \
          expires_at_ms = ?5, break_until_ms = ?6 WHERE identity = ?1",
         params![
             identity.as_str(),
@@ -606,13 +850,27 @@ struct Row {
     metadata: Metadata,
 }
 
+/// The store time inside one read-only transaction.
+#[derive(Debug, Clone, Copy)]
+struct TxTime {
+    /// Milliseconds on the store clock.
+    now: i64,
+    /// The file's instants belong to an earlier boot: every one is past ([`after_reboot`]).
+    earlier_boot: bool,
+}
+
 impl Row {
-    fn into_record(self, identity: Name, now: i64) -> LeaseRecord {
-        let state = effective(&self.lease.phase, now);
+    fn into_record(self, identity: Name, time: TxTime) -> LeaseRecord {
+        let lease = if time.earlier_boot {
+            after_reboot(&self.lease)
+        } else {
+            self.lease
+        };
+        let state = effective(&lease.phase, time.now);
         LeaseRecord {
             identity,
             state: state.state(),
-            duration: self.lease.duration,
+            duration: lease.duration,
             remaining: state.remaining_ms().map(ms_to_duration),
             metadata: self.metadata,
         }
@@ -715,6 +973,27 @@ fn effective(phase: &Phase, now: i64) -> Effective<'_> {
             remaining_ms: until_ms - now,
         },
         Phase::Breaking { id, .. } | Phase::Broken { id } => Effective::Broken { id },
+    }
+}
+
+/// The lease once the boot its instants were measured in is over, so that every instant is
+/// past: a fixed lease has expired (keeping its id, as any expired lease does) and a break
+/// has ended. An infinite lease has no instant and stays leased.
+fn after_reboot(lease: &Lease) -> Lease {
+    let phase = match &lease.phase {
+        Phase::Leased {
+            id,
+            expires_at_ms: Some(_),
+        } => Phase::Leased {
+            id: id.clone(),
+            expires_at_ms: Some(BOOT_START_MS),
+        },
+        Phase::Breaking { id, .. } => Phase::Broken { id: id.clone() },
+        other => other.clone(),
+    };
+    Lease {
+        phase,
+        duration: lease.duration,
     }
 }
 
@@ -1013,6 +1292,7 @@ fn sql_error(path: &Path, what: &str, e: rusqlite::Error) -> LeaseError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::ManualStoreClock;
 
     const T0: i64 = 1_700_000_000_000;
     const SEC: i64 = 1000;
@@ -1477,6 +1757,60 @@ mod tests {
         assert!(r.decode().is_err());
     }
 
+    #[test]
+    fn after_a_reboot_every_instant_is_past() {
+        let expired = after_reboot(&leased());
+        assert_eq!(
+            expired,
+            Lease {
+                phase: Phase::Leased {
+                    id: id(1),
+                    expires_at_ms: Some(BOOT_START_MS)
+                },
+                duration: Some(fixed(15))
+            }
+        );
+        // Past from the very first reading of the new boot on; the old id may still
+        // release it, as for any expired lease.
+        assert_eq!(
+            effective(&expired.phase, BOOT_START_MS),
+            Effective::Expired { id: &id(1) }
+        );
+        assert_eq!(
+            after_reboot(&breaking()),
+            Lease {
+                phase: Phase::Broken { id: id(1) },
+                duration: Some(fixed(60))
+            }
+        );
+        for unchanged in [available(), leased_infinite(), broken()] {
+            assert_eq!(after_reboot(&unchanged), unchanged);
+        }
+    }
+
+    #[test]
+    fn a_version_1_instant_keeps_its_time_left() {
+        let wall = T0; // version 1 instants: ms since the Unix epoch
+        let boot = 3_600 * SEC; // an hour after boot
+        assert_eq!(
+            rebase_wall_instant(wall + 12 * SEC, wall, boot),
+            boot + 12 * SEC
+        );
+        assert_eq!(rebase_wall_instant(wall, wall, boot), boot);
+        assert_eq!(
+            rebase_wall_instant(wall - 5 * SEC, wall, boot),
+            boot - 5 * SEC
+        );
+        // Long past: no earlier than the boot's origin, and still past.
+        assert_eq!(rebase_wall_instant(0, wall, boot), BOOT_START_MS);
+        assert_eq!(rebase_wall_instant(i64::MIN, wall, boot), BOOT_START_MS);
+        // Far future: no overflow.
+        assert_eq!(
+            rebase_wall_instant(i64::MAX, wall, boot),
+            i64::MAX - wall + boot
+        );
+    }
+
     // Store-level checks that need SQLite itself; the behaviour shared with every backend
     // is in the conformance suite (tests/src/lease_conformance.rs).
 
@@ -1484,7 +1818,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteLeaseStore::open_with_clock(
             &dir.path().join("leases.db"),
-            Arc::new(super::super::ManualStoreClock::new(T0 as u64)),
+            Arc::new(ManualStoreClock::new(T0 as u64)),
         )
         .unwrap();
         (dir, store)
@@ -1518,7 +1852,7 @@ mod tests {
         store.create_record(&name).await.unwrap();
         let other = Connection::open(dir.path().join("leases.db")).unwrap();
         other
-            .execute("UPDATE leases SET lease_state = 'leased'", [])
+            .execute("UPDATE lease_records SET lease_state = 'leased'", [])
             .unwrap();
         for err in [
             store
@@ -1534,6 +1868,193 @@ mod tests {
         }
     }
 
+    fn manual_store() -> (tempfile::TempDir, Arc<ManualStoreClock>, SqliteLeaseStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualStoreClock::new(T0 as u64));
+        let store = SqliteLeaseStore::open_with_clock(&dir.path().join("leases.db"), clock.clone())
+            .unwrap();
+        (dir, clock, store)
+    }
+
+    fn stored_boot(dir: &tempfile::TempDir) -> String {
+        Connection::open(dir.path().join("leases.db"))
+            .unwrap()
+            .query_row("SELECT boot_id FROM store_clock", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reboot_expires_every_fixed_lease_and_ends_every_break() {
+        let (dir, clock, store) = manual_store();
+        let [fixed_one, breaking_one, infinite_one, free_one] =
+            ["m0-v0", "m0-v1", "m0-v2", "m0-v3"].map(|n| Name::new(n).unwrap());
+        for n in [&fixed_one, &breaking_one, &infinite_one, &free_one] {
+            store.create_record(n).await.unwrap();
+        }
+        let a = store.acquire(&fixed_one, fixed(60), None).await.unwrap();
+        store.acquire(&breaking_one, fixed(60), None).await.unwrap();
+        store
+            .break_lease(&breaking_one, Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        store
+            .acquire(&infinite_one, LeaseDuration::Infinite, None)
+            .await
+            .unwrap();
+        assert_eq!(stored_boot(&dir), ManualStoreClock::FIRST_BOOT);
+
+        // A new boot whose clock reads less than the old boot's instants: without the
+        // boot id these leases would look live for most of an hour.
+        clock.reboot("manual-boot-2", 5 * SEC as u64);
+        let states = |records: Vec<LeaseRecord>| -> Vec<(String, LeaseState)> {
+            records
+                .into_iter()
+                .map(|r| (r.identity.to_string(), r.state))
+                .collect()
+        };
+        let expected = vec![
+            ("m0-v0".to_string(), LeaseState::Expired),
+            ("m0-v1".to_string(), LeaseState::Broken),
+            ("m0-v2".to_string(), LeaseState::Leased),
+            ("m0-v3".to_string(), LeaseState::Available),
+        ];
+        // Read-only transactions compute it, and write nothing.
+        assert_eq!(states(store.list().await.unwrap()), expected);
+        assert_eq!(store.read(&fixed_one).await.unwrap().remaining, None);
+        assert_eq!(stored_boot(&dir), ManualStoreClock::FIRST_BOOT);
+
+        // The first write rewrites every row and records the new boot.
+        store.create_record(&free_one).await.unwrap();
+        assert_eq!(stored_boot(&dir), "manual-boot-2");
+        assert_eq!(states(store.list().await.unwrap()), expected);
+        let raw: (Option<i64>, Option<i64>) = Connection::open(dir.path().join("leases.db"))
+            .unwrap()
+            .query_row(
+                "SELECT expires_at_ms, break_until_ms FROM lease_records WHERE identity = 'm0-v0'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(raw, (Some(BOOT_START_MS), None));
+
+        // From then on the new boot's clock counts: a new lease lasts its full duration.
+        let b = store.acquire(&fixed_one, fixed(15), None).await.unwrap();
+        assert_ne!(a, b);
+        clock.advance(Duration::from_secs(14));
+        assert_eq!(
+            store.read(&fixed_one).await.unwrap().remaining,
+            Some(Duration::from_secs(1))
+        );
+        assert!(matches!(
+            store.acquire(&fixed_one, fixed(15), None).await,
+            Err(LeaseError::HeldByOther { .. })
+        ));
+        store.acquire(&breaking_one, fixed(15), None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn operations_on_the_same_boot_leave_the_file_unchanged() {
+        let (dir, clock, store) = manual_store();
+        let n = Name::new("m0-v0").unwrap();
+        store.create_record(&n).await.unwrap();
+        let changes = |c: &Connection| -> i64 {
+            c.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        // data_version moves when another connection commits a change to the file.
+        let watcher = Connection::open(dir.path().join("leases.db")).unwrap();
+        let before = changes(&watcher);
+        clock.advance(Duration::from_secs(3600));
+        store.create_record(&n).await.unwrap();
+        store.read(&n).await.unwrap();
+        store.list().await.unwrap();
+        drop(SqliteLeaseStore::open_with_clock(
+            &dir.path().join("leases.db"),
+            clock.clone(),
+        ));
+        assert_eq!(changes(&watcher), before, "the file changed");
+        assert_eq!(stored_boot(&dir), ManualStoreClock::FIRST_BOOT);
+    }
+
+    /// Version 1's table, as that version created it.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE leases (
+            identity       TEXT PRIMARY KEY NOT NULL,
+            lease_state    TEXT NOT NULL
+                           CHECK (lease_state IN ('available', 'leased', 'breaking', 'broken')),
+            lease_id       TEXT,
+            duration_secs  INTEGER,
+            expires_at_ms  INTEGER,
+            break_until_ms INTEGER,
+            metadata       TEXT NOT NULL DEFAULT '{}'
+        ) STRICT;
+        PRAGMA user_version = 1;
+    ";
+
+    #[tokio::test]
+    async fn a_version_1_file_is_converted_in_place_keeping_each_leases_time_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA_V1).unwrap();
+        old.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let wall = wall_clock_millis();
+        let lid = id(1).to_string();
+        let insert =
+            |name: &str, state: &str, dur: Option<i64>, exp: Option<i64>, brk: Option<i64>| {
+                let lid = (state != "available").then_some(lid.as_str());
+                old.execute(
+                    "INSERT INTO leases VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{\"epoch\":\"3\"}')",
+                    params![name, state, lid, dur, exp, brk],
+                )
+                .unwrap();
+            };
+        insert("m0-v0", "leased", Some(60), Some(wall + 40 * SEC), None);
+        insert("m0-v1", "breaking", Some(60), None, Some(wall + 20 * SEC));
+        insert("m0-v2", "leased", Some(15), Some(wall - 5 * SEC), None);
+        insert("m0-v3", "leased", Some(-1), None, None);
+        insert("m0-v4", "available", None, None, None);
+
+        // A new build opens it, on a clock an hour into its boot.
+        let clock = Arc::new(ManualStoreClock::new(3_600 * SEC as u64));
+        let store = SqliteLeaseStore::open_with_clock(&path, clock.clone()).unwrap();
+        let records = store.list().await.unwrap();
+        let about = |left: Option<Duration>, secs: u64| {
+            // The wall clock moved on between writing the rows and the conversion.
+            left.is_some_and(|l| {
+                l <= Duration::from_secs(secs) && l > Duration::from_secs(secs - 2)
+            })
+        };
+        assert_eq!(records[0].state, LeaseState::Leased);
+        assert!(about(records[0].remaining, 40), "{:?}", records[0]);
+        assert_eq!(records[1].state, LeaseState::Breaking);
+        assert!(about(records[1].remaining, 20), "{:?}", records[1]);
+        assert_eq!(records[2].state, LeaseState::Expired);
+        assert_eq!(records[3].state, LeaseState::Leased);
+        assert_eq!(records[3].remaining, None);
+        assert_eq!(records[4].state, LeaseState::Available);
+        assert!(records.iter().all(|r| r.epoch() == 3), "metadata kept");
+        // The instants are on the new clock now, and run out on it.
+        clock.advance(Duration::from_secs(40));
+        assert_eq!(
+            store.read(&records[0].identity).await.unwrap().state,
+            LeaseState::Expired
+        );
+        let stored: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, SCHEMA_VERSION);
+        assert_eq!(stored_boot(&dir), ManualStoreClock::FIRST_BOOT);
+
+        // A process of the old version that had the file open fails from now on, rather
+        // than reading the new instants as wall-clock ones.
+        let err = old
+            .query_row("SELECT count(*) FROM leases", [], |r| r.get::<_, i64>(0))
+            .unwrap_err();
+        assert!(err.to_string().contains("no such table: leases"), "{err}");
+    }
+
     #[test]
     fn other_schema_versions_and_foreign_databases_are_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1541,10 +2062,10 @@ mod tests {
         drop(SqliteLeaseStore::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 2)
+            .pragma_update(None, "user_version", 3)
             .unwrap();
         let err = SqliteLeaseStore::open(&path).unwrap_err();
-        assert!(err.to_string().contains("schema version is 2"), "{err}");
+        assert!(err.to_string().contains("schema version is 3"), "{err}");
 
         let foreign = dir.path().join("other.db");
         Connection::open(&foreign)
