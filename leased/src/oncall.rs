@@ -29,7 +29,7 @@
 //! | `holder`          | string or null | `leased`, `breaking`: `NODE (pid PID)`; `expired`: `NODE (pid PID, stale)`. NODE is `holder_node`, else `holder_host`. Null in the other states, or when the holder wrote neither |
 //! | `epoch`           | integer or null| the generation counter the last holder wrote; null before the first acquire |
 //! | `held_for_secs`   | integer or null| `leased` only: whole seconds since `acquired_at`, on this host's clock (0 if that is in the future) |
-//! | `expires_in_secs` | integer or null| `leased`: seconds left on the lease, rounded up, null for an infinite lease; `breaking`: seconds until it is broken; null otherwise |
+//! | `expires_in_secs` | integer or null| `leased`: seconds left on the lease, rounded up, null for an infinite lease; `breaking`: seconds until it is broken; null otherwise, and whenever the store does not report it (a `blob:` store never does) |
 //!
 //! The holder columns are what the holder wrote just *after* acquiring: for a moment after
 //! a take-over, and for a lease taken by a tool that writes no metadata, they still name the
@@ -53,7 +53,8 @@ use serde::Serialize;
 
 use shared::azure::{AzureOptions, CredentialKind};
 use shared::lease::{
-    meta, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason, MAX_BREAK_PERIOD,
+    meta, LeaseDuration, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason,
+    MAX_BREAK_PERIOD, MAX_LEASE, MIN_LEASE,
 };
 use shared::spec::LeaseStoreSpec;
 use shared::Name;
@@ -89,7 +90,9 @@ state, holder (node and pid), epoch, how long it has been held and when the leas
 Run it from any host that can open the lease store; it only reads. States: leased (held),
 available (nobody holds it), expired (the holder stopped renewing; any standby may take it),
 breaking (an operator broke it; locked until EXPIRES-IN runs out), broken (anyone may take
-it). EXPIRED, BREAKING and BROKEN are shown in capitals, with a note under the table.",
+it). EXPIRED, BREAKING and BROKEN are shown in capitals, with a note under the table.
+EXPIRES-IN shows <=15s (a bound: the holder's lease duration) where the store does not
+report the time left, as a blob: store never does.",
     after_long_help = EXIT_STATUS_HELP
 )]
 pub struct StatusArgs {
@@ -165,6 +168,84 @@ pub struct StatusRow {
     pub epoch: Option<u64>,
     pub held_for_secs: Option<u64>,
     pub expires_in_secs: Option<u64>,
+    /// `leased`, `breaking`: how long its holder may still sign at most (not in the JSON).
+    #[serde(skip)]
+    pub sign_bound: Option<SignBound>,
+}
+
+/// At most how long the holder of a lease may still sign, as far as its record tells.
+///
+/// A holder's guard stops its client by its fence deadline F = t_ok + D − M, before the
+/// store's lease ends at t_ok + D; so the time left on the lease bounds the time to F, and
+/// the lease duration D bounds the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignBound {
+    /// Whole seconds from when the record was read, rounded up.
+    pub secs: u64,
+    pub basis: BoundBasis,
+}
+
+/// Where a [`SignBound`] comes from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundBasis {
+    /// The time left on the lease (or on the running break) as the store reports it.
+    Remaining,
+    /// The lease duration the store reports.
+    Duration,
+    /// The lease duration the holder's daemon wrote under `lease_secs` (Azure reports
+    /// neither the time left on a fixed lease nor its duration).
+    LeaseSecs,
+    /// Nothing says: the longest lease Azure grants.
+    AzureMax,
+}
+
+impl BoundBasis {
+    /// What the bound is, in a few words: `at most 15s (…)`.
+    fn short(self) -> &'static str {
+        match self {
+            Self::Remaining => "the time left",
+            Self::Duration => "the lease duration",
+            Self::LeaseSecs => "the lease duration its daemon wrote",
+            Self::AzureMax => "Azure's longest lease",
+        }
+    }
+}
+
+/// How long the holder of `record` may still sign at most; `None` when nobody holds it
+/// (available, expired, broken) and for an infinite lease, which only a tool takes and
+/// which breaks at once.
+///
+/// The time left, when the store reports it; otherwise the lease duration D, the larger of
+/// the store's and the `lease_secs` the holder wrote (metadata can lag a take-over by a
+/// moment, and a value outside Azure's 15–60 s is ignored); otherwise 60 s.
+pub fn sign_bound(record: &LeaseRecord) -> Option<SignBound> {
+    let bound = |secs, basis| Some(SignBound { secs, basis });
+    if !matches!(record.state, LeaseState::Leased | LeaseState::Breaking) {
+        return None;
+    }
+    if let Some(left) = record.remaining {
+        return bound(ceil_secs(left), BoundBasis::Remaining);
+    }
+    let stored = match record.duration {
+        Some(LeaseDuration::Infinite) if record.state == LeaseState::Leased => return None,
+        // A break of an infinite lease runs at most the longest break period.
+        Some(LeaseDuration::Infinite) => {
+            return bound(MAX_BREAK_PERIOD.as_secs(), BoundBasis::AzureMax)
+        }
+        Some(LeaseDuration::Fixed(d)) => Some(ceil_secs(d)),
+        None => None,
+    };
+    let written = record
+        .metadata
+        .get(meta::LEASE_SECS)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (MIN_LEASE.as_secs()..=MAX_LEASE.as_secs()).contains(s));
+    match (stored, written) {
+        (Some(d), Some(w)) if w > d => bound(w, BoundBasis::LeaseSecs),
+        (Some(d), _) => bound(d, BoundBasis::Duration),
+        (None, Some(w)) => bound(w, BoundBasis::LeaseSecs),
+        (None, None) => bound(MAX_LEASE.as_secs(), BoundBasis::AzureMax),
+    }
 }
 
 fn state_name<S: serde::Serializer>(state: &LeaseState, s: S) -> Result<S::Ok, S::Error> {
@@ -217,6 +298,7 @@ pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
         epoch: number(meta::EPOCH),
         held_for_secs,
         expires_in_secs,
+        sign_bound: sign_bound(record),
     }
 }
 
@@ -291,11 +373,7 @@ fn cells(row: &StatusRow) -> [String; 7] {
         }
         (None, _) => dash(),
     };
-    let expires = match (row.expires_in_secs, row.state) {
-        (Some(s), _) => human_secs(s),
-        (None, LeaseState::Leased) => "never".to_owned(),
-        (None, _) => dash(),
-    };
+    let expires = expires_cell(row);
     [
         printable(&row.identity),
         row.address.as_deref().map_or_else(dash, printable),
@@ -305,6 +383,17 @@ fn cells(row: &StatusRow) -> [String; 7] {
         row.held_for_secs.map_or_else(dash, human_secs),
         expires,
     ]
+}
+
+/// EXPIRES-IN: the time left; `<=15s` when the store does not say (a blob: store never
+/// does) but the lease duration bounds it; `never` for an infinite lease.
+fn expires_cell(row: &StatusRow) -> String {
+    match (row.expires_in_secs, row.sign_bound, row.state) {
+        (Some(s), _, _) => human_secs(s),
+        (None, Some(b), _) => format!("<={}", human_secs(b.secs)),
+        (None, None, LeaseState::Leased) => "never".to_owned(),
+        (None, None, _) => "-".to_owned(),
+    }
 }
 
 /// The aligned table alone: a header line and one line per row.
@@ -382,7 +471,7 @@ fn notes(rows: &[StatusRow]) -> Vec<String> {
                 )),
                 LeaseState::Breaking => Some(format!(
                     "! {id} BREAKING: {who} lost the lease and is fencing; acquirable in {}.",
-                    r.expires_in_secs.map_or_else(|| "?".to_owned(), human_secs)
+                    expires_cell(r)
                 )),
                 LeaseState::Broken => Some(format!(
                     "! {id} BROKEN: acquirable now; no daemon has taken it yet."
@@ -589,15 +678,22 @@ pub fn explain_break(row: &StatusRow, period: Option<Duration>) -> String {
             &format!(
                 "A break is already running: acquirable in {}. Another break can only \
                  shorten it (--period).",
-                row.expires_in_secs
-                    .map_or_else(|| "?".to_owned(), human_secs)
+                expires_cell(row)
             ),
         ),
         LeaseState::Leased => {
-            let rest = match row.expires_in_secs {
-                Some(s) => format!("the rest of the current lease, {}", human_secs(s)),
-                None => "none: an infinite lease (a tool's, never the daemon's) breaks at once"
-                    .to_owned(),
+            let rest = match (row.expires_in_secs, row.sign_bound) {
+                (Some(s), _) => format!("the rest of the current lease, {}", human_secs(s)),
+                (None, Some(b)) => format!(
+                    "the rest of the current lease, which the store does not report: at \
+                     most {} ({})",
+                    human_secs(b.secs),
+                    b.basis.short()
+                ),
+                (None, None) => {
+                    "none: an infinite lease (a tool's, never the daemon's) breaks at once"
+                        .to_owned()
+                }
             };
             out.push_str("What breaking does:\n");
             for (n, step) in [
@@ -1009,6 +1105,11 @@ mod tests {
             epoch,
             held_for_secs,
             expires_in_secs,
+            // As on sqlite: the store reports the time left on every live lease.
+            sign_bound: expires_in_secs.map(|secs| SignBound {
+                secs,
+                basis: BoundBasis::Remaining,
+            }),
         }
     }
 
@@ -1092,6 +1193,108 @@ mod tests {
             "blank node falls back to host"
         );
         assert_eq!(r.epoch, None, "an unreadable epoch is unknown, not 0");
+    }
+
+    /// A record as a `blob:` store reads it: no time left, no duration for a fixed lease.
+    fn blob_record(state: LeaseState, metadata: &[(&str, &str)]) -> LeaseRecord {
+        LeaseRecord {
+            identity: name("m0-v1"),
+            state,
+            duration: None,
+            remaining: None,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_holders_bound_is_the_time_left_else_the_lease_duration_else_60s() {
+        use BoundBasis::*;
+        let bound = |r: &LeaseRecord| sign_bound(r).map(|b| (b.secs, b.basis));
+        let leased = |md: &[(&str, &str)]| blob_record(LeaseState::Leased, md);
+
+        let mut sqlite = leased(&[(meta::LEASE_SECS, "60")]);
+        sqlite.duration = Some(fixed(15));
+        sqlite.remaining = Some(std::time::Duration::from_millis(4_001));
+        assert_eq!(bound(&sqlite), Some((5, Remaining)), "the store knows best");
+
+        assert_eq!(
+            bound(&leased(&[(meta::LEASE_SECS, "20")])),
+            Some((20, LeaseSecs))
+        );
+        assert_eq!(
+            bound(&leased(&[(meta::LEASE_SECS, " 45 ")])),
+            Some((45, LeaseSecs))
+        );
+        for junk in ["", "5", "14", "61", "3600", "-15", "15.5", "fifteen"] {
+            assert_eq!(
+                bound(&leased(&[(meta::LEASE_SECS, junk)])),
+                Some((60, AzureMax)),
+                "lease_secs {junk:?} is not a lease duration"
+            );
+        }
+        assert_eq!(bound(&leased(&[])), Some((60, AzureMax)));
+
+        let mut stored = leased(&[(meta::LEASE_SECS, "20")]);
+        stored.duration = Some(fixed(30));
+        assert_eq!(bound(&stored), Some((30, Duration)));
+        stored.duration = Some(fixed(15));
+        assert_eq!(
+            bound(&stored),
+            Some((20, LeaseSecs)),
+            "the longer of the two, whichever is stale"
+        );
+
+        let mut breaking = blob_record(LeaseState::Breaking, &[(meta::LEASE_SECS, "15")]);
+        assert_eq!(bound(&breaking), Some((15, LeaseSecs)));
+        breaking.duration = Some(LeaseDuration::Infinite);
+        assert_eq!(
+            bound(&breaking),
+            Some((60, AzureMax)),
+            "a break lasts 60 s at most"
+        );
+
+        let mut infinite = leased(&[(meta::LEASE_SECS, "15")]);
+        infinite.duration = Some(LeaseDuration::Infinite);
+        assert_eq!(bound(&infinite), None, "a tool's lease: it breaks at once");
+        for state in [
+            LeaseState::Available,
+            LeaseState::Expired,
+            LeaseState::Broken,
+        ] {
+            assert_eq!(
+                bound(&blob_record(state, &[(meta::LEASE_SECS, "15")])),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn without_the_time_left_the_table_shows_its_bound_never_never() {
+        let node = node("vm-1", "4242");
+        let mut md = pairs(&node);
+        md.push((meta::LEASE_SECS, "15"));
+        let blob = status_row(&blob_record(LeaseState::Leased, &md), T0);
+        assert_eq!(blob.expires_in_secs, None);
+        let text = render_table(std::slice::from_ref(&blob));
+        assert!(text.lines().nth(1).unwrap().ends_with("<=15s"), "{text}");
+        let text = flat(&explain_break(&blob, None));
+        assert!(
+            text.contains(
+                "Without --period the period is the rest of the current lease, which the \
+                 store does not report: at most 15s (the lease duration its daemon wrote)."
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("infinite"), "{text}");
+
+        let mut breaking = blob_record(LeaseState::Breaking, &md);
+        breaking.metadata.remove(meta::LEASE_SECS);
+        let text = render_table(&[status_row(&breaking, T0)]);
+        assert!(text.contains("BREAKING  vm-1 (pid 4242)"), "{text}");
+        assert!(text.ends_with("acquirable in <=1m00s.\n"), "{text}");
     }
 
     #[tokio::test]
