@@ -33,6 +33,9 @@
 //! | `epoch`           | integer or null| the generation counter the last holder wrote; null before the first acquire |
 //! | `held_for_secs`   | integer or null| `leased` only: whole seconds since `acquired_at`, on this host's clock (0 if that is in the future) |
 //! | `expires_in_secs` | integer or null| `leased`: seconds left on the lease, rounded up, null for an infinite lease; `breaking`: seconds until it is broken; null otherwise, and whenever the store does not report it (a `blob:` store never does) |
+//! | `last_fence`      | string or null | why the last daemon to give the identity up did so, as it wrote it under its lease just before releasing: `hand_off_failed`, `crash_loop`, `deadline_missed`, `lease_lost`, or `shutdown` (a normal stop); null when none did since the last holder's metadata was written, which replaces it |
+//! | `last_fence_detail` | string or null | that daemon's one-line detail, e.g. `cannot start the client …` |
+//! | `last_fence_by`   | string or null | that daemon, `NODE (pid PID)` as in `holder`; null without `last_fence` |
 //!
 //! The holder columns are what the holder wrote just *after* acquiring: for a moment after
 //! a take-over, and for a lease taken by a tool that writes no metadata, they still name the
@@ -95,6 +98,9 @@ Run it from any host that can open the lease store; it only reads. States: lease
 available (nobody holds it), expired (the holder stopped renewing; any standby may take it),
 breaking (an operator broke it; locked until EXPIRES-IN runs out), broken (anyone may take
 it). EXPIRED, BREAKING and BROKEN are shown in capitals, with a note under the table.
+A note also names a daemon that gave an identity up (its hand-off failed, its client kept
+crashing, it missed its fence deadline or lost the lease) with the reason it wrote; a
+daemon that was stopped is not noted.
 EXPIRES-IN shows <=15s (a bound: the holder's lease duration) where the store does not
 report the time left, as a blob: store never does.",
     after_long_help = EXIT_STATUS_HELP
@@ -106,8 +112,8 @@ pub struct StatusArgs {
     #[arg(long, value_name = "SPEC")]
     pub leases: String,
     /// Print a JSON array instead of the table, one object per identity with the fields
-    /// identity, address, state, holder, epoch, held_for_secs and expires_in_secs (null
-    /// when unknown or not applicable).
+    /// identity, address, state, holder, epoch, held_for_secs, expires_in_secs, last_fence,
+    /// last_fence_detail and last_fence_by (null when unknown or not applicable).
     #[arg(long)]
     pub json: bool,
     /// How to authenticate to a blob: store: managed-identity (the default, on a VM) or
@@ -185,6 +191,9 @@ pub struct StatusRow {
     pub epoch: Option<u64>,
     pub held_for_secs: Option<u64>,
     pub expires_in_secs: Option<u64>,
+    pub last_fence: Option<String>,
+    pub last_fence_detail: Option<String>,
+    pub last_fence_by: Option<String>,
     /// `leased`, `breaking`: how long its holder may still sign at most (not in the JSON).
     #[serde(skip)]
     pub sign_bound: Option<SignBound>,
@@ -347,6 +356,11 @@ pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
     let state = record.state;
     let node = text(meta::HOLDER_NODE).or_else(|| text(meta::HOLDER_HOST));
     let pid = number(meta::HOLDER_PID);
+    let last_fence = text(meta::LAST_FENCE);
+    // Written in one piece with the holder keys, so they name the daemon that gave it up.
+    let last_fence_by = last_fence
+        .as_ref()
+        .and_then(|_| holder_label(node.clone(), pid, false));
     let holder = match state {
         LeaseState::Leased | LeaseState::Breaking => holder_label(node, pid, false),
         LeaseState::Expired => holder_label(node, pid, true),
@@ -368,6 +382,9 @@ pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
         epoch: number(meta::EPOCH),
         held_for_secs,
         expires_in_secs,
+        last_fence,
+        last_fence_detail: text(meta::LAST_FENCE_DETAIL),
+        last_fence_by,
         sign_bound: sign_bound(record),
     }
 }
@@ -527,33 +544,67 @@ fn summary(rows: &[StatusRow]) -> String {
     )
 }
 
-/// One line per row that needs attention, saying what it means and what happens next.
+/// A fence reason that is no news: the daemon was told to stop.
+const NORMAL_STOP: &str = "shutdown";
+/// Characters of a daemon's fence detail the table shows; the JSON has all of it.
+const DETAIL_CHARS: usize = 200;
+
+/// `! m0-v0: vm-1 (pid 4242) gave it up: hand_off_failed: cannot start the client …`, for a
+/// row whose last daemon gave it up for any reason but a normal stop.
+fn fence_note(r: &StatusRow) -> Option<String> {
+    let reason = r.last_fence.as_deref().filter(|f| *f != NORMAL_STOP)?;
+    let who = r
+        .last_fence_by
+        .as_deref()
+        .map_or_else(|| "its last holder".to_owned(), printable);
+    let mut note = format!(
+        "! {}: {who} gave it up: {}",
+        printable(&r.identity),
+        printable(reason)
+    );
+    match r.last_fence_detail.as_deref() {
+        Some(detail) if detail.chars().count() > DETAIL_CHARS => {
+            let cut: String = detail.chars().take(DETAIL_CHARS).collect();
+            note.push_str(&format!(": {}...", printable(cut.trim_end())));
+        }
+        Some(detail) => note.push_str(&format!(": {}", printable(detail))),
+        None => note.push('.'),
+    }
+    Some(note)
+}
+
+/// A note per row that needs attention, saying what it means and what happens next.
 fn notes(rows: &[StatusRow]) -> Vec<String> {
     rows.iter()
-        .filter_map(|r| {
-            let id = printable(&r.identity);
-            let holder = r.holder.as_deref().map(printable);
-            let who = holder.as_deref().unwrap_or("its holder");
-            match r.state {
-                LeaseState::Expired => Some(format!(
-                    "! {id} EXPIRED: {who} stopped renewing; a standby may take it now \
-                     (if none does, none is running)."
-                )),
-                LeaseState::Breaking => Some(format!(
-                    "! {id} BREAKING: {who} lost the lease and is fencing; acquirable in {}.",
-                    expires_cell(r)
-                )),
-                LeaseState::Broken => Some(format!(
-                    "! {id} BROKEN: acquirable now; no daemon has taken it yet."
-                )),
-                LeaseState::Available | LeaseState::Leased => None,
-            }
-        })
+        .flat_map(|r| [state_note(r), fence_note(r)])
+        .flatten()
         .collect()
 }
 
+/// What an attention state means and what happens next.
+fn state_note(r: &StatusRow) -> Option<String> {
+    let id = printable(&r.identity);
+    let holder = r.holder.as_deref().map(printable);
+    let who = holder.as_deref().unwrap_or("its holder");
+    match r.state {
+        LeaseState::Expired => Some(format!(
+            "! {id} EXPIRED: {who} stopped renewing; a standby may take it now (if none \
+             does, none is running)."
+        )),
+        LeaseState::Breaking => Some(format!(
+            "! {id} BREAKING: {who} lost the lease and is fencing; acquirable in {}.",
+            expires_cell(r)
+        )),
+        LeaseState::Broken => Some(format!(
+            "! {id} BROKEN: acquirable now; no daemon has taken it yet."
+        )),
+        LeaseState::Available | LeaseState::Leased => None,
+    }
+}
+
 /// The text of `leased status`: the table, a summary line, and a note per row in an
-/// attention state. Every line ends with a newline.
+/// attention state or given up by its daemon, wrapped to 80 columns. Every line ends with
+/// a newline.
 pub fn render_table(rows: &[StatusRow]) -> String {
     let mut out = String::new();
     if !rows.is_empty() {
@@ -563,8 +614,7 @@ pub fn render_table(rows: &[StatusRow]) -> String {
     out.push_str(&summary(rows));
     out.push('\n');
     for note in notes(rows) {
-        out.push_str(&note);
-        out.push('\n');
+        out.push_str(&wrap(&note, "  "));
     }
     out
 }
@@ -1377,6 +1427,9 @@ mod tests {
             epoch,
             held_for_secs,
             expires_in_secs,
+            last_fence: None,
+            last_fence_detail: None,
+            last_fence_by: None,
             // As on sqlite: the store reports the time left on every live lease.
             sign_bound: expires_in_secs.map(|secs| SignBound {
                 secs,
@@ -1566,7 +1619,7 @@ mod tests {
         breaking.metadata.remove(meta::LEASE_SECS);
         let text = render_table(&[status_row(&breaking, T0)]);
         assert!(text.contains("BREAKING  vm-1 (pid 4242)"), "{text}");
-        assert!(text.ends_with("acquirable in <=1m00s.\n"), "{text}");
+        assert!(flat(&text).ends_with("acquirable in <=1m00s."), "{text}");
     }
 
     #[tokio::test]
@@ -1583,6 +1636,9 @@ mod tests {
             "held_for_secs",
             "holder",
             "identity",
+            "last_fence",
+            "last_fence_by",
+            "last_fence_detail",
             "state",
         ];
         for object in array {
@@ -1604,6 +1660,9 @@ mod tests {
                 "epoch": 3,
                 "held_for_secs": 10,
                 "expires_in_secs": 5,
+                "last_fence": null,
+                "last_fence_detail": null,
+                "last_fence_by": null,
             })
         );
         assert_eq!(
@@ -1616,6 +1675,9 @@ mod tests {
                 "epoch": null,
                 "held_for_secs": null,
                 "expires_in_secs": null,
+                "last_fence": null,
+                "last_fence_detail": null,
+                "last_fence_by": null,
             })
         );
         assert_eq!(array[2]["state"], "expired");
@@ -1663,10 +1725,147 @@ mod tests {
             lines[9],
             "7 identities: 2 held, 1 breaking, 1 expired, 1 broken, 2 available"
         );
-        assert!(lines[10].starts_with("! m0-v2 EXPIRED: vm-2 (pid 77, stale)"));
-        assert!(lines[11].starts_with("! m0-v3 BROKEN"));
-        assert!(lines[12].starts_with("! m0-v4 BREAKING") && lines[12].ends_with("in 2s."));
-        assert_eq!(lines.len(), 13, "{text}");
+        // Notes are wrapped to 80 columns, continuations indented.
+        assert_eq!(
+            lines[10..],
+            [
+                "! m0-v2 EXPIRED: vm-2 (pid 77, stale) stopped renewing; a standby may take it",
+                "  now (if none does, none is running).",
+                "! m0-v3 BROKEN: acquirable now; no daemon has taken it yet.",
+                "! m0-v4 BREAKING: vm-4 (pid 9) lost the lease and is fencing; acquirable in 2s.",
+            ],
+            "{text}"
+        );
+    }
+
+    impl Fixture {
+        /// What a daemon does when it gives `id` up: acquires it (as `holder`), writes its
+        /// holder keys with `last_fence` and its detail, and releases it.
+        async fn given_up(&self, id: &str, holder: &[(&str, &str)], fence: &[(&str, &str)]) {
+            let mut md = holder.to_vec();
+            md.extend_from_slice(fence);
+            let lease = self.hold(id, fixed(15), &md, 1, ADDR[0]).await;
+            self.store.release(&name(id), &lease).await.unwrap();
+        }
+    }
+
+    const NO_CLIENT: &str =
+        "cannot start the client /nonexistent/client: No such file or directory (os error 2)";
+
+    /// m0-v0 given up (hand-off failed), m0-v1 stopped, m0-v2 given up (crash loop), m0-v3 given up with a long one, m0-v4 given up and taken by a healthy node,
+    /// m0-v5 given up by a writer that named no holder.
+    async fn given_up() -> Fixture {
+        let f = Fixture::new();
+        let (vm1, vm2, vm3) = (node("vm-1", "4242"), node("vm-2", "77"), node("vm-3", "31"));
+        let fence = |reason, detail| {
+            vec![
+                (meta::LAST_FENCE, reason),
+                (meta::LAST_FENCE_DETAIL, detail),
+            ]
+        };
+        f.given_up("m0-v0", &pairs(&vm1), &fence("hand_off_failed", NO_CLIENT))
+            .await;
+        f.given_up("m0-v1", &pairs(&vm2), &fence("shutdown", "SIGTERM"))
+            .await;
+        f.given_up(
+            "m0-v2",
+            &pairs(&vm3),
+            &fence("crash_loop", "the client exited 5 times within 60 s"),
+        )
+        .await;
+        let long = format!("key unreadable: {}", "x ".repeat(150));
+        f.given_up("m0-v3", &pairs(&vm1), &fence("deadline_missed", &long))
+            .await;
+        f.given_up("m0-v4", &pairs(&vm1), &fence("hand_off_failed", NO_CLIENT))
+            .await;
+        f.hold("m0-v4", fixed(15), &pairs(&vm2), 2, ADDR[0]).await;
+        f.given_up("m0-v5", &[], &[(meta::LAST_FENCE, "lease_lost")])
+            .await;
+        f
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_gave_an_identity_up_is_named_with_its_reason() {
+        let f = given_up().await;
+        let rows = status(&f.store, f.now()).await.unwrap();
+        let fence = |r: &StatusRow| {
+            (
+                r.last_fence.clone(),
+                r.last_fence_detail.clone(),
+                r.last_fence_by.clone(),
+            )
+        };
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            fence(&rows[0]),
+            (
+                some("hand_off_failed"),
+                some(NO_CLIENT),
+                some("vm-1 (pid 4242)")
+            )
+        );
+        assert_eq!(rows[0].state, LeaseState::Available);
+        assert_eq!(rows[0].holder, None, "nobody holds it");
+        assert_eq!(
+            fence(&rows[1]),
+            (some("shutdown"), some("SIGTERM"), some("vm-2 (pid 77)"))
+        );
+        assert_eq!(
+            fence(&rows[4]),
+            (None, None, None),
+            "the next holder's metadata replaces it"
+        );
+        assert_eq!(rows[4].holder.as_deref(), Some("vm-2 (pid 77)"));
+        assert_eq!(fence(&rows[5]), (some("lease_lost"), None, None));
+
+        let text = render_table(&rows);
+        let notes: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("6 identities"))
+            .skip(1)
+            .collect();
+        assert!(notes.iter().all(|l| l.chars().count() <= WRAP), "{text}");
+        let notes = notes.join("\n");
+        assert!(
+            notes.starts_with(
+                "! m0-v0: vm-1 (pid 4242) gave it up: hand_off_failed: cannot start the client\n  \
+                 /nonexistent/client: No such file or directory (os error 2)\n"
+            ),
+            "{text}"
+        );
+        assert!(!notes.contains("m0-v1"), "a stop is no news: {text}");
+        assert!(
+            flat(&notes).contains(
+                "! m0-v2: vm-3 (pid 31) gave it up: crash_loop: the client exited 5 times \
+                 within 60 s"
+            ),
+            "{text}"
+        );
+        assert!(
+            flat(&notes).contains(&format!(
+                "! m0-v3: vm-1 (pid 4242) gave it up: deadline_missed: key unreadable: {}x...",
+                "x ".repeat(91)
+            )),
+            "the detail is cut to 200 characters: {text}"
+        );
+        assert!(!notes.contains("m0-v4"), "{text}");
+        assert!(
+            notes.ends_with("! m0-v5: its last holder gave it up: lease_lost."),
+            "{text}"
+        );
+
+        let json: serde_json::Value = serde_json::from_str(&render_json(&rows)).unwrap();
+        assert_eq!(json[0]["last_fence"], "hand_off_failed");
+        assert_eq!(json[0]["last_fence_detail"], NO_CLIENT);
+        assert_eq!(json[0]["last_fence_by"], "vm-1 (pid 4242)");
+        assert_eq!(
+            json[1]["last_fence"], "shutdown",
+            "the JSON has every reason"
+        );
+        assert_eq!(json[2]["last_fence"], "crash_loop");
+        assert!(json[3]["last_fence_detail"].as_str().unwrap().len() > 300);
+        assert!(json[4]["last_fence"].is_null() && json[4]["last_fence_by"].is_null());
+        assert!(json[5]["last_fence_by"].is_null() && json[5]["last_fence_detail"].is_null());
     }
 
     #[test]
@@ -1708,6 +1907,22 @@ mod tests {
         let text = render_table(std::slice::from_ref(&evil)) + &explain_break(&evil, None);
         assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'));
         assert!(text.contains("vm?[31m-1??"), "{text}");
+
+        // The stores take only printable ASCII metadata; whoever else wrote this is not
+        // obeyed either.
+        let mut given_up = evil;
+        given_up.state = LeaseState::Available;
+        given_up.last_fence = Some("crash_loop\u{1b}[2J".into());
+        given_up.last_fence_detail = Some("client exited\r\n5 times\u{7}".into());
+        given_up.last_fence_by = given_up.holder.take();
+        let text = render_table(&[given_up]);
+        assert!(!text.contains(['\u{1b}', '\r', '\u{7}']), "{text}");
+        assert!(
+            flat(&text).contains(
+                "! m0-v0: vm?[31m-1?? gave it up: crash_loop?[2J: client exited??5 times?"
+            ),
+            "{text}"
+        );
     }
 
     /// Runs `leased break ID --leases SPEC [--yes] [--period P] [--force-overlap]` on `store`;
@@ -2439,5 +2654,6 @@ mod tests {
         }
         let help = parse(&["status", "--help"]).unwrap_err().to_string();
         assert!(help.contains("held_for_secs") && help.contains("Exit status"));
+        assert!(help.contains("last_fence_detail") && help.contains("gave an identity up"));
     }
 }
