@@ -165,7 +165,8 @@ pub struct BreakArgs {
     pub yes: bool,
     /// Seconds (0-60) the lease stays locked before a standby may acquire it. Default: the
     /// rest of the current lease, the only safe choice while the holder's VM may still be
-    /// running. A shorter period is refused unless --force-overlap is given.
+    /// running. A period shorter than the time the holder may still sign is refused unless
+    /// --force-overlap is given.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=60))]
     pub period: Option<u64>,
     /// Break with a --period shorter than the time the holder may still sign, although a
