@@ -15,7 +15,10 @@
 //! - acquire, renew, change or release a lease: those belong to the daemon;
 //! - create a lease store: opening `sqlite:PATH` creates the file, so a mistyped path is
 //!   refused here before it can become an empty store;
-//! - break without `--yes`.
+//! - break without `--yes`;
+//! - let a standby acquire while the holder may still sign, unless `--force-overlap` says
+//!   so in as many words: a `--period` shorter than the holder's time left is refused, and
+//!   a period it accepts is never sent to the store (see [`break_on`]).
 //!
 //! # `leased status --json`
 //!
@@ -29,7 +32,10 @@
 //! | `holder`          | string or null | `leased`, `breaking`: `NODE (pid PID)`; `expired`: `NODE (pid PID, stale)`. NODE is `holder_node`, else `holder_host`. Null in the other states, or when the holder wrote neither |
 //! | `epoch`           | integer or null| the generation counter the last holder wrote; null before the first acquire |
 //! | `held_for_secs`   | integer or null| `leased` only: whole seconds since `acquired_at`, on this host's clock (0 if that is in the future) |
-//! | `expires_in_secs` | integer or null| `leased`: seconds left on the lease, rounded up, null for an infinite lease; `breaking`: seconds until it is broken; null otherwise |
+//! | `expires_in_secs` | integer or null| `leased`: seconds left on the lease, rounded up, null for an infinite lease; `breaking`: seconds until it is broken; null otherwise, and whenever the store does not report it (a `blob:` store never does) |
+//! | `last_fence`      | string or null | why the last daemon to give the identity up did so, as it wrote it under its lease just before releasing: `hand_off_failed`, `crash_loop`, `deadline_missed`, `lease_lost`, or `shutdown` (a normal stop); null when none did since the last holder's metadata was written, which replaces it |
+//! | `last_fence_detail` | string or null | that daemon's one-line detail, e.g. `cannot start the client …` |
+//! | `last_fence_by`   | string or null | that daemon, `NODE (pid PID)` as in `holder`; null without `last_fence` |
 //!
 //! The holder columns are what the holder wrote just *after* acquiring: for a moment after
 //! a take-over, and for a lease taken by a tool that writes no metadata, they still name the
@@ -37,11 +43,11 @@
 //!
 //! # Exit status (sysexits)
 //!
-//! 0 done; 64 bad arguments, or `break` without `--yes`; 66 no lease record for that
-//! identity, or no lease store file at that path; 69 the store cannot serve (damaged file,
-//! permissions, backend not built); 70 the store answered something unexpected; 71 the
-//! runtime could not start; 74 stdout could not be written; 75 the store stayed busy, try
-//! again.
+//! 0 done; 64 bad arguments, `break` without `--yes`, or a `break --period` that could let
+//! two VMs sign without `--force-overlap`; 66 no lease record for that identity, or no
+//! lease store file at that path; 69 the store cannot serve (damaged file, permissions,
+//! backend not built); 70 the store answered something unexpected; 71 the runtime could
+//! not start; 74 stdout could not be written; 75 the store stayed busy, try again.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -53,7 +59,8 @@ use serde::Serialize;
 
 use shared::azure::{AzureOptions, CredentialKind};
 use shared::lease::{
-    meta, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason, MAX_BREAK_PERIOD,
+    meta, LeaseDuration, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason,
+    MAX_BREAK_PERIOD, MAX_LEASE, MIN_LEASE,
 };
 use shared::spec::LeaseStoreSpec;
 use shared::Name;
@@ -74,9 +81,10 @@ pub const EXIT_IO_ERR: u8 = 74;
 pub const EXIT_TEMP_FAIL: u8 = 75;
 
 const EXIT_STATUS_HELP: &str = "\
-Exit status: 0 done; 64 bad arguments (and break without --yes); 66 no such identity, or
-no lease store at that path; 69 lease store unavailable; 70 unexpected answer from the
-store; 74 cannot write stdout; 75 store busy, try again.";
+Exit status: 0 done; 64 bad arguments (and break without --yes, or with a --period that
+could let two VMs sign and no --force-overlap); 66 no such identity, or no lease store at
+that path; 69 lease store unavailable; 70 unexpected answer from the store; 74 cannot
+write stdout; 75 store busy, try again.";
 
 /// Arguments of `leased status`.
 #[derive(Debug, Clone, clap::Args)]
@@ -89,7 +97,12 @@ state, holder (node and pid), epoch, how long it has been held and when the leas
 Run it from any host that can open the lease store; it only reads. States: leased (held),
 available (nobody holds it), expired (the holder stopped renewing; any standby may take it),
 breaking (an operator broke it; locked until EXPIRES-IN runs out), broken (anyone may take
-it). EXPIRED, BREAKING and BROKEN are shown in capitals, with a note under the table.",
+it). EXPIRED, BREAKING and BROKEN are shown in capitals, with a note under the table.
+A note also names a daemon that gave an identity up (its hand-off failed, its client kept
+crashing, it missed its fence deadline or lost the lease) with the reason it wrote; a
+daemon that was stopped is not noted.
+EXPIRES-IN shows <=15s (a bound: the holder's lease duration) where the store does not
+report the time left, as a blob: store never does.",
     after_long_help = EXIT_STATUS_HELP
 )]
 pub struct StatusArgs {
@@ -99,8 +112,8 @@ pub struct StatusArgs {
     #[arg(long, value_name = "SPEC")]
     pub leases: String,
     /// Print a JSON array instead of the table, one object per identity with the fields
-    /// identity, address, state, holder, epoch, held_for_secs and expires_in_secs (null
-    /// when unknown or not applicable).
+    /// identity, address, state, holder, epoch, held_for_secs, expires_in_secs, last_fence,
+    /// last_fence_detail and last_fence_by (null when unknown or not applicable).
     #[arg(long)]
     pub json: bool,
     /// How to authenticate to a blob: store: managed-identity (the default, on a VM) or
@@ -123,8 +136,16 @@ renew fails and its daemon fences (stops its client, deletes the key file). The 
 \"breaking\" for the break period, then any standby may acquire it. A holder that cannot
 reach the store never sees the break; its fence guard stops its client at its own deadline,
 which is always before the current lease would have ended. So the default period (the rest
-of the current lease) is safe; a shorter --period lets a standby sign while the old holder
-may still be signing.
+of the current lease) is safe.
+
+A --period shorter than the time the holder may still sign is refused (exit 64, nothing
+changed): a standby could then sign while the holder still signs. That time is the rest of
+the lease as the store reports it (sqlite:); a blob: store does not report it, so it is the
+holder's lease duration as its daemon wrote it (lease_secs), else 60 s, Azure's longest
+lease. The refusal shows the window during which two VMs may sign and the command with
+--force-overlap, which breaks anyway: only for a holder whose VM is known to be off. A
+--period at least that long is the same as none, as the store never locks a lease past its
+end.
 
 Prefer stopping the holder's daemon when you can reach its VM (systemctl stop leased): it
 fences and releases, and a standby takes over within about a second. A holder that died
@@ -142,11 +163,17 @@ pub struct BreakArgs {
     /// Really break it. Without this flag nothing is changed.
     #[arg(long)]
     pub yes: bool,
-    /// Seconds (0-60) the lease stays locked before a standby may acquire it; cut to the
-    /// rest of the current lease. Default: the rest of the current lease, which is the
-    /// only safe choice while the holder's VM may still be running.
+    /// Seconds (0-60) the lease stays locked before a standby may acquire it. Default: the
+    /// rest of the current lease, the only safe choice while the holder's VM may still be
+    /// running. A period shorter than the time the holder may still sign is refused unless
+    /// --force-overlap is given.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=60))]
     pub period: Option<u64>,
+    /// Break with a --period shorter than the time the holder may still sign, although a
+    /// standby may then sign while the holder still does: two signers on one identity.
+    /// Only for a holder whose VM is known to be off. Prints the window as a warning.
+    #[arg(long, requires = "period")]
+    pub force_overlap: bool,
     /// How to authenticate to a blob: store: managed-identity (the default, on a VM) or
     /// developer-tools (your `az login`). The storage emulator needs neither: set
     /// AZURE_STORAGE_CONNECTION_STRING to its connection string.
@@ -165,6 +192,140 @@ pub struct StatusRow {
     pub epoch: Option<u64>,
     pub held_for_secs: Option<u64>,
     pub expires_in_secs: Option<u64>,
+    pub last_fence: Option<String>,
+    pub last_fence_detail: Option<String>,
+    pub last_fence_by: Option<String>,
+    /// `leased`, `breaking`: how long its holder may still sign at most (not in the JSON).
+    #[serde(skip)]
+    pub sign_bound: Option<SignBound>,
+}
+
+/// At most how long the holder of a lease may still sign, as far as its record tells.
+///
+/// A holder's guard stops its client by its fence deadline F = t_ok + D − M, before the
+/// store's lease ends at t_ok + D; so the time left on the lease bounds the time to F, and
+/// the lease duration D bounds the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignBound {
+    /// Whole seconds from when the record was read, rounded up.
+    pub secs: u64,
+    pub basis: BoundBasis,
+}
+
+/// Where a [`SignBound`] comes from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundBasis {
+    /// The time left on the lease (or on the running break) as the store reports it.
+    Remaining,
+    /// The lease duration the store reports.
+    Duration,
+    /// The lease duration the holder's daemon wrote under `lease_secs` (Azure reports
+    /// neither the time left on a fixed lease nor its duration).
+    LeaseSecs,
+    /// Nothing says: the longest lease Azure grants.
+    AzureMax,
+}
+
+impl BoundBasis {
+    /// What the bound is, in a few words: `at most 15s (…)`.
+    fn short(self) -> &'static str {
+        match self {
+            Self::Remaining => "the time left",
+            Self::Duration => "the lease duration",
+            Self::LeaseSecs => "the lease duration its daemon wrote",
+            Self::AzureMax => "Azure's longest lease",
+        }
+    }
+
+    /// Why the bound is what it is, for the window `leased break` prints.
+    fn explain(self) -> &'static str {
+        match self {
+            Self::Remaining => "the time left on its lease, as the store reports it",
+            Self::Duration => "its lease duration, as the store reports it",
+            Self::LeaseSecs => {
+                "its lease duration, as its daemon wrote it; the store does not report the \
+                 time left"
+            }
+            Self::AzureMax => {
+                "the longest lease Azure grants; the store reports neither the time left \
+                 nor the lease duration"
+            }
+        }
+    }
+}
+
+/// How long the holder of `record` may still sign at most; `None` when nobody holds it
+/// (available, expired, broken) and for an infinite lease, which only a tool takes and
+/// which breaks at once.
+///
+/// The time left, when the store reports it; otherwise the lease duration D, the larger of
+/// the store's and the `lease_secs` the holder wrote (metadata can lag a take-over by a
+/// moment, and a value outside Azure's 15–60 s is ignored); otherwise 60 s.
+pub fn sign_bound(record: &LeaseRecord) -> Option<SignBound> {
+    let bound = |secs, basis| Some(SignBound { secs, basis });
+    if !matches!(record.state, LeaseState::Leased | LeaseState::Breaking) {
+        return None;
+    }
+    if let Some(left) = record.remaining {
+        return bound(ceil_secs(left), BoundBasis::Remaining);
+    }
+    let stored = match record.duration {
+        Some(LeaseDuration::Infinite) if record.state == LeaseState::Leased => return None,
+        // A break of an infinite lease runs at most the longest break period.
+        Some(LeaseDuration::Infinite) => {
+            return bound(MAX_BREAK_PERIOD.as_secs(), BoundBasis::AzureMax)
+        }
+        Some(LeaseDuration::Fixed(d)) => Some(ceil_secs(d)),
+        None => None,
+    };
+    let written = record
+        .metadata
+        .get(meta::LEASE_SECS)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (MIN_LEASE.as_secs()..=MAX_LEASE.as_secs()).contains(s));
+    match (stored, written) {
+        (Some(d), Some(w)) if w > d => bound(w, BoundBasis::LeaseSecs),
+        (Some(d), _) => bound(d, BoundBasis::Duration),
+        (None, Some(w)) => bound(w, BoundBasis::LeaseSecs),
+        (None, None) => bound(MAX_LEASE.as_secs(), BoundBasis::AzureMax),
+    }
+}
+
+/// A break period after which a standby may acquire while the holder may still sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overlap {
+    /// Whole seconds until a standby may acquire: the break period.
+    pub standby_in: u64,
+    /// How long the holder may still sign at most.
+    pub holder: SignBound,
+}
+
+impl Overlap {
+    /// At most how many seconds two VMs may sign at once.
+    pub fn two_signers_secs(&self) -> u64 {
+        self.holder.secs.saturating_sub(self.standby_in)
+    }
+}
+
+/// The overlap a break with `period` allows, when its holder may sign for `bound` more;
+/// `None` when there is no holder or the period outlasts it.
+pub fn overlap(bound: Option<SignBound>, period: Duration) -> Option<Overlap> {
+    let holder = bound?;
+    let standby_in = ceil_secs(period);
+    (standby_in < holder.secs).then_some(Overlap { standby_in, holder })
+}
+
+/// `a standby may acquire m0-v1 in 0 s; vm-1 (pid 4242) may sign until up to 12 s from now
+/// (WHY): up to 12 s with two signers`
+fn window(id: &str, who: &str, o: &Overlap) -> String {
+    format!(
+        "a standby may acquire {id} in {} s; {who} may sign until up to {} s from now ({}): \
+         up to {} s with two signers",
+        o.standby_in,
+        o.holder.secs,
+        o.holder.basis.explain(),
+        o.two_signers_secs()
+    )
 }
 
 fn state_name<S: serde::Serializer>(state: &LeaseState, s: S) -> Result<S::Ok, S::Error> {
@@ -196,6 +357,11 @@ pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
     let state = record.state;
     let node = text(meta::HOLDER_NODE).or_else(|| text(meta::HOLDER_HOST));
     let pid = number(meta::HOLDER_PID);
+    let last_fence = text(meta::LAST_FENCE);
+    // Written in one piece with the holder keys, so they name the daemon that gave it up.
+    let last_fence_by = last_fence
+        .as_ref()
+        .and_then(|_| holder_label(node.clone(), pid, false));
     let holder = match state {
         LeaseState::Leased | LeaseState::Breaking => holder_label(node, pid, false),
         LeaseState::Expired => holder_label(node, pid, true),
@@ -217,6 +383,10 @@ pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
         epoch: number(meta::EPOCH),
         held_for_secs,
         expires_in_secs,
+        last_fence,
+        last_fence_detail: text(meta::LAST_FENCE_DETAIL),
+        last_fence_by,
+        sign_bound: sign_bound(record),
     }
 }
 
@@ -291,11 +461,7 @@ fn cells(row: &StatusRow) -> [String; 7] {
         }
         (None, _) => dash(),
     };
-    let expires = match (row.expires_in_secs, row.state) {
-        (Some(s), _) => human_secs(s),
-        (None, LeaseState::Leased) => "never".to_owned(),
-        (None, _) => dash(),
-    };
+    let expires = expires_cell(row);
     [
         printable(&row.identity),
         row.address.as_deref().map_or_else(dash, printable),
@@ -305,6 +471,17 @@ fn cells(row: &StatusRow) -> [String; 7] {
         row.held_for_secs.map_or_else(dash, human_secs),
         expires,
     ]
+}
+
+/// EXPIRES-IN: the time left; `<=15s` when the store does not say (a blob: store never
+/// does) but the lease duration bounds it; `never` for an infinite lease.
+fn expires_cell(row: &StatusRow) -> String {
+    match (row.expires_in_secs, row.sign_bound, row.state) {
+        (Some(s), _, _) => human_secs(s),
+        (None, Some(b), _) => format!("<={}", human_secs(b.secs)),
+        (None, None, LeaseState::Leased) => "never".to_owned(),
+        (None, None, _) => "-".to_owned(),
+    }
 }
 
 /// The aligned table alone: a header line and one line per row.
@@ -368,33 +545,67 @@ fn summary(rows: &[StatusRow]) -> String {
     )
 }
 
-/// One line per row that needs attention, saying what it means and what happens next.
+/// A fence reason that is no news: the daemon was told to stop.
+const NORMAL_STOP: &str = "shutdown";
+/// Characters of a daemon's fence detail the table shows; the JSON has all of it.
+const DETAIL_CHARS: usize = 200;
+
+/// `! m0-v0: vm-1 (pid 4242) gave it up: hand_off_failed: cannot start the client …`, for a
+/// row whose last daemon gave it up for any reason but a normal stop.
+fn fence_note(r: &StatusRow) -> Option<String> {
+    let reason = r.last_fence.as_deref().filter(|f| *f != NORMAL_STOP)?;
+    let who = r
+        .last_fence_by
+        .as_deref()
+        .map_or_else(|| "its last holder".to_owned(), printable);
+    let mut note = format!(
+        "! {}: {who} gave it up: {}",
+        printable(&r.identity),
+        printable(reason)
+    );
+    match r.last_fence_detail.as_deref() {
+        Some(detail) if detail.chars().count() > DETAIL_CHARS => {
+            let cut: String = detail.chars().take(DETAIL_CHARS).collect();
+            note.push_str(&format!(": {}...", printable(cut.trim_end())));
+        }
+        Some(detail) => note.push_str(&format!(": {}", printable(detail))),
+        None => note.push('.'),
+    }
+    Some(note)
+}
+
+/// A note per row that needs attention, saying what it means and what happens next.
 fn notes(rows: &[StatusRow]) -> Vec<String> {
     rows.iter()
-        .filter_map(|r| {
-            let id = printable(&r.identity);
-            let holder = r.holder.as_deref().map(printable);
-            let who = holder.as_deref().unwrap_or("its holder");
-            match r.state {
-                LeaseState::Expired => Some(format!(
-                    "! {id} EXPIRED: {who} stopped renewing; a standby may take it now \
-                     (if none does, none is running)."
-                )),
-                LeaseState::Breaking => Some(format!(
-                    "! {id} BREAKING: {who} lost the lease and is fencing; acquirable in {}.",
-                    r.expires_in_secs.map_or_else(|| "?".to_owned(), human_secs)
-                )),
-                LeaseState::Broken => Some(format!(
-                    "! {id} BROKEN: acquirable now; no daemon has taken it yet."
-                )),
-                LeaseState::Available | LeaseState::Leased => None,
-            }
-        })
+        .flat_map(|r| [state_note(r), fence_note(r)])
+        .flatten()
         .collect()
 }
 
+/// What an attention state means and what happens next.
+fn state_note(r: &StatusRow) -> Option<String> {
+    let id = printable(&r.identity);
+    let holder = r.holder.as_deref().map(printable);
+    let who = holder.as_deref().unwrap_or("its holder");
+    match r.state {
+        LeaseState::Expired => Some(format!(
+            "! {id} EXPIRED: {who} stopped renewing; a standby may take it now (if none \
+             does, none is running)."
+        )),
+        LeaseState::Breaking => Some(format!(
+            "! {id} BREAKING: {who} lost the lease and is fencing; acquirable in {}.",
+            expires_cell(r)
+        )),
+        LeaseState::Broken => Some(format!(
+            "! {id} BROKEN: acquirable now; no daemon has taken it yet."
+        )),
+        LeaseState::Available | LeaseState::Leased => None,
+    }
+}
+
 /// The text of `leased status`: the table, a summary line, and a note per row in an
-/// attention state. Every line ends with a newline.
+/// attention state or given up by its daemon, wrapped to 80 columns. Every line ends with
+/// a newline.
 pub fn render_table(rows: &[StatusRow]) -> String {
     let mut out = String::new();
     if !rows.is_empty() {
@@ -404,8 +615,7 @@ pub fn render_table(rows: &[StatusRow]) -> String {
     out.push_str(&summary(rows));
     out.push('\n');
     for note in notes(rows) {
-        out.push_str(&note);
-        out.push('\n');
+        out.push_str(&wrap(&note, "  "));
     }
     out
 }
@@ -589,15 +799,22 @@ pub fn explain_break(row: &StatusRow, period: Option<Duration>) -> String {
             &format!(
                 "A break is already running: acquirable in {}. Another break can only \
                  shorten it (--period).",
-                row.expires_in_secs
-                    .map_or_else(|| "?".to_owned(), human_secs)
+                expires_cell(row)
             ),
         ),
         LeaseState::Leased => {
-            let rest = match row.expires_in_secs {
-                Some(s) => format!("the rest of the current lease, {}", human_secs(s)),
-                None => "none: an infinite lease (a tool's, never the daemon's) breaks at once"
-                    .to_owned(),
+            let rest = match (row.expires_in_secs, row.sign_bound) {
+                (Some(s), _) => format!("the rest of the current lease, {}", human_secs(s)),
+                (None, Some(b)) => format!(
+                    "the rest of the current lease, which the store does not report: at \
+                     most {} ({})",
+                    human_secs(b.secs),
+                    b.basis.short()
+                ),
+                (None, None) => {
+                    "none: an infinite lease (a tool's, never the daemon's) breaks at once"
+                        .to_owned()
+                }
             };
             out.push_str("What breaking does:\n");
             for (n, step) in [
@@ -622,19 +839,6 @@ pub fn explain_break(row: &StatusRow, period: Option<Duration>) -> String {
                 out.push_str(&wrap(&format!("{}. {step}", n + 1), "   "));
             }
             out.push('\n');
-            if let (Some(p), Some(left)) = (period, row.expires_in_secs) {
-                if p.as_secs() < left {
-                    para(
-                        &mut out,
-                        &format!(
-                            "WARNING: --period {} is shorter than the {left} s left on the \
-                             lease. A standby may then acquire {id} and sign while {who} may \
-                             still be signing. Use it only if that VM is known to be off.",
-                            p.as_secs()
-                        ),
-                    );
-                }
-            }
             para(
                 &mut out,
                 "Prefer stopping the holder's daemon if you can reach its VM (systemctl \
@@ -644,9 +848,61 @@ pub fn explain_break(row: &StatusRow, period: Option<Duration>) -> String {
             );
         }
     }
+    if let Some(o) = period.and_then(|p| overlap(row.sign_bound, p)) {
+        para(
+            &mut out,
+            &format!(
+                "WARNING: with --period {}, {}. With --yes such a period is refused unless \
+                 --force-overlap is given too, which is only for a holder whose VM is known \
+                 to be off.",
+                o.standby_in,
+                window(&id, who, &o)
+            ),
+        );
+    }
     out.push_str(&format!(
         "To break it: leased break {id} --leases SPEC --yes [--period SECONDS]\n"
     ));
+    out
+}
+
+/// What `leased break --yes --period P` prints when it refuses: why, the window during
+/// which two VMs may sign, and `forced`, the command that breaks anyway.
+pub fn refuse_break(row: &StatusRow, o: &Overlap, forced: &str) -> String {
+    let id = printable(&row.identity);
+    let holder = row.holder.as_deref().map(printable);
+    let who = holder.as_deref().unwrap_or("the holder");
+    let mut out = format!(
+        "Not breaking {id}: --period {} could let two VMs sign with it. Its lease now:\n\n",
+        o.standby_in
+    );
+    out.push_str(&table(std::slice::from_ref(row)));
+    out.push('\n');
+    for text in [
+        format!("With --period {}, {}.", o.standby_in, window(&id, who, o)),
+        match row.state {
+            LeaseState::Breaking => format!(
+                "Nothing was changed: the running break goes on, and {id} is acquirable in \
+                 {}.",
+                expires_cell(row)
+            ),
+            _ => format!(
+                "Nothing was changed. Without --period a break keeps the lease locked until \
+                 it ends, and {who} stops signing before then, whether or not it can reach \
+                 the store."
+            ),
+        },
+        format!(
+            "Only if the holder's VM is known to be off (stopped, deallocated, deleted), \
+             break it anyway, accepting up to {} s with two signers:",
+            o.two_signers_secs()
+        ),
+    ] {
+        out.push_str(&wrap(&text, ""));
+        out.push('\n');
+    }
+    out.truncate(out.len() - 1);
+    out.push_str(&format!("    {}\n", printable(forced)));
     out
 }
 
@@ -788,12 +1044,11 @@ pub fn run_break(args: BreakArgs) -> ExitCode {
             }
             p => p.map(Duration::from_secs),
         };
+        let request = BreakRequest::from_args(&args, identity, period);
         let store = open_store(&args.leases, &azure_options(args.azure_credential))?;
         runtime()?.block_on(break_on(
             store.as_ref(),
-            &identity,
-            args.yes,
-            period,
+            &request,
             now_unix(),
             &mut io::stdout().lock(),
         ))
@@ -815,28 +1070,192 @@ async fn status_on(
     }
 }
 
-async fn break_on(
-    store: &dyn LeaseStore,
-    identity: &Name,
+/// What `leased break` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BreakRequest {
+    identity: Name,
+    /// `--yes`: without it nothing is changed.
     yes: bool,
     period: Option<Duration>,
+    force_overlap: bool,
+    /// The arguments naming the store (`--leases SPEC`, a credential), shell-quoted, for
+    /// the command that breaks anyway.
+    store_args: String,
+}
+
+impl BreakRequest {
+    fn from_args(args: &BreakArgs, identity: Name, period: Option<Duration>) -> Self {
+        let mut store_args = format!("--leases {}", shell_word(&args.leases));
+        if let Some(kind) = args.azure_credential {
+            store_args.push_str(" --azure-credential ");
+            store_args.push_str(kind.as_str());
+        }
+        Self {
+            identity,
+            yes: args.yes,
+            period,
+            force_overlap: args.force_overlap,
+            store_args,
+        }
+    }
+
+    /// The command that breaks with `period` seconds, accepting two signers.
+    fn forced_command(&self, period: u64) -> String {
+        format!(
+            "leased break {} {} --yes --period {period} --force-overlap",
+            self.identity, self.store_args
+        )
+    }
+}
+
+/// `s` as one POSIX shell word: as it is when plain, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=@%+,".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// `leased break` on a store.
+///
+/// The `--period` check reads the record first, and the holder may renew between that read
+/// and the break. So a period the check accepts is not sent: the break goes with the
+/// store's default, the rest of the lease at the moment it breaks, which is atomic, never
+/// longer than an accepted period when nothing moved, and safe when something did. A
+/// `--period` reaches the store only with `--force-overlap` (see [`force_break`]).
+async fn break_on(
+    store: &dyn LeaseStore,
+    req: &BreakRequest,
     now_unix: u64,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    if !yes {
-        let record = store.read(identity).await.map_err(Failure::lease)?;
-        out.write_all(explain_break(&status_row(&record, now_unix), period).as_bytes())
+    let id = &req.identity;
+    let record = store.read(id).await.map_err(Failure::lease)?;
+    let row = status_row(&record, now_unix);
+    if !req.yes {
+        out.write_all(explain_break(&row, req.period).as_bytes())
             .map_err(Failure::io)?;
         return Err(Failure::new(
             EXIT_USAGE,
-            format!("{identity} not broken: add --yes to break it"),
+            format!("{id} not broken: add --yes to break it"),
         ));
     }
-    let report = break_identity(store, identity, period)
+    match req.period.and_then(|p| overlap(row.sign_bound, p)) {
+        Some(o) if !req.force_overlap => {
+            let text = refuse_break(&row, &o, &req.forced_command(o.standby_in));
+            out.write_all(text.as_bytes()).map_err(Failure::io)?;
+            Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "{id} not broken: --period {} could let two VMs sign for up to {} s; add \
+                     --force-overlap only if the holder's VM is off",
+                    o.standby_in,
+                    o.two_signers_secs()
+                ),
+            ))
+        }
+        Some(o) => force_break(store, id, &o, out).await,
+        None => {
+            let report = break_identity(store, id, None)
+                .await
+                .map_err(Failure::lease)?;
+            let mut text = render_break(&report);
+            if let Some(p) = req.period.filter(|p| report.outcome.acquirable_in() > *p) {
+                text.push_str(&wrap(
+                    &format!(
+                        "It stays locked longer than --period {}: the lease had more time \
+                         left than the check allowed for (its holder renewed meanwhile, or \
+                         its lease is longer than it wrote), and a shorter lock could let \
+                         two VMs sign.",
+                        p.as_secs()
+                    ),
+                    "",
+                ));
+            }
+            out.write_all(text.as_bytes()).map_err(Failure::io)
+        }
+    }
+}
+
+/// Breaks allowing the overlap `o`, in two steps: first with the store's default period,
+/// which stops the holder renewing and says how long its lease had left, then shortened to
+/// the period. The warning's bound is the later of what the check read and what the break
+/// found, so a renew that raced the check cannot make it understate the window. If the
+/// second step fails, the lease stays breaking for the rest of the lease: the safe side.
+async fn force_break(
+    store: &dyn LeaseStore,
+    id: &Name,
+    o: &Overlap,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let first = break_identity(store, id, None)
         .await
         .map_err(Failure::lease)?;
-    out.write_all(render_break(&report).as_bytes())
-        .map_err(Failure::io)
+    if first.outcome == BreakOutcome::NoLease {
+        // Released meanwhile: its holder fenced first, and there is nothing to shorten.
+        return out
+            .write_all(render_break(&first).as_bytes())
+            .map_err(Failure::io);
+    }
+    let left = first.outcome.acquirable_in();
+    let period = Duration::from_secs(o.standby_in);
+    let outcome = if period < left {
+        match store.break_lease(id, Some(period)).await {
+            Ok(l) if l.is_zero() => BreakOutcome::Broken,
+            Ok(l) => BreakOutcome::Breaking { acquirable_in: l },
+            Err(e) => {
+                out.write_all(render_break(&first).as_bytes())
+                    .map_err(Failure::io)?;
+                let failure = Failure::lease(e);
+                return Err(Failure::new(
+                    failure.code,
+                    format!(
+                        "{id} is breaking for the rest of its lease (acquirable in {} s), \
+                         which is safe; shortening that to --period {} failed: {}",
+                        ceil_secs(left),
+                        o.standby_in,
+                        failure.message
+                    ),
+                ));
+            }
+        }
+    } else {
+        first.outcome
+    };
+    let found = SignBound {
+        secs: ceil_secs(left),
+        basis: BoundBasis::Remaining,
+    };
+    let holder = if found.secs > o.holder.secs {
+        found
+    } else {
+        o.holder
+    };
+    let report = BreakReport { outcome, ..first };
+    let mut text = render_break(&report);
+    let actual = Overlap {
+        standby_in: ceil_secs(outcome.acquirable_in()),
+        holder,
+    };
+    if actual.two_signers_secs() > 0 {
+        let before = status_row(&report.before, 0);
+        let who = before
+            .holder
+            .as_deref()
+            .map_or_else(|| "its holder".to_owned(), printable);
+        text.push_str(&wrap(
+            &format!(
+                "WARNING: two VMs may sign with {id}: {}.",
+                window(id.as_str(), &who, &actual)
+            ),
+            "",
+        ));
+    }
+    out.write_all(text.as_bytes()).map_err(Failure::io)
 }
 
 #[cfg(test)]
@@ -1009,6 +1428,14 @@ mod tests {
             epoch,
             held_for_secs,
             expires_in_secs,
+            last_fence: None,
+            last_fence_detail: None,
+            last_fence_by: None,
+            // As on sqlite: the store reports the time left on every live lease.
+            sign_bound: expires_in_secs.map(|secs| SignBound {
+                secs,
+                basis: BoundBasis::Remaining,
+            }),
         }
     }
 
@@ -1094,6 +1521,108 @@ mod tests {
         assert_eq!(r.epoch, None, "an unreadable epoch is unknown, not 0");
     }
 
+    /// A record as a `blob:` store reads it: no time left, no duration for a fixed lease.
+    fn blob_record(state: LeaseState, metadata: &[(&str, &str)]) -> LeaseRecord {
+        LeaseRecord {
+            identity: name("m0-v1"),
+            state,
+            duration: None,
+            remaining: None,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_holders_bound_is_the_time_left_else_the_lease_duration_else_60s() {
+        use BoundBasis::*;
+        let bound = |r: &LeaseRecord| sign_bound(r).map(|b| (b.secs, b.basis));
+        let leased = |md: &[(&str, &str)]| blob_record(LeaseState::Leased, md);
+
+        let mut sqlite = leased(&[(meta::LEASE_SECS, "60")]);
+        sqlite.duration = Some(fixed(15));
+        sqlite.remaining = Some(std::time::Duration::from_millis(4_001));
+        assert_eq!(bound(&sqlite), Some((5, Remaining)), "the store knows best");
+
+        assert_eq!(
+            bound(&leased(&[(meta::LEASE_SECS, "20")])),
+            Some((20, LeaseSecs))
+        );
+        assert_eq!(
+            bound(&leased(&[(meta::LEASE_SECS, " 45 ")])),
+            Some((45, LeaseSecs))
+        );
+        for junk in ["", "5", "14", "61", "3600", "-15", "15.5", "fifteen"] {
+            assert_eq!(
+                bound(&leased(&[(meta::LEASE_SECS, junk)])),
+                Some((60, AzureMax)),
+                "lease_secs {junk:?} is not a lease duration"
+            );
+        }
+        assert_eq!(bound(&leased(&[])), Some((60, AzureMax)));
+
+        let mut stored = leased(&[(meta::LEASE_SECS, "20")]);
+        stored.duration = Some(fixed(30));
+        assert_eq!(bound(&stored), Some((30, Duration)));
+        stored.duration = Some(fixed(15));
+        assert_eq!(
+            bound(&stored),
+            Some((20, LeaseSecs)),
+            "the longer of the two, whichever is stale"
+        );
+
+        let mut breaking = blob_record(LeaseState::Breaking, &[(meta::LEASE_SECS, "15")]);
+        assert_eq!(bound(&breaking), Some((15, LeaseSecs)));
+        breaking.duration = Some(LeaseDuration::Infinite);
+        assert_eq!(
+            bound(&breaking),
+            Some((60, AzureMax)),
+            "a break lasts 60 s at most"
+        );
+
+        let mut infinite = leased(&[(meta::LEASE_SECS, "15")]);
+        infinite.duration = Some(LeaseDuration::Infinite);
+        assert_eq!(bound(&infinite), None, "a tool's lease: it breaks at once");
+        for state in [
+            LeaseState::Available,
+            LeaseState::Expired,
+            LeaseState::Broken,
+        ] {
+            assert_eq!(
+                bound(&blob_record(state, &[(meta::LEASE_SECS, "15")])),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn without_the_time_left_the_table_shows_its_bound_never_never() {
+        let node = node("vm-1", "4242");
+        let mut md = pairs(&node);
+        md.push((meta::LEASE_SECS, "15"));
+        let blob = status_row(&blob_record(LeaseState::Leased, &md), T0);
+        assert_eq!(blob.expires_in_secs, None);
+        let text = render_table(std::slice::from_ref(&blob));
+        assert!(text.lines().nth(1).unwrap().ends_with("<=15s"), "{text}");
+        let text = flat(&explain_break(&blob, None));
+        assert!(
+            text.contains(
+                "Without --period the period is the rest of the current lease, which the \
+                 store does not report: at most 15s (the lease duration its daemon wrote)."
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("infinite"), "{text}");
+
+        let mut breaking = blob_record(LeaseState::Breaking, &md);
+        breaking.metadata.remove(meta::LEASE_SECS);
+        let text = render_table(&[status_row(&breaking, T0)]);
+        assert!(text.contains("BREAKING  vm-1 (pid 4242)"), "{text}");
+        assert!(flat(&text).ends_with("acquirable in <=1m00s."), "{text}");
+    }
+
     #[tokio::test]
     async fn json_has_exactly_the_snake_case_fields() {
         let f = every_state().await;
@@ -1108,6 +1637,9 @@ mod tests {
             "held_for_secs",
             "holder",
             "identity",
+            "last_fence",
+            "last_fence_by",
+            "last_fence_detail",
             "state",
         ];
         for object in array {
@@ -1129,6 +1661,9 @@ mod tests {
                 "epoch": 3,
                 "held_for_secs": 10,
                 "expires_in_secs": 5,
+                "last_fence": null,
+                "last_fence_detail": null,
+                "last_fence_by": null,
             })
         );
         assert_eq!(
@@ -1141,6 +1676,9 @@ mod tests {
                 "epoch": null,
                 "held_for_secs": null,
                 "expires_in_secs": null,
+                "last_fence": null,
+                "last_fence_detail": null,
+                "last_fence_by": null,
             })
         );
         assert_eq!(array[2]["state"], "expired");
@@ -1188,10 +1726,147 @@ mod tests {
             lines[9],
             "7 identities: 2 held, 1 breaking, 1 expired, 1 broken, 2 available"
         );
-        assert!(lines[10].starts_with("! m0-v2 EXPIRED: vm-2 (pid 77, stale)"));
-        assert!(lines[11].starts_with("! m0-v3 BROKEN"));
-        assert!(lines[12].starts_with("! m0-v4 BREAKING") && lines[12].ends_with("in 2s."));
-        assert_eq!(lines.len(), 13, "{text}");
+        // Notes are wrapped to 80 columns, continuations indented.
+        assert_eq!(
+            lines[10..],
+            [
+                "! m0-v2 EXPIRED: vm-2 (pid 77, stale) stopped renewing; a standby may take it",
+                "  now (if none does, none is running).",
+                "! m0-v3 BROKEN: acquirable now; no daemon has taken it yet.",
+                "! m0-v4 BREAKING: vm-4 (pid 9) lost the lease and is fencing; acquirable in 2s.",
+            ],
+            "{text}"
+        );
+    }
+
+    impl Fixture {
+        /// What a daemon does when it gives `id` up: acquires it (as `holder`), writes its
+        /// holder keys with `last_fence` and its detail, and releases it.
+        async fn given_up(&self, id: &str, holder: &[(&str, &str)], fence: &[(&str, &str)]) {
+            let mut md = holder.to_vec();
+            md.extend_from_slice(fence);
+            let lease = self.hold(id, fixed(15), &md, 1, ADDR[0]).await;
+            self.store.release(&name(id), &lease).await.unwrap();
+        }
+    }
+
+    const NO_CLIENT: &str =
+        "cannot start the client /nonexistent/client: No such file or directory (os error 2)";
+
+    /// m0-v0 given up (hand-off failed), m0-v1 stopped, m0-v2 given up (crash loop), m0-v3 given up with a long one, m0-v4 given up and taken by a healthy node,
+    /// m0-v5 given up by a writer that named no holder.
+    async fn given_up() -> Fixture {
+        let f = Fixture::new();
+        let (vm1, vm2, vm3) = (node("vm-1", "4242"), node("vm-2", "77"), node("vm-3", "31"));
+        let fence = |reason, detail| {
+            vec![
+                (meta::LAST_FENCE, reason),
+                (meta::LAST_FENCE_DETAIL, detail),
+            ]
+        };
+        f.given_up("m0-v0", &pairs(&vm1), &fence("hand_off_failed", NO_CLIENT))
+            .await;
+        f.given_up("m0-v1", &pairs(&vm2), &fence("shutdown", "SIGTERM"))
+            .await;
+        f.given_up(
+            "m0-v2",
+            &pairs(&vm3),
+            &fence("crash_loop", "the client exited 5 times within 60 s"),
+        )
+        .await;
+        let long = format!("key unreadable: {}", "x ".repeat(150));
+        f.given_up("m0-v3", &pairs(&vm1), &fence("deadline_missed", &long))
+            .await;
+        f.given_up("m0-v4", &pairs(&vm1), &fence("hand_off_failed", NO_CLIENT))
+            .await;
+        f.hold("m0-v4", fixed(15), &pairs(&vm2), 2, ADDR[0]).await;
+        f.given_up("m0-v5", &[], &[(meta::LAST_FENCE, "lease_lost")])
+            .await;
+        f
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_gave_an_identity_up_is_named_with_its_reason() {
+        let f = given_up().await;
+        let rows = status(&f.store, f.now()).await.unwrap();
+        let fence = |r: &StatusRow| {
+            (
+                r.last_fence.clone(),
+                r.last_fence_detail.clone(),
+                r.last_fence_by.clone(),
+            )
+        };
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            fence(&rows[0]),
+            (
+                some("hand_off_failed"),
+                some(NO_CLIENT),
+                some("vm-1 (pid 4242)")
+            )
+        );
+        assert_eq!(rows[0].state, LeaseState::Available);
+        assert_eq!(rows[0].holder, None, "nobody holds it");
+        assert_eq!(
+            fence(&rows[1]),
+            (some("shutdown"), some("SIGTERM"), some("vm-2 (pid 77)"))
+        );
+        assert_eq!(
+            fence(&rows[4]),
+            (None, None, None),
+            "the next holder's metadata replaces it"
+        );
+        assert_eq!(rows[4].holder.as_deref(), Some("vm-2 (pid 77)"));
+        assert_eq!(fence(&rows[5]), (some("lease_lost"), None, None));
+
+        let text = render_table(&rows);
+        let notes: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("6 identities"))
+            .skip(1)
+            .collect();
+        assert!(notes.iter().all(|l| l.chars().count() <= WRAP), "{text}");
+        let notes = notes.join("\n");
+        assert!(
+            notes.starts_with(
+                "! m0-v0: vm-1 (pid 4242) gave it up: hand_off_failed: cannot start the client\n  \
+                 /nonexistent/client: No such file or directory (os error 2)\n"
+            ),
+            "{text}"
+        );
+        assert!(!notes.contains("m0-v1"), "a stop is no news: {text}");
+        assert!(
+            flat(&notes).contains(
+                "! m0-v2: vm-3 (pid 31) gave it up: crash_loop: the client exited 5 times \
+                 within 60 s"
+            ),
+            "{text}"
+        );
+        assert!(
+            flat(&notes).contains(&format!(
+                "! m0-v3: vm-1 (pid 4242) gave it up: deadline_missed: key unreadable: {}x...",
+                "x ".repeat(91)
+            )),
+            "the detail is cut to 200 characters: {text}"
+        );
+        assert!(!notes.contains("m0-v4"), "{text}");
+        assert!(
+            notes.ends_with("! m0-v5: its last holder gave it up: lease_lost."),
+            "{text}"
+        );
+
+        let json: serde_json::Value = serde_json::from_str(&render_json(&rows)).unwrap();
+        assert_eq!(json[0]["last_fence"], "hand_off_failed");
+        assert_eq!(json[0]["last_fence_detail"], NO_CLIENT);
+        assert_eq!(json[0]["last_fence_by"], "vm-1 (pid 4242)");
+        assert_eq!(
+            json[1]["last_fence"], "shutdown",
+            "the JSON has every reason"
+        );
+        assert_eq!(json[2]["last_fence"], "crash_loop");
+        assert!(json[3]["last_fence_detail"].as_str().unwrap().len() > 300);
+        assert!(json[4]["last_fence"].is_null() && json[4]["last_fence_by"].is_null());
+        assert!(json[5]["last_fence_by"].is_null() && json[5]["last_fence_detail"].is_null());
     }
 
     #[test]
@@ -1233,19 +1908,55 @@ mod tests {
         let text = render_table(std::slice::from_ref(&evil)) + &explain_break(&evil, None);
         assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'));
         assert!(text.contains("vm?[31m-1??"), "{text}");
+
+        // The stores take only printable ASCII metadata; whoever else wrote this is not
+        // obeyed either.
+        let mut given_up = evil;
+        given_up.state = LeaseState::Available;
+        given_up.last_fence = Some("crash_loop\u{1b}[2J".into());
+        given_up.last_fence_detail = Some("client exited\r\n5 times\u{7}".into());
+        given_up.last_fence_by = given_up.holder.take();
+        let text = render_table(&[given_up]);
+        assert!(!text.contains(['\u{1b}', '\r', '\u{7}']), "{text}");
+        assert!(
+            flat(&text).contains(
+                "! m0-v0: vm?[31m-1?? gave it up: crash_loop?[2J: client exited??5 times?"
+            ),
+            "{text}"
+        );
+    }
+
+    /// Runs `leased break ID --leases SPEC [--yes] [--period P] [--force-overlap]` on `store`;
+    /// the result and what it printed.
+    async fn ask(
+        store: &dyn LeaseStore,
+        id: &str,
+        yes: bool,
+        period: Option<u64>,
+        force_overlap: bool,
+        now_unix: u64,
+    ) -> (Result<(), Failure>, String) {
+        let request = BreakRequest {
+            identity: name(id),
+            yes,
+            period: period.map(secs),
+            force_overlap,
+            store_args: "--leases SPEC".into(),
+        };
+        let mut out = Vec::new();
+        let result = break_on(store, &request, now_unix, &mut out).await;
+        (result, String::from_utf8(out).unwrap())
     }
 
     #[tokio::test]
     async fn break_without_yes_explains_and_changes_nothing() {
         let f = every_state().await;
         let v1 = name("m0-v1");
-        let mut out = Vec::new();
-        let err = break_on(&f.store, &v1, false, None, f.now(), &mut out)
-            .await
-            .unwrap_err();
+        let (result, out) = ask(&f.store, "m0-v1", false, None, false, f.now()).await;
+        let err = result.unwrap_err();
         assert_eq!(err.code, EXIT_USAGE);
         assert!(err.message.contains("m0-v1") && err.message.contains("--yes"));
-        let text = flat(&String::from_utf8(out).unwrap());
+        let text = flat(&out);
         assert!(text.starts_with("Not breaking m0-v1: breaking needs --yes"));
         assert!(text.contains("vm-1 (pid 4242)"), "shows the row: {text}");
         assert!(text.contains("the rest of the current lease, 5s"), "{text}");
@@ -1276,14 +1987,16 @@ mod tests {
         }
         let text = flat(&raw);
         assert!(
-            text.contains("WARNING: --period 3 is shorter than the 12 s"),
-            "{text}"
-        );
-        assert!(
-            text.contains("while vm-1 (pid 4242) may still be signing"),
+            text.contains(
+                "WARNING: with --period 3, a standby may acquire m0-v1 in 3 s; vm-1 (pid \
+                 4242) may sign until up to 12 s from now (the time left on its lease, as \
+                 the store reports it): up to 9 s with two signers. With --yes such a \
+                 period is refused unless --force-overlap is given too"
+            ),
             "{text}"
         );
         assert!(!explain_break(&leased, Some(secs(12))).contains("WARNING"));
+        assert!(!explain_break(&leased, None).contains("WARNING"));
         assert!(raw.ends_with("leased break m0-v1 --leases SPEC --yes [--period SECONDS]\n"));
 
         let mut available = leased.clone();
@@ -1300,6 +2013,8 @@ mod tests {
         assert!(
             flat(&explain_break(&breaking, None)).contains("already running: acquirable in 12s")
         );
+        assert!(flat(&explain_break(&breaking, Some(secs(2))))
+            .contains("WARNING: with --period 2, a standby may acquire m0-v1 in 2 s"));
     }
 
     #[test]
@@ -1368,7 +2083,6 @@ mod tests {
     #[tokio::test]
     async fn break_without_a_period_waits_out_the_lease_and_says_so() {
         let f = Fixture::new();
-        let v1 = name("m0-v1");
         f.hold(
             "m0-v1",
             fixed(15),
@@ -1378,11 +2092,8 @@ mod tests {
         )
         .await;
         f.clock.advance(Duration::from_millis(4_500));
-        let mut out = Vec::new();
-        break_on(&f.store, &v1, true, None, f.now(), &mut out)
-            .await
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let (result, text) = ask(&f.store, "m0-v1", true, None, false, f.now()).await;
+        result.unwrap();
         assert!(
             text.starts_with("m0-v1 breaking; acquirable in 11 s\n"),
             "10.5 s rounds up: {text}"
@@ -1399,6 +2110,395 @@ mod tests {
         );
     }
 
+    /// What a real store may do that the fixture's does not: a holder renewing between the
+    /// command's read and its break, a `blob:` store reporting neither the time left nor the
+    /// duration of a fixed lease, a break failing. Records the break periods it is sent.
+    struct Twisted<'a> {
+        inner: &'a SqliteLeaseStore,
+        /// Renewed just before the next break, as by a holder racing the command.
+        renew_before_break: std::sync::Mutex<Option<(Name, LeaseId)>>,
+        /// Reads as a `blob:` store does.
+        blind: bool,
+        /// Breaks with a period fail as a busy store's would.
+        fail_period_break: bool,
+        breaks: std::sync::Mutex<Vec<Option<Duration>>>,
+    }
+
+    impl<'a> Twisted<'a> {
+        fn new(inner: &'a SqliteLeaseStore) -> Self {
+            Self {
+                inner,
+                renew_before_break: Default::default(),
+                blind: false,
+                fail_period_break: false,
+                breaks: Default::default(),
+            }
+        }
+
+        fn breaks(&self) -> Vec<Option<Duration>> {
+            self.breaks.lock().unwrap().clone()
+        }
+
+        fn seen(&self, mut r: LeaseRecord) -> LeaseRecord {
+            if self.blind {
+                r.remaining = None;
+                r.duration = r.duration.filter(|d| *d == LeaseDuration::Infinite);
+            }
+            r
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl LeaseStore for Twisted<'_> {
+        async fn create_record(
+            &self,
+            identity: &Name,
+        ) -> Result<shared::lease::RecordCreated, LeaseError> {
+            self.inner.create_record(identity).await
+        }
+        async fn acquire(
+            &self,
+            identity: &Name,
+            duration: LeaseDuration,
+            proposed: Option<&LeaseId>,
+        ) -> Result<LeaseId, LeaseError> {
+            self.inner.acquire(identity, duration, proposed).await
+        }
+        async fn renew(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError> {
+            self.inner.renew(identity, lease).await
+        }
+        async fn release(&self, identity: &Name, lease: &LeaseId) -> Result<(), LeaseError> {
+            self.inner.release(identity, lease).await
+        }
+        async fn change(
+            &self,
+            identity: &Name,
+            lease: &LeaseId,
+            proposed: &LeaseId,
+        ) -> Result<LeaseId, LeaseError> {
+            self.inner.change(identity, lease, proposed).await
+        }
+        async fn break_lease(
+            &self,
+            identity: &Name,
+            period: Option<Duration>,
+        ) -> Result<Duration, LeaseError> {
+            self.breaks.lock().unwrap().push(period);
+            let racer = self.renew_before_break.lock().unwrap().take();
+            if let Some((id, lease)) = racer {
+                self.inner.renew(&id, &lease).await.unwrap();
+            }
+            if self.fail_period_break && period.is_some() {
+                return Err(LeaseError::Transient {
+                    message: "database is locked".into(),
+                    source: None,
+                });
+            }
+            self.inner.break_lease(identity, period).await
+        }
+        async fn write_metadata(
+            &self,
+            identity: &Name,
+            lease: &LeaseId,
+            metadata: &Metadata,
+        ) -> Result<(), LeaseError> {
+            self.inner.write_metadata(identity, lease, metadata).await
+        }
+        async fn read(&self, identity: &Name) -> Result<LeaseRecord, LeaseError> {
+            Ok(self.seen(self.inner.read(identity).await?))
+        }
+        async fn list(&self) -> Result<Vec<LeaseRecord>, LeaseError> {
+            let records = self.inner.list().await?;
+            Ok(records.into_iter().map(|r| self.seen(r)).collect())
+        }
+    }
+
+    /// m0-v1 held by vm-1 (pid 4242), epoch 3, for 15 s, with `left` of it to go.
+    async fn held_with(left: u64, extra: &[(&str, &str)]) -> (Fixture, LeaseId) {
+        let f = Fixture::new();
+        let holder = node("vm-1", "4242");
+        let mut md = pairs(&holder);
+        md.extend_from_slice(extra);
+        let lease = f.hold("m0-v1", fixed(15), &md, 3, ADDR[1]).await;
+        f.clock.advance(secs(15 - left));
+        (f, lease)
+    }
+
+    async fn state_of(store: &dyn LeaseStore, id: &str) -> (LeaseState, Option<Duration>) {
+        let r = store.read(&name(id)).await.unwrap();
+        (r.state, r.remaining)
+    }
+
+    #[tokio::test]
+    async fn a_period_shorter_than_the_holders_time_left_is_refused_and_changes_nothing() {
+        let (f, _) = held_with(12, &[]).await;
+        for p in [0, 11] {
+            let (result, out) = ask(&f.store, "m0-v1", true, Some(p), false, f.now()).await;
+            let err = result.unwrap_err();
+            assert_eq!(err.code, EXIT_USAGE);
+            assert!(
+                err.message.starts_with("m0-v1 not broken: --period")
+                    && err.message.contains(&format!("for up to {} s", 12 - p))
+                    && err.message.contains("--force-overlap"),
+                "{}",
+                err.message
+            );
+            let text = flat(&out);
+            assert!(
+                text.starts_with(&format!(
+                    "Not breaking m0-v1: --period {p} could let two VMs sign with it."
+                )),
+                "{out}"
+            );
+            assert!(
+                text.contains("leased vm-1 (pid 4242) 3 3s 12s"),
+                "shows the row: {out}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "With --period {p}, a standby may acquire m0-v1 in {p} s; vm-1 (pid 4242) \
+                     may sign until up to 12 s from now (the time left on its lease, as the \
+                     store reports it): up to {} s with two signers. Nothing was changed.",
+                    12 - p
+                )),
+                "{out}"
+            );
+            let command =
+                format!("leased break m0-v1 --leases SPEC --yes --period {p} --force-overlap");
+            assert!(
+                out.ends_with(&format!(
+                    "accepting up to {} s with two signers:\n    {command}\n",
+                    12 - p
+                )),
+                "{out}"
+            );
+            for line in out
+                .lines()
+                .filter(|l| !l.contains(ADDR[1]) && !l.starts_with("IDENTITY"))
+            {
+                assert!(line.chars().count() <= WRAP, "{line:?} is too long");
+            }
+            assert_eq!(
+                state_of(&f.store, "m0-v1").await,
+                (LeaseState::Leased, Some(secs(12)))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_period_the_check_accepts_is_not_sent_so_a_racing_renew_cannot_shorten_the_lock() {
+        let (f, _) = held_with(12, &[]).await;
+        let store = Twisted::new(&f.store);
+        let (result, out) = ask(&store, "m0-v1", true, Some(12), false, f.now()).await;
+        result.unwrap();
+        assert!(
+            out.starts_with("m0-v1 breaking; acquirable in 12 s\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("WARNING") && !out.contains("longer than"),
+            "{out}"
+        );
+        assert_eq!(store.breaks(), [None], "the store's default, not --period");
+
+        // 3 s left when read, so --period 5 passes; the holder renews before the break.
+        let (f, lease) = held_with(3, &[]).await;
+        let store = Twisted::new(&f.store);
+        *store.renew_before_break.lock().unwrap() = Some((name("m0-v1"), lease));
+        let (result, out) = ask(&store, "m0-v1", true, Some(5), false, f.now()).await;
+        result.unwrap();
+        assert!(
+            out.starts_with("m0-v1 breaking; acquirable in 15 s\n"),
+            "{out}"
+        );
+        assert!(
+            flat(&out).contains(
+                "It stays locked longer than --period 5: the lease had more time left than \
+                 the check allowed for (its holder renewed meanwhile"
+            ),
+            "{out}"
+        );
+        assert_eq!(store.breaks(), [None]);
+        assert_eq!(
+            state_of(&f.store, "m0-v1").await,
+            (LeaseState::Breaking, Some(secs(15)))
+        );
+    }
+
+    #[tokio::test]
+    async fn force_overlap_breaks_and_prints_the_window_as_a_warning() {
+        let (f, _) = held_with(12, &[]).await;
+        let store = Twisted::new(&f.store);
+        let (result, out) = ask(&store, "m0-v1", true, Some(4), true, f.now()).await;
+        result.unwrap();
+        assert!(
+            out.starts_with("m0-v1 breaking; acquirable in 4 s\n"),
+            "{out}"
+        );
+        assert!(
+            flat(&out).ends_with(
+                "WARNING: two VMs may sign with m0-v1: a standby may acquire m0-v1 in 4 s; \
+                 vm-1 (pid 4242) may sign until up to 12 s from now (the time left on its \
+                 lease, as the store reports it): up to 8 s with two signers."
+            ),
+            "{out}"
+        );
+        let warning = &out[out.find("WARNING").unwrap()..];
+        assert!(warning.lines().all(|l| l.chars().count() <= WRAP), "{out}");
+        // First the safe break, which stops renewals and says what was left; then shorter.
+        assert_eq!(store.breaks(), [None, Some(secs(4))]);
+        assert_eq!(
+            state_of(&f.store, "m0-v1").await,
+            (LeaseState::Breaking, Some(secs(4)))
+        );
+
+        // A holder that renewed after the read may sign for a whole lease: the warning says so.
+        let (f, lease) = held_with(3, &[]).await;
+        let store = Twisted::new(&f.store);
+        *store.renew_before_break.lock().unwrap() = Some((name("m0-v1"), lease));
+        let (result, out) = ask(&store, "m0-v1", true, Some(0), true, f.now()).await;
+        result.unwrap();
+        assert!(
+            out.starts_with("m0-v1 broken; acquirable in 0 s\n"),
+            "{out}"
+        );
+        assert!(
+            flat(&out).contains("may sign until up to 15 s from now")
+                && flat(&out).contains("up to 15 s with two signers"),
+            "{out}"
+        );
+        assert_eq!(state_of(&f.store, "m0-v1").await.0, LeaseState::Broken);
+    }
+
+    #[tokio::test]
+    async fn when_shortening_a_forced_break_fails_the_safe_break_stays() {
+        let (f, _) = held_with(12, &[]).await;
+        let mut store = Twisted::new(&f.store);
+        store.fail_period_break = true;
+        let (result, out) = ask(&store, "m0-v1", true, Some(0), true, f.now()).await;
+        let err = result.unwrap_err();
+        assert_eq!(err.code, EXIT_TEMP_FAIL);
+        assert!(
+            err.message.starts_with(
+                "m0-v1 is breaking for the rest of its lease (acquirable in 12 s), which is \
+                 safe; shortening that to --period 0 failed: "
+            ),
+            "{}",
+            err.message
+        );
+        assert!(
+            out.starts_with("m0-v1 breaking; acquirable in 12 s\n"),
+            "{out}"
+        );
+        assert!(!out.contains("WARNING"), "{out}");
+        assert_eq!(
+            state_of(&f.store, "m0-v1").await,
+            (LeaseState::Breaking, Some(secs(12)))
+        );
+    }
+
+    #[tokio::test]
+    async fn no_flag_is_needed_where_no_holder_can_sign_past_the_period() {
+        let f = every_state().await;
+        for (id, starts) in [
+            ("m0-v0", "m0-v0 had no lease to break"),
+            ("m0-v2", "m0-v2 broken; acquirable in 0 s"),
+            ("m0-v3", "m0-v3 broken; acquirable in 0 s"),
+            ("m0-v5", "m0-v5 broken; acquirable in 0 s"),
+            ("m0-v4", "m0-v4 breaking; acquirable in 2 s"),
+        ] {
+            let period = if id == "m0-v4" { 2 } else { 0 };
+            let (result, out) = ask(&f.store, id, true, Some(period), false, f.now()).await;
+            result.unwrap_or_else(|e| panic!("{id}: {e:?}\n{out}"));
+            assert!(out.starts_with(starts), "{id}: {out}");
+            assert!(!out.contains("WARNING"), "{id}: {out}");
+        }
+        // Shortening a running break is shortening the holder's time to fence.
+        let (result, out) = ask(&f.store, "m0-v4", true, Some(0), false, f.now()).await;
+        assert_eq!(result.unwrap_err().code, EXIT_USAGE);
+        assert!(
+            flat(&out).contains(
+                "up to 2 s with two signers. Nothing was changed: the running break goes on, \
+                 and m0-v4 is acquirable in 2s."
+            ),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn on_a_blob_store_the_period_is_checked_against_the_holders_lease_duration() {
+        // 5 s left in truth, but the store does not say; the holder wrote D = 15 s.
+        let (f, _) = held_with(5, &[(meta::LEASE_SECS, "15")]).await;
+        let mut store = Twisted::new(&f.store);
+        store.blind = true;
+        let (result, out) = ask(&store, "m0-v1", true, Some(14), false, f.now()).await;
+        assert_eq!(result.unwrap_err().code, EXIT_USAGE);
+        assert!(
+            flat(&out).contains(
+                "may sign until up to 15 s from now (its lease duration, as its daemon \
+                 wrote it; the store does not report the time left): up to 1 s with two \
+                 signers."
+            ),
+            "{out}"
+        );
+        assert!(store.breaks().is_empty());
+        let (result, out) = ask(&store, "m0-v1", true, Some(15), false, f.now()).await;
+        result.unwrap();
+        assert!(
+            out.starts_with("m0-v1 breaking; acquirable in 5 s\n"),
+            "the store's rest of the lease: {out}"
+        );
+
+        // No lease_secs: only Azure's longest lease bounds it.
+        let (f, _) = held_with(5, &[]).await;
+        let mut store = Twisted::new(&f.store);
+        store.blind = true;
+        let (result, out) = ask(&store, "m0-v1", true, Some(59), false, f.now()).await;
+        assert_eq!(result.unwrap_err().code, EXIT_USAGE);
+        assert!(
+            flat(&out).contains(
+                "may sign until up to 60 s from now (the longest lease Azure grants; the \
+                 store reports neither the time left nor the lease duration): up to 1 s"
+            ),
+            "{out}"
+        );
+        let (result, _) = ask(&store, "m0-v1", true, Some(60), false, f.now()).await;
+        result.unwrap();
+        assert_eq!(store.breaks(), [None]);
+    }
+
+    #[test]
+    fn the_command_to_break_anyway_repeats_the_store_arguments_quoted() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["break", "m0-v1", "--yes", "--period", "0"];
+            argv.extend_from_slice(extra);
+            match parse(&argv).unwrap() {
+                Command::Break(a) => a,
+                other => panic!("{other:?}"),
+            }
+        };
+        let plain = args(&["--leases", "sqlite:/var/lib/leased/leases.db"]);
+        let request = BreakRequest::from_args(&plain, name("m0-v1"), Some(secs(0)));
+        assert_eq!(
+            request.forced_command(0),
+            "leased break m0-v1 --leases sqlite:/var/lib/leased/leases.db --yes --period 0 \
+             --force-overlap"
+        );
+        let odd = args(&[
+            "--leases",
+            "sqlite:/srv/my leases/it's.db",
+            "--azure-credential",
+            "developer-tools",
+        ]);
+        let request = BreakRequest::from_args(&odd, name("m0-v1"), Some(secs(0)));
+        assert_eq!(
+            request.forced_command(3),
+            "leased break m0-v1 --leases 'sqlite:/srv/my leases/it'\\''s.db' \
+             --azure-credential developer-tools --yes --period 3 --force-overlap"
+        );
+        assert_eq!(shell_word(""), "''");
+    }
+
     #[tokio::test]
     async fn breaking_an_unknown_identity_names_it() {
         let f = every_state().await;
@@ -1406,10 +2506,8 @@ mod tests {
         let err = break_identity(&f.store, &ghost, None).await.unwrap_err();
         assert!(matches!(&err, LeaseError::NotFound { identity } if *identity == ghost));
         for yes in [true, false] {
-            let mut out = Vec::new();
-            let failure = break_on(&f.store, &ghost, yes, None, f.now(), &mut out)
-                .await
-                .unwrap_err();
+            let (result, out) = ask(&f.store, "m9-v9", yes, Some(0), yes, f.now()).await;
+            let failure = result.unwrap_err();
             assert_eq!(failure.code, EXIT_NO_INPUT);
             assert!(failure.message.contains("m9-v9"), "{}", failure.message);
             assert!(out.is_empty());
@@ -1520,6 +2618,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["break", "m0-v1", "--leases", "x", "--period", "61"]).is_err());
+        assert!(
+            parse(&["break", "m0-v1", "--leases", "x", "--force-overlap"]).is_err(),
+            "--force-overlap alone allows nothing"
+        );
+        match parse(&[
+            "break",
+            "m0-v1",
+            "--leases",
+            "x",
+            "--period",
+            "0",
+            "--force-overlap",
+        ])
+        .unwrap()
+        {
+            Command::Break(a) => assert!(a.force_overlap && a.period == Some(0)),
+            other => panic!("{other:?}"),
+        }
         assert!(parse(&["break", "--leases", "sqlite:l.db", "--yes"]).is_err());
         assert!(parse(&["status"]).is_err(), "--leases is required");
 
@@ -1529,11 +2645,16 @@ mod tests {
             "fence guard",
             "systemctl stop leased",
             "--period <SECONDS>",
+            "--force-overlap",
+            "is refused (exit 64, nothing",
+            "(lease_secs)",
+            "the window during which two VMs may sign",
             "Exit status: 0 done; 64",
         ] {
             assert!(help.contains(phrase), "{phrase:?} missing from:\n{help}");
         }
         let help = parse(&["status", "--help"]).unwrap_err().to_string();
         assert!(help.contains("held_for_secs") && help.contains("Exit status"));
+        assert!(help.contains("last_fence_detail") && help.contains("gave an identity up"));
     }
 }
