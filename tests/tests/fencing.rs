@@ -3,10 +3,11 @@
 //! fence guards, and stand-in clients that log each signature to one shared sign log — and
 //! each scenario ends with the overlap checker over that log.
 //!
-//! The test names carry the item numbers. Items 4 and 5 live with the code they
-//! test (`oncall_process.rs`, `lease_sqlite.rs`), item 3's guard-level case in `guard.rs`,
-//! item 8's renew-only outage in `blob_faults.rs`, and the pure decisions in the state
-//! machine's unit tests.
+//! The test names carry the item numbers. Elsewhere: item 4 (`leased break
+//! --period`) in `oncall_process.rs`, item 5 (a wall-clock step) in `wall_clock_step.rs`,
+//! item 9 (a frozen reader) in `lease_sqlite.rs`, items 2, 3 and 6 at the guard's level in
+//! `guard.rs`, item 8's renew-only outage in `blob_faults.rs`, and the pure decisions of
+//! items 6 and 8 in the state machine's unit tests.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -330,7 +330,7 @@ impl StoreClock for FreezingClock {
 }
 
 #[tokio::test]
-async fn a_reader_frozen_mid_transaction_blocks_no_holder() {
+async fn item09_a_reader_frozen_mid_transaction_blocks_no_holder() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("leases.db");
     let clock = Arc::new(ManualStoreClock::new(1_700_000_000_000));

@@ -78,7 +78,7 @@ fn secs(nanos: u64) -> f64 {
 }
 
 #[test]
-fn break_with_period_0_on_a_live_holder_is_refused_and_the_holder_keeps_signing() {
+fn item04_break_with_period_0_on_a_live_holder_is_refused_and_the_holder_keeps_signing() {
     let _serial = serial();
     let (cluster, address, holder) = holder_and_standby();
     let leases = leases_spec(&cluster);
@@ -129,7 +129,7 @@ fn break_with_period_0_on_a_live_holder_is_refused_and_the_holder_keeps_signing(
 }
 
 #[test]
-fn break_with_force_overlap_on_a_frozen_holder_prints_a_window_that_bounds_the_overlap() {
+fn item04_break_with_force_overlap_on_a_frozen_holder_prints_a_window_that_bounds_the_overlap() {
     let _serial = serial();
     let (mut cluster, address, holder) = holder_and_standby();
     let leases = leases_spec(&cluster);

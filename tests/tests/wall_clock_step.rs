@@ -23,7 +23,7 @@ const STEP_SECS: u64 = 30;
 const WATCH: Duration = Duration::from_secs(7);
 
 #[test]
-fn a_standby_whose_wall_clock_runs_30s_ahead_never_takes_a_held_identity() {
+fn item05_a_standby_whose_wall_clock_runs_30s_ahead_never_takes_a_held_identity() {
     let faketime = tools::libfaketime();
     let mut cluster = Cluster::start(ClusterSpec {
         identities: 1,
