@@ -169,10 +169,20 @@ install_deb_tools() {
     rm -rf "$deb_root"
     mkdir -p "$deb_root/.download"
     local pin deb
+    local refreshed=0
     for pin in $pinned; do
         [[ "$pin" == *=* ]] || die "ops/test-deps/debian-packages.txt: '$pin' is not NAME=VERSION."
-        (cd "$deb_root/.download" && apt-get download --quiet "$pin" </dev/null >/dev/null) ||
+        until (cd "$deb_root/.download" && apt-get download --quiet "$pin" </dev/null >/dev/null); do
+            # A fresh machine may have no package index yet; root can fetch it once.
+            if ((refreshed == 0)) && [[ "$(id -u)" == 0 ]]; then
+                refreshed=1
+                say "apt-get download $pin failed; refreshing the package index (apt-get update)"
+                apt-get update --quiet --quiet </dev/null >/dev/null ||
+                    die "\`apt-get update\` failed (see apt's message above)."
+                continue
+            fi
             die "\`apt-get download $pin\` failed (see apt's message above): is the package index current (\`apt-get update\`), and does this distribution ship $pin?"
+        done
     done
     for deb in "$deb_root"/.download/*.deb; do
         [[ -f "$deb" ]] || die "apt-get downloaded nothing for ops/test-deps/debian-packages.txt."

@@ -1080,8 +1080,9 @@ impl Driver {
         });
         // The engine signer is cleared first, then the guard stops the client. The clear is
         // bounded well inside the margin; the guard's deadline holds regardless.
+        let clear_budget = self.config.client.fence_grace.min(Duration::from_secs(1));
         let clear = self.config.client.engine_signer_rpc.clone().map(|url| {
-            let timeout = (self.config.client.fence_grace).min(Duration::from_secs(1));
+            let timeout = clear_budget;
             let node = self.config.node.clone();
             async move {
                 match crate::engine_signer::clear_signer(&url, timeout).await {
@@ -1109,10 +1110,15 @@ impl Driver {
                         );
                     }
                 }
-                // The guard kills by min(now, F) + grace; if it has not said so shortly
-                // after, the daemon does it (run_backstop).
+                // The guard gets the order once the engine signer is cleared (if there is
+                // one) and kills by then + grace, or by F + grace on its own; if it has not
+                // said so shortly after, the daemon does it (run_backstop).
+                let ordered = match &clear {
+                    Some(_) => at + clear_budget,
+                    None => at,
+                };
                 let kill_by = match self.deadline {
-                    Some(d) if !late => (d + grace).min(at + grace),
+                    Some(d) if !late => (d + grace).min(ordered + grace),
                     _ => at,
                 };
                 if g.fence_ordered.is_none() {

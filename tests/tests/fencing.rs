@@ -359,6 +359,7 @@ fn item10_a_fence_that_overtakes_a_hand_off_leaves_no_key_file() {
         cluster.sign_lines().is_empty(),
         "the client signed though the hand-off was cancelled"
     );
+    cluster.assert_no_overlap();
 }
 
 /// Item 10, start-up. Leftovers of a daemon that died (key files of every format, a
@@ -399,6 +400,7 @@ fn item10_start_up_sweeps_every_leftover_key_and_temporary_file() {
     assert_eq!(left, Vec::<String>::new(), "leftovers survived the start");
     daemon.term();
     assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+    cluster.assert_no_overlap();
 }
 
 /// Item 11. The daemon and its guard hold the key in memory: neither may be dumpable (no
@@ -450,6 +452,7 @@ fn item11_neither_the_daemon_nor_its_guard_is_dumpable() {
     );
     assert_eq!(owner(daemon_pid), 0, "the daemon is dumpable");
     assert_eq!(owner(guard), 0, "the guard is dumpable");
+    cluster.assert_no_overlap();
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -541,4 +544,5 @@ fn item12_the_client_gets_a_clean_environment_plus_client_env() {
     assert!(text.contains("GETH_CACHE=512\n"), "{text}");
     daemon.term();
     assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+    cluster.assert_no_overlap();
 }
