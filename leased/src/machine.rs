@@ -947,7 +947,10 @@ impl Machine {
                     State::Quarantine { lease, renewal }
                 }
                 // Nothing was handed over, so nothing to fence, and no lease to release.
-                RenewOutcome::Lost => Self::seek_now(now),
+                RenewOutcome::Lost => {
+                    self.cool_down(&lease.identity, now, self.params.lease);
+                    Self::seek_now(now)
+                }
                 RenewOutcome::Transient => {
                     renewal.failed(now, &self.params);
                     State::Quarantine { lease, renewal }
@@ -1006,7 +1009,14 @@ impl Machine {
                         deadline: renewal.fence_at,
                     });
                 }
-                RenewOutcome::Lost => return Self::fence(lease, FenceReason::LeaseLost, out),
+                // Taken away (broken by an operator, or acquired by another node after a
+                // lapse): the identity is meant to move. Winning it straight back when the
+                // break ends would undo the break, so leave it to others for one lease.
+                RenewOutcome::Lost => {
+                    let period = p.lease;
+                    self.cool_down(&lease.identity, now, period);
+                    return Self::fence(lease, FenceReason::LeaseLost, out);
+                }
                 RenewOutcome::Transient => renewal.failed(now, p),
             },
             Event::ClientStarted { ticket }
@@ -2152,6 +2162,41 @@ mod tests {
             },
         );
         assert!(tried(&a).is_empty(), "{a:?}");
+    }
+
+    /// Found while breaking the daemon (beyond issue 10's list): a holder whose lease an
+    /// operator broke fenced at its next renew, then won the identity straight back when
+    /// the break ended, undoing the break. A lost lease is left to others for one lease.
+    #[test]
+    fn beyond_a_lost_lease_is_left_to_others_for_one_lease() {
+        let (mut m, lease) = holding(100);
+        m.handle(t(5_100), Event::Tick);
+        let a = m.handle(
+            t(5_200),
+            Event::RenewResult {
+                ticket: lease.ticket,
+                outcome: RenewOutcome::Lost,
+            },
+        );
+        assert_eq!(fence_reason(&a), Some(FenceReason::LeaseLost));
+        let a = m.handle(t(5_300), Event::FenceDone { ticket: lease.ticket });
+        let a = m.handle(
+            t(5_400),
+            Event::Listed {
+                ticket: list_ticket(&a),
+                available: vec![lease.identity.clone()],
+            },
+        );
+        assert!(tried(&a).is_empty(), "took the broken lease straight back: {a:?}");
+        let a = m.handle(t(20_400), Event::Tick);
+        let a = m.handle(
+            t(20_450),
+            Event::Listed {
+                ticket: list_ticket(&a),
+                available: vec![lease.identity.clone()],
+            },
+        );
+        assert_eq!(tried(&a), vec![lease.identity.as_str()]);
     }
 
     // ---- crash loop ----
