@@ -92,6 +92,16 @@ pub fn run(config: Config) -> ExitCode {
         );
         return ExitCode::from(EXIT_UNAVAILABLE);
     }
+    if !on_tmpfs(&config.runtime_dir) {
+        log(
+            &node,
+            format!(
+                "warning: runtime_dir {} is not on a tmpfs: the key file may reach a disk \
+                 (systemd's RuntimeDirectory= is a tmpfs)",
+                config.runtime_dir.display()
+            ),
+        );
+    }
     let lock_path = config.runtime_dir.join("leased.lock");
     let _lock = match take_lock(&lock_path) {
         Ok(lock) => lock,
@@ -1286,6 +1296,15 @@ fn key_path(config: &Config) -> PathBuf {
         _ => KEY_FILE_NAMES[0],
     };
     config.runtime_dir.join(name)
+}
+
+/// Whether `dir` is on a memory file system, where a deleted key file leaves nothing on disk.
+fn on_tmpfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|fs| {
+        fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
+            // ramfs (no constant in nix): 0x858458f6.
+            || fs.filesystem_type().0 as u64 == 0x8584_58f6
+    })
 }
 
 /// Overwrites a key file with zeros and deletes it; a missing file is fine.

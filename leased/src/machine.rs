@@ -2179,7 +2179,12 @@ mod tests {
             },
         );
         assert_eq!(fence_reason(&a), Some(FenceReason::LeaseLost));
-        let a = m.handle(t(5_300), Event::FenceDone { ticket: lease.ticket });
+        let a = m.handle(
+            t(5_300),
+            Event::FenceDone {
+                ticket: lease.ticket,
+            },
+        );
         let a = m.handle(
             t(5_400),
             Event::Listed {
@@ -2187,7 +2192,10 @@ mod tests {
                 available: vec![lease.identity.clone()],
             },
         );
-        assert!(tried(&a).is_empty(), "took the broken lease straight back: {a:?}");
+        assert!(
+            tried(&a).is_empty(),
+            "took the broken lease straight back: {a:?}"
+        );
         let a = m.handle(t(20_400), Event::Tick);
         let a = m.handle(
             t(20_450),
