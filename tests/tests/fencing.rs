@@ -152,6 +152,13 @@ fn item01_a_stuck_guard_is_backed_up_by_the_daemon_killing_the_client() {
         secs(taken.at),
         secs(last)
     );
+    eprintln!(
+        "item01: the holder's client signed last {:.3} s after the break (bound {:.3} s); the \
+         standby signed {:.3} s after the break",
+        secs(last.saturating_sub(broken_at)),
+        bound.as_secs_f64(),
+        secs(taken.at.saturating_sub(broken_at))
+    );
     let log = cluster.daemon_log(&holder);
     assert!(
         log.contains("guard did not confirm"),
@@ -185,6 +192,7 @@ fn item02_the_client_dies_within_100ms_of_its_guard_while_the_daemon_is_frozen()
     let killed_at = mono_now();
     kill(guard, Signal::SIGKILL).unwrap();
     let died_in = wait_dead(client, Duration::from_secs(3));
+    eprintln!("item02: guard killed -> client dead in {died_in:?}");
     assert!(
         died_in.is_some_and(|d| d <= Duration::from_millis(100)),
         "the client outlived its guard by {died_in:?} (None: more than 3 s)"
