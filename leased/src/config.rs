@@ -725,25 +725,9 @@ const HTTP_KEYS: &[&str] = &["listen"];
 
 /// A known name within edit distance 2 of `k`, if any.
 fn closest(k: &str, known: &'static [&'static str]) -> Option<&'static str> {
-    fn distance(a: &str, b: &str) -> usize {
-        let b: Vec<char> = b.chars().collect();
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.chars().enumerate() {
-            let mut diagonal = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let above = row[j + 1];
-                row[j + 1] = (diagonal + usize::from(ca != *cb))
-                    .min(row[j] + 1)
-                    .min(above + 1);
-                diagonal = above;
-            }
-        }
-        row[b.len()]
-    }
     known
         .iter()
-        .map(|n| (distance(k, n), *n))
+        .map(|n| (strsim::levenshtein(k, n), *n))
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, n)| n)
@@ -1168,7 +1152,7 @@ fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Opti
         .string(&mut s, "engine_signer_rpc")
         .optional()
         .and_then(|u| match u {
-            Some(u) if !is_loopback_http_url(&u) => {
+            Some(u) if !shared::net::is_loopback_http(&u) => {
                 r.problem(
                     "client.engine_signer_rpc",
                     format!(
@@ -1301,25 +1285,6 @@ fn read_client_env(
         }
     }
     ok.then_some(env)
-}
-
-/// `http://` to this machine only: the engine-signer call carries the key.
-fn is_loopback_http_url(u: &str) -> bool {
-    let Some(authority) = u
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split(['/', '?', '#']).next())
-    else {
-        return false;
-    };
-    let host = match authority.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => h,
-        _ => authority,
-    };
-    host == "localhost"
-        || host == "[::1]"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|a| a.is_loopback())
 }
 
 fn read_http(r: &mut Reader, mut s: Section) -> Option<HttpConfig> {

@@ -346,7 +346,7 @@ impl Driver {
                 self.config.http.listen
             ),
         );
-        notify::send("READY=1");
+        notify::send(notify::Notice::Ready);
         let watchdog = notify::watchdog_interval();
         let mut heartbeat = tokio::time::interval(watchdog.map_or(Duration::from_secs(1), |w| {
             (w / 2).min(Duration::from_secs(1))
@@ -382,7 +382,7 @@ impl Driver {
                     // The loop is alive and not wedged: only it pings the watchdog.
                     self.telemetry.update_snapshot(|s| s.heartbeat = Some(now()));
                     if watchdog.is_some() {
-                        notify::send("WATCHDOG=1");
+                        notify::send(notify::Notice::Watchdog);
                     }
                     None
                 }
@@ -394,7 +394,7 @@ impl Driver {
                 }
                 terminating = true;
                 log(&node, "SIGTERM: fencing, releasing, stopping");
-                notify::send("STOPPING=1");
+                notify::send(notify::Notice::Stopping);
             }
             let actions = machine.handle(now(), event);
             exit = self.execute(&machine, actions);
@@ -677,7 +677,7 @@ impl Driver {
             });
             line
         };
-        notify::send(&format!("STATUS={line}"));
+        notify::send(notify::Notice::Status(&line));
     }
 
     fn list(&self, ticket: Ticket) {

@@ -1,36 +1,39 @@
-//! systemd's notify protocol, by hand: one datagram per message to `$NOTIFY_SOCKET`
-//! (a path, or an abstract socket written `@name`). Without the variable every call does
-//! nothing, so the daemon runs the same outside systemd.
+//! systemd's notify protocol through the `sd-notify` crate: READY, STATUS, STOPPING and
+//! WATCHDOG to `$NOTIFY_SOCKET`. Without the variable every call does nothing, so the daemon
+//! runs the same outside systemd. The client never sees the variable: it starts with a
+//! clean environment (`daemon`).
 
-use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-/// Sends `message` (e.g. `READY=1`, `STATUS=…`, `WATCHDOG=1`); best-effort.
-pub fn send(message: &str) {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(socket) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = target.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
-            let _ = socket.send_to_addr(message.as_bytes(), &addr);
-        }
-    } else {
-        let _ = socket.send_to(message.as_bytes(), &target);
-    }
+use sd_notify::NotifyState;
+
+/// A message for systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// Start-up is done.
+    Ready,
+    /// The one-line status `systemctl status` shows.
+    Status(&'a str),
+    /// SIGTERM received: fencing, releasing, stopping.
+    Stopping,
+    /// The control loop is alive.
+    Watchdog,
 }
 
-/// The watchdog period systemd asked for (`$WATCHDOG_USEC`, for this pid), if any.
+/// Sends `notice`; best-effort (a daemon that cannot reach systemd still runs).
+pub fn send(notice: Notice<'_>) {
+    let state = match notice {
+        Notice::Ready => NotifyState::Ready,
+        Notice::Status(line) => NotifyState::Status(line),
+        Notice::Stopping => NotifyState::Stopping,
+        Notice::Watchdog => NotifyState::Watchdog,
+    };
+    let _ = sd_notify::notify(false, &[state]);
+}
+
+/// The watchdog period systemd asked of this process (`$WATCHDOG_USEC`, and
+/// `$WATCHDOG_PID` naming it), if any.
 pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec))
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0).then(|| Duration::from_micros(usec))
 }

@@ -12,6 +12,7 @@ pub mod keyfile;
 pub mod keystore;
 pub mod lease;
 pub mod name;
+pub mod net;
 pub mod secret;
 pub mod spec;
 

@@ -48,12 +48,18 @@ fn split(spec: &str) -> Result<(&str, &str), SpecError> {
 }
 
 fn https_url(kind: &str, url: &str, allow_http: bool) -> Result<String, SpecError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://").filter(|_| allow_http))
-        .ok_or_else(|| SpecError(format!("{kind}: needs an https:// URL, got {url:?}")))?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() {
+    let parsed = crate::net::Url::parse(url)
+        .map_err(|e| SpecError(format!("{kind}: {url:?} is not a URL ({e})")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        _ => {
+            return Err(SpecError(format!(
+                "{kind}: needs an https:// URL, got {url:?}"
+            )))
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
         return Err(SpecError(format!("{kind}: URL {url:?} has no host")));
     }
     Ok(url.trim_end_matches('/').to_string())

@@ -23,7 +23,6 @@
 pub mod sas;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use std::time::Duration;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::error::ErrorKind;
-use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport, Url};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_identity::{
     ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
@@ -479,19 +478,7 @@ impl ConnectionString {
     }
 }
 
-/// True for `127.0.0.0/8`, `::1` and `localhost`: where only an emulator or a test double
-/// can be listening.
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(h) => h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
+pub(crate) use crate::net::is_loopback;
 
 // --- errors -------------------------------------------------------------------------------
 
@@ -647,18 +634,5 @@ mod tests {
         assert!(p.contains("azure.tenant_id: applies only"), "{p}");
         assert!(p.contains("azure.authority_host: must be an https"), "{p}");
         assert!(AzureOptions::default().problems().is_empty());
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for (u, want) in [
-            ("http://127.0.0.1:10000/a", true),
-            ("https://localhost/a", true),
-            ("https://[::1]:8443/", true),
-            ("https://acct.blob.core.windows.net/c", false),
-            ("https://10.0.0.1/", false),
-        ] {
-            assert_eq!(is_loopback(&Url::parse(u).unwrap()), want, "{u}");
-        }
     }
 }

@@ -79,19 +79,7 @@ pub struct LeaseId(String);
 impl LeaseId {
     /// A fresh random (version 4) GUID from the OS CSPRNG.
     pub fn random() -> Self {
-        let mut b = [0u8; 16];
-        getrandom::getrandom(&mut b).expect("the OS random number generator failed");
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h = hex::encode(b);
-        Self(format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        ))
+        Self(uuid::Uuid::new_v4().hyphenated().to_string())
     }
 
     /// Parses the canonical 8-4-4-4-12 GUID form; stored lower-case so ids compare equal
