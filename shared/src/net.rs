@@ -4,7 +4,31 @@
 //! accepted only for an emulator on loopback, and the engine-signer RPC, which carries the
 //! key, may only go to loopback.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 pub use url::Url;
+
+/// A plain-HTTP client for a peer on loopback (the local Ethereum client's JSON-RPC): no
+/// proxy, no redirects, and `timeout` for connecting and for the whole request. It trusts
+/// no certificate at all: a loopback peer is reached over `http://` only.
+pub fn loopback_http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS set-up failed: {e}"))?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| format!("HTTP client set-up failed: {e}"))
+}
 
 /// True for `localhost` and addresses in `127.0.0.0/8` or `::1`: where only this machine
 /// (an emulator, a test double, the local client) can be listening.
