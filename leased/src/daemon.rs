@@ -47,7 +47,7 @@ use crate::guard::{GuardCommand, GuardConfig, GuardEvent, MonoNanos, LATE_FENCE}
 use crate::machine::{
     AcquireOutcome, Action, Event, FenceReason, Lease, Machine, MonoTime, RenewOutcome, Ticket,
 };
-use crate::telemetry::Telemetry;
+use crate::telemetry::{RenewFailure, Telemetry};
 use crate::{http, notify};
 
 /// Exit status when another daemon holds the runtime directory's lock (EX_TEMPFAIL).
@@ -444,7 +444,7 @@ impl Driver {
             );
         }
         let _ = guard.child.start_kill();
-        self.telemetry.metrics(|m| m.backstop_kills += 1);
+        self.telemetry.metrics(|m| m.backstop_kills.inc());
     }
 
     /// Turns a message into a machine event, doing the driver's part first.
@@ -510,7 +510,7 @@ impl Driver {
                     GuardEvent::Ready(_) => None,
                     GuardEvent::Started(pid) => {
                         guard.client_pgid = i32::try_from(pid).ok();
-                        self.telemetry.metrics(|m| m.client_starts += 1);
+                        self.telemetry.metrics(|m| m.client_starts.inc());
                         if let Some((t, at)) = self.acquired_at.take() {
                             if t == ticket {
                                 let took = now().saturating_duration_since(at);
@@ -522,7 +522,7 @@ impl Driver {
                     }
                     GuardEvent::Exited(kind) => {
                         log(&self.config.node, format!("client exited ({kind:?})"));
-                        self.telemetry.metrics(|m| m.client_exits += 1);
+                        self.telemetry.metrics(|m| m.client_exits.inc());
                         Some(Event::ClientExited { ticket })
                     }
                     GuardEvent::Failed(text) => {
@@ -577,7 +577,7 @@ impl Driver {
                 }
                 // Not asked to fence: the guard fenced on its own (deadline) or died. To
                 // the machine that is the client exiting; past F it fences anyway.
-                self.telemetry.metrics(|m| m.client_exits += 1);
+                self.telemetry.metrics(|m| m.client_exits.inc());
                 Some(Event::ClientExited { ticket })
             }
         }
@@ -742,7 +742,7 @@ impl Driver {
                 None => AcquireOutcome::Transient,
             };
             if matches!(outcome, AcquireOutcome::Acquired { .. }) {
-                telemetry.metrics(|m| m.acquisitions += 1);
+                telemetry.metrics(|m| m.acquisitions.inc());
             }
             let _ = tx.send(Msg::Machine(Event::AcquireResult {
                 ticket,
@@ -796,11 +796,11 @@ impl Driver {
             telemetry.metrics(|m| {
                 m.observe_renew(took);
                 match outcome {
-                    RenewOutcome::Renewed { .. } => m.renewals += 1,
-                    RenewOutcome::Lost => *m.renew_failures.entry("lost").or_default() += 1,
-                    RenewOutcome::Transient => {
-                        *m.renew_failures.entry("transient").or_default() += 1
+                    RenewOutcome::Renewed { .. } => {
+                        m.renewals.inc();
                     }
+                    RenewOutcome::Lost => m.renew_failure(RenewFailure::Lost),
+                    RenewOutcome::Transient => m.renew_failure(RenewFailure::Transient),
                 }
             });
             let _ = tx.send(Msg::Machine(Event::RenewResult { ticket, outcome }));
@@ -1070,8 +1070,7 @@ impl Driver {
             &self.config.node,
             format!("fencing {}: {reason}", lease.identity),
         );
-        self.telemetry
-            .metrics(|m| *m.fences.entry(reason.as_str()).or_default() += 1);
+        self.telemetry.metrics(|m| m.fence(reason));
         // A hand-off still in flight is cancelled: its KeyReady will be dropped.
         self.bump_generation();
         self.signer_key = None;

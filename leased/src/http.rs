@@ -4,7 +4,7 @@
 //! - `/readyz`: 200 only while holding an identity with the client running, else 503;
 //! - `/status`: JSON with state, identity, address, epoch, lease expires-in, last renew and
 //!   fence deadline;
-//! - `/metrics`: Prometheus text.
+//! - `/metrics`: OpenMetrics text (`prometheus-client`).
 //!
 //! Read-only: nothing here can change what the daemon does.
 
@@ -89,7 +89,7 @@ fn respond(req: &Request<Incoming>, telemetry: &Telemetry, now: MonoTime) -> Res
         "/metrics" => with_type(
             StatusCode::OK,
             telemetry.render_metrics(),
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -1,17 +1,25 @@
 //! What the daemon shows about itself: the status snapshot behind `/status`, `/readyz` and
 //! the systemd STATUS line, and the counters behind `/metrics` (Prometheus text format).
 //!
-//! The control loop writes, the HTTP server reads; one mutex each, held for microseconds.
-//! Nothing here ever holds key material: identities and addresses are public.
+//! The control loop writes, the HTTP server reads: the snapshot behind one mutex held for
+//! microseconds, the metrics in `prometheus-client`'s atomics. The label values of the
+//! metrics are the machine's own enums ([`FenceReason`], [`StateKind`]), so a new reason
+//! or state cannot be forgotten on the metrics page. Nothing here ever holds key material:
+//! identities and addresses are public.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
-use crate::machine::{MonoTime, StateKind};
+use crate::machine::{FenceReason, MonoTime, StateKind};
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -79,185 +87,262 @@ impl Snapshot {
     }
 }
 
-/// A latency histogram in Prometheus' cumulative form.
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    counts: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// Why a renew failed, as the `kind` label of `leased_renew_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RenewFailure {
+    /// The store said the lease is gone.
+    Lost,
+    /// No answer, or one that says neither way.
+    Transient,
 }
 
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if s <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += s;
-    }
+impl RenewFailure {
+    const ALL: [Self; 2] = [Self::Lost, Self::Transient];
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Lost => "lost",
+            Self::Transient => "transient",
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
     }
 }
 
-/// Counters since the daemon started.
-#[derive(Debug, Clone, Default)]
+/// Every fence reason, so that each has a series from the start. The match makes a new
+/// reason a compile error here until it is listed.
+const FENCE_REASONS: [FenceReason; 5] = {
+    const fn listed(r: FenceReason) -> FenceReason {
+        match r {
+            FenceReason::DeadlineMissed
+            | FenceReason::LeaseLost
+            | FenceReason::CrashLoop
+            | FenceReason::HandOffFailed
+            | FenceReason::Shutdown => r,
+        }
+    }
+    [
+        listed(FenceReason::DeadlineMissed),
+        listed(FenceReason::LeaseLost),
+        listed(FenceReason::CrashLoop),
+        listed(FenceReason::HandOffFailed),
+        listed(FenceReason::Shutdown),
+    ]
+};
+
+/// Every state, for the `leased_state` gauge (same exhaustiveness check).
+const STATES: [StateKind; 6] = {
+    const fn listed(k: StateKind) -> StateKind {
+        match k {
+            StateKind::Seeking
+            | StateKind::Quarantine
+            | StateKind::Holding
+            | StateKind::Fenced
+            | StateKind::Releasing
+            | StateKind::Stopped => k,
+        }
+    }
+    [
+        listed(StateKind::Seeking),
+        listed(StateKind::Quarantine),
+        listed(StateKind::Holding),
+        listed(StateKind::Fenced),
+        listed(StateKind::Releasing),
+        listed(StateKind::Stopped),
+    ]
+};
+
+// The label values are the domain's own enums, written with their stable names.
+impl EncodeLabelValue for FenceReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for StateKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for RenewFailure {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: StateKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FenceLabels {
+    reason: FenceReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RenewFailureLabels {
+    kind: RenewFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+/// The daemon's metrics (`prometheus-client`), registered once; counters since start.
+#[derive(Debug)]
 pub struct Metrics {
-    pub acquisitions: u64,
-    pub renewals: u64,
-    /// Renew failures by kind: `lost`, `transient`.
-    pub renew_failures: BTreeMap<&'static str, u64>,
-    /// Fences by reason (the machine's reason names).
-    pub fences: BTreeMap<&'static str, u64>,
-    /// Every request made to the lease or secret store, by operation.
-    pub store_requests: BTreeMap<&'static str, u64>,
-    pub client_starts: u64,
-    pub client_exits: u64,
+    registry: Registry,
+    state: Family<StateLabels, Gauge>,
+    serving: Gauge,
+    pub acquisitions: Counter,
+    pub renewals: Counter,
+    renew_failures: Family<RenewFailureLabels, Counter>,
+    fences: Family<FenceLabels, Counter>,
+    store_requests: Family<OpLabels, Counter>,
+    pub client_starts: Counter,
+    pub client_exits: Counter,
     /// Fences the guard did not confirm in time, so the daemon killed the client itself.
-    pub backstop_kills: u64,
+    pub backstop_kills: Counter,
     renew_latency: Histogram,
     hand_off_latency: Histogram,
 }
 
-impl Metrics {
-    pub fn observe_renew(&mut self, d: Duration) {
-        self.renew_latency.observe(d);
-    }
-
-    pub fn observe_hand_off(&mut self, d: Duration) {
-        self.hand_off_latency.observe(d);
-    }
-
-    pub fn store_request(&mut self, op: &'static str) {
-        *self.store_requests.entry(op).or_default() += 1;
-    }
-
-    /// Prometheus text exposition format 0.0.4.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
-        let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        let _ = writeln!(
-            out,
-            "# HELP leased_state 1 for the control loop's current state, 0 for the others."
-        );
-        let _ = writeln!(out, "# TYPE leased_state gauge");
-        for kind in [
-            StateKind::Seeking,
-            StateKind::Quarantine,
-            StateKind::Holding,
-            StateKind::Fenced,
-            StateKind::Releasing,
-            StateKind::Stopped,
-        ] {
-            let on = u8::from(snapshot.state == Some(kind));
-            let _ = writeln!(out, "leased_state{{state=\"{}\"}} {on}", kind.as_str());
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let state = Family::<StateLabels, Gauge>::default();
+        for s in STATES {
+            let _ = state.get_or_create(&StateLabels { state: s });
         }
-        let _ = writeln!(
-            out,
-            "# HELP leased_serving 1 while holding an identity with the client running."
+        registry.register(
+            "leased_state",
+            "1 for the control loop's current state, 0 for the others",
+            state.clone(),
         );
-        let _ = writeln!(out, "# TYPE leased_serving gauge");
-        let _ = writeln!(out, "leased_serving {}", u8::from(snapshot.serving));
-        counter(
-            &mut out,
-            "leased_acquisitions_total",
-            "Leases acquired.",
-            self.acquisitions,
+        let serving = Gauge::default();
+        registry.register(
+            "leased_serving",
+            "1 while holding an identity with the client running",
+            serving.clone(),
         );
-        counter(
-            &mut out,
-            "leased_renewals_total",
-            "Successful lease renewals.",
-            self.renewals,
+        let acquisitions = Counter::default();
+        registry.register(
+            "leased_acquisitions",
+            "Leases acquired",
+            acquisitions.clone(),
         );
-        let labelled = |out: &mut String,
-                        name: &str,
-                        help: &str,
-                        label: &str,
-                        values: &BTreeMap<&'static str, u64>,
-                        known: &[&'static str]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            let mut keys: Vec<&str> = known.to_vec();
-            keys.extend(values.keys().copied().filter(|k| !known.contains(k)));
-            for k in keys {
-                let v = values.get(k).copied().unwrap_or(0);
-                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
-            }
-        };
-        labelled(
-            &mut out,
-            "leased_renew_failures_total",
-            "Failed lease renewals, by kind.",
-            "kind",
-            &self.renew_failures,
-            &["lost", "transient"],
+        let renewals = Counter::default();
+        registry.register(
+            "leased_renewals",
+            "Successful lease renewals",
+            renewals.clone(),
         );
-        labelled(
-            &mut out,
-            "leased_fences_total",
-            "Times the client's key was taken away, by reason.",
-            "reason",
-            &self.fences,
-            &[
-                "deadline_missed",
-                "lease_lost",
-                "crash_loop",
-                "hand_off_failed",
-                "shutdown",
-            ],
+        let renew_failures = Family::<RenewFailureLabels, Counter>::default();
+        for kind in RenewFailure::ALL {
+            let _ = renew_failures.get_or_create(&RenewFailureLabels { kind });
+        }
+        registry.register(
+            "leased_renew_failures",
+            "Failed lease renewals, by kind",
+            renew_failures.clone(),
         );
-        labelled(
-            &mut out,
-            "leased_store_requests_total",
-            "Requests to the lease and secret stores, by operation.",
-            "op",
-            &self.store_requests,
-            &[],
+        let fences = Family::<FenceLabels, Counter>::default();
+        for reason in FENCE_REASONS {
+            let _ = fences.get_or_create(&FenceLabels { reason });
+        }
+        registry.register(
+            "leased_fences",
+            "Times the client's key was taken away, by reason",
+            fences.clone(),
         );
-        counter(
-            &mut out,
-            "leased_client_starts_total",
-            "Client starts, including restarts.",
-            self.client_starts,
+        let store_requests = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "leased_store_requests",
+            "Requests to the lease and secret stores, by operation",
+            store_requests.clone(),
         );
-        counter(
-            &mut out,
-            "leased_client_exits_total",
-            "Client exits the daemon did not ask for.",
-            self.client_exits,
+        let client_starts = Counter::default();
+        registry.register(
+            "leased_client_starts",
+            "Client starts, including restarts",
+            client_starts.clone(),
         );
-        counter(
-            &mut out,
-            "leased_backstop_kills_total",
-            "Fences the guard did not confirm in time, so the daemon killed the client itself.",
-            self.backstop_kills,
+        let client_exits = Counter::default();
+        registry.register(
+            "leased_client_exits",
+            "Client exits the daemon did not ask for",
+            client_exits.clone(),
         );
-        self.renew_latency.render(
-            &mut out,
+        let backstop_kills = Counter::default();
+        registry.register(
+            "leased_backstop_kills",
+            "Fences the guard did not confirm in time, so the daemon killed the client itself",
+            backstop_kills.clone(),
+        );
+        let renew_latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
             "leased_renew_latency_seconds",
-            "Time from sending a renew to its answer.",
+            "Time from sending a renew to its answer",
+            renew_latency.clone(),
         );
-        self.hand_off_latency.render(
-            &mut out,
+        let hand_off_latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
             "leased_hand_off_latency_seconds",
-            "Time from acquiring a lease to the client running with its key.",
+            "Time from acquiring a lease to the client running with its key",
+            hand_off_latency.clone(),
         );
+        Self {
+            registry,
+            state,
+            serving,
+            acquisitions,
+            renewals,
+            renew_failures,
+            fences,
+            store_requests,
+            client_starts,
+            client_exits,
+            backstop_kills,
+            renew_latency,
+            hand_off_latency,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_renew(&self, d: Duration) {
+        self.renew_latency.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_hand_off(&self, d: Duration) {
+        self.hand_off_latency.observe(d.as_secs_f64());
+    }
+
+    pub fn store_request(&self, op: &'static str) {
+        self.store_requests.get_or_create(&OpLabels { op }).inc();
+    }
+
+    pub fn fence(&self, reason: FenceReason) {
+        self.fences.get_or_create(&FenceLabels { reason }).inc();
+    }
+
+    pub fn renew_failure(&self, kind: RenewFailure) {
+        self.renew_failures
+            .get_or_create(&RenewFailureLabels { kind })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition, with the gauges set from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        for s in STATES {
+            let on = i64::from(snapshot.state == Some(s));
+            self.state.get_or_create(&StateLabels { state: s }).set(on);
+        }
+        self.serving.set(i64::from(snapshot.serving));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -266,7 +351,7 @@ impl Metrics {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     pub snapshot: Mutex<Snapshot>,
-    pub metrics: Mutex<Metrics>,
+    pub metrics: Metrics,
 }
 
 impl Telemetry {
@@ -281,16 +366,13 @@ impl Telemetry {
         f(&mut self.snapshot.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    pub fn metrics(&self, f: impl FnOnce(&mut Metrics)) {
-        f(&mut self.metrics.lock().unwrap_or_else(|e| e.into_inner()));
+    pub fn metrics<T>(&self, f: impl FnOnce(&Metrics) -> T) -> T {
+        f(&self.metrics)
     }
 
     pub fn render_metrics(&self) -> String {
         let snapshot = self.snapshot();
-        self.metrics
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .render(&snapshot)
+        self.metrics.render(&snapshot)
     }
 }
 
@@ -300,13 +382,12 @@ mod tests {
 
     #[test]
     fn metrics_render_every_family_with_cumulative_buckets() {
-        let mut m = Metrics {
-            acquisitions: 2,
-            ..Metrics::default()
-        };
+        let m = Metrics::default();
+        m.acquisitions.inc();
+        m.acquisitions.inc();
         m.observe_renew(Duration::from_millis(3));
         m.observe_renew(Duration::from_millis(300));
-        *m.fences.entry("lease_lost").or_default() += 1;
+        m.fence(FenceReason::LeaseLost);
         let s = Snapshot {
             state: Some(StateKind::Holding),
             serving: true,
