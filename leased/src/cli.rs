@@ -21,6 +21,16 @@ use crate::config::{Config, Overrides};
 #[derive(Debug, Parser)]
 #[command(name = "leased", version, about, long_about)]
 struct Cli {
+    /// How log lines on stderr look: text (one line per event, for journald) or json (one
+    /// object per line, for log shippers). RUST_LOG filters them, e.g. RUST_LOG=debug.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +93,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    crate::logging::init(cli.log_format);
     match cli.command {
         Command::Run(args) => run(args),
         Command::Status(args) => crate::oncall::run_status(args),
@@ -104,13 +115,13 @@ fn run(args: RunArgs) -> ExitCode {
     match Config::load(&args.config, &overrides) {
         Ok(config) => crate::daemon::run(config),
         Err(problems) => {
-            eprintln!(
-                "leased: error: {} has {} problem(s):",
+            tracing::error!(
+                "{} has {} problem(s):",
                 args.config.display(),
                 problems.as_slice().len()
             );
             for p in problems.as_slice() {
-                eprintln!("  {p}");
+                tracing::error!("  {p}");
             }
             ExitCode::from(64)
         }

@@ -73,7 +73,7 @@ pub fn now() -> MonoTime {
 }
 
 fn log(node: &str, message: impl std::fmt::Display) {
-    eprintln!("leased[{node}]: {message}");
+    tracing::info!(node, "{message}");
 }
 
 /// Runs the daemon until SIGTERM/SIGINT has fenced and released; returns the exit status.
@@ -93,13 +93,11 @@ pub fn run(config: Config) -> ExitCode {
         return ExitCode::from(EXIT_UNAVAILABLE);
     }
     if !on_tmpfs(&config.runtime_dir) {
-        log(
-            &node,
-            format!(
-                "warning: runtime_dir {} is not on a tmpfs: the key file may reach a disk \
-                 (systemd's RuntimeDirectory= is a tmpfs)",
-                config.runtime_dir.display()
-            ),
+        tracing::warn!(
+            node,
+            runtime_dir = %config.runtime_dir.display(),
+            "the runtime directory is not on a tmpfs: the key file may reach a disk \
+             (systemd's RuntimeDirectory= is a tmpfs)"
         );
     }
     let lock_path = config.runtime_dir.join("leased.lock");
@@ -1016,6 +1014,8 @@ impl Driver {
         let mut child = Command::new(exe)
             .env_clear()
             .envs(&self.config.client.env)
+            .arg("--log-format")
+            .arg(crate::logging::format().as_str())
             .arg("guard")
             .args(guard_config.to_args())
             .stdin(Stdio::piped())

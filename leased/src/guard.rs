@@ -258,6 +258,9 @@ impl GuardArgs {
 #[derive(Debug, clap::Parser)]
 #[command(about = "The fence guard, started by the daemon (see leased::guard)")]
 struct GuardCli {
+    /// How log lines on stderr look (as `leased --log-format`).
+    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
+    log_format: crate::logging::LogFormat,
     #[command(flatten)]
     args: GuardArgs,
 }
@@ -275,7 +278,10 @@ where
         return launch_client(args.into_iter().skip(2));
     }
     match GuardCli::try_parse_from(args) {
-        Ok(cli) => run_guard(cli.args.into_config()),
+        Ok(cli) => {
+            crate::logging::init(cli.log_format);
+            run_guard(cli.args.into_config())
+        }
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
@@ -498,13 +504,13 @@ pub struct GuardOutcome {
 /// whole of a dedicated process (`leased guard`).
 pub fn run_guard(config: GuardConfig) -> ExitCode {
     if config.client.is_empty() {
-        eprintln!("leased guard: no client command");
+        tracing::error!("guard: no client command");
         return ExitCode::from(EXIT_USAGE);
     }
     // It knows where the key file is and may hold a keystore password: no core dumps, and
     // no ptrace or /proc/PID/mem by its own user.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        eprintln!("leased guard: cannot make itself non-dumpable: {e}");
+        tracing::error!("guard: cannot make itself non-dumpable: {e}");
         return ExitCode::from(EXIT_SOFTWARE);
     }
     // Fails with EPERM only if we already lead a process group; then the daemon chose our
@@ -512,7 +518,7 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
     let _ = nix::unistd::setsid();
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         // Orphaned descendants then go to init; fencing still signals and probes the group.
-        eprintln!("leased guard: cannot become a child subreaper: {e}");
+        tracing::warn!("guard: cannot become a child subreaper: {e}");
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -520,7 +526,7 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("leased guard: cannot start the runtime: {e}");
+            tracing::error!("guard: cannot start the runtime: {e}");
             return ExitCode::from(EXIT_SOFTWARE);
         }
     };
@@ -528,14 +534,14 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
         let (input, output) = match stdio_pipes() {
             Ok(pipes) => pipes,
             Err(e) => {
-                eprintln!("leased guard: stdin and stdout must be pipes from the daemon: {e}");
+                tracing::error!("guard: stdin and stdout must be pipes from the daemon: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         };
         let shutdown = match shutdown_signals() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("leased guard: cannot handle signals: {e}");
+                tracing::error!("guard: cannot handle signals: {e}");
                 return ExitCode::from(EXIT_SOFTWARE);
             }
         };
@@ -1066,11 +1072,12 @@ where
 {
     use std::io::Write as _;
     use std::os::unix::process::CommandExt as _;
+    crate::logging::init(crate::logging::LogFormat::Text);
     // A duplicate, close-on-exec: it closes by itself when the client's exec succeeds.
     let mut status = match io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => {
-            eprintln!("leased client-exec: no status pipe on stdin: {e}");
+            tracing::error!("client-exec: no status pipe on stdin: {e}");
             return ExitCode::from(EXIT_CANNOT_EXEC);
         }
     };

@@ -397,7 +397,8 @@ fn systemd_hears_ready_and_the_state_and_the_key_file_is_private_while_held() {
             .any(|m: &String| m.starts_with("STATUS=holding") && m.contains("(0x"))
     {
         if let Ok(n) = socket.recv(&mut buf) {
-            heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            // sd-notify ends each datagram with a newline, which the protocol allows.
+            heard.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
         }
     }
     assert!(heard.iter().any(|m| m == "READY=1"), "{heard:?}");
@@ -422,7 +423,8 @@ fn systemd_hears_ready_and_the_state_and_the_key_file_is_private_while_held() {
         Some(0)
     );
     while let Ok(n) = socket.recv(&mut buf) {
-        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        // sd-notify ends each datagram with a newline, which the protocol allows.
+        heard.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
     }
     assert!(heard.iter().any(|m| m == "STOPPING=1"), "{heard:?}");
     assert!(!key_file.exists(), "the key file outlived the daemon");
