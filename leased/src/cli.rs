@@ -87,11 +87,7 @@ pub fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 64 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return shared::exit::clap_error("leased", e),
     };
     crate::logging::init(cli.log_format);
     match cli.command {
@@ -115,15 +111,12 @@ fn run(args: RunArgs) -> ExitCode {
     match Config::load(&args.config, &overrides) {
         Ok(config) => crate::daemon::run(config),
         Err(problems) => {
-            tracing::error!(
-                "{} has {} problem(s):",
-                args.config.display(),
-                problems.as_slice().len()
-            );
-            for p in problems.as_slice() {
-                tracing::error!("  {p}");
-            }
-            ExitCode::from(64)
+            let lines: Vec<String> = problems
+                .as_slice()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            shared::exit::report_problems("leased", &args.config.display().to_string(), &lines)
         }
     }
 }

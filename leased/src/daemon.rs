@@ -36,6 +36,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use shared::exit::Status;
 use shared::keyfile::{self, KeyFormat, CONTENT_TYPE_RAW_HEX};
 use shared::keystore::KdfParams;
 use shared::lease::{meta, LeaseId, LeaseStore, Metadata};
@@ -50,12 +51,12 @@ use crate::machine::{
 use crate::telemetry::{RenewFailure, Telemetry};
 use crate::{http, notify};
 
-/// Exit status when another daemon holds the runtime directory's lock (EX_TEMPFAIL).
-pub const EXIT_LOCKED: u8 = 75;
-/// Exit status when the stores or the HTTP listener cannot be set up (EX_UNAVAILABLE).
-pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Exit status when the process cannot be made safe to hold a key (EX_OSERR).
-pub const EXIT_OSERR: u8 = 71;
+/// Exit status when another daemon holds the runtime directory's lock.
+pub const EXIT_LOCKED: Status = Status::TempFail;
+/// Exit status when the stores or the HTTP listener cannot be set up.
+pub const EXIT_UNAVAILABLE: Status = Status::Unavailable;
+/// Exit status when the process cannot be made safe to hold a key.
+pub const EXIT_OSERR: Status = Status::OsErr;
 /// How long after the guard's own SIGKILL would have ended a fence the daemon waits for
 /// the guard's confirmation before it kills the client and the guard itself.
 const BACKSTOP_SLACK: Duration = Duration::from_millis(500);
@@ -83,14 +84,14 @@ pub fn run(config: Config) -> ExitCode {
     // own user. Failing that, it must not run.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         log(&node, format!("cannot make the process non-dumpable: {e}"));
-        return ExitCode::from(EXIT_OSERR);
+        return EXIT_OSERR.into();
     }
     if let Err(e) = fsutil::ensure_private_dir(&config.runtime_dir) {
         log(
             &node,
             format!("runtime_dir {}: {e}", config.runtime_dir.display()),
         );
-        return ExitCode::from(EXIT_UNAVAILABLE);
+        return EXIT_UNAVAILABLE.into();
     }
     if !on_tmpfs(&config.runtime_dir) {
         tracing::warn!(
@@ -105,7 +106,7 @@ pub fn run(config: Config) -> ExitCode {
         Ok(lock) => lock,
         Err(message) => {
             log(&node, message);
-            return ExitCode::from(EXIT_LOCKED);
+            return EXIT_LOCKED.into();
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -115,7 +116,7 @@ pub fn run(config: Config) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             log(&node, format!("cannot start the async runtime: {e}"));
-            return ExitCode::from(EXIT_UNAVAILABLE);
+            return EXIT_UNAVAILABLE.into();
         }
     };
     let runtime_dir = config.runtime_dir.clone();
@@ -127,7 +128,7 @@ pub fn run(config: Config) -> ExitCode {
             Ok(driver) => driver.run().await,
             Err(message) => {
                 log(&node, message);
-                ExitCode::from(EXIT_UNAVAILABLE)
+                EXIT_UNAVAILABLE.into()
             }
         }
     });
@@ -320,7 +321,7 @@ impl Driver {
                 Ok(s) => s,
                 Err(e) => {
                     log(&node, format!("cannot watch SIGTERM: {e}"));
-                    return ExitCode::from(EXIT_UNAVAILABLE);
+                    return EXIT_UNAVAILABLE.into();
                 }
             };
         let mut sigint =
@@ -328,7 +329,7 @@ impl Driver {
                 Ok(s) => s,
                 Err(e) => {
                     log(&node, format!("cannot watch SIGINT: {e}"));
-                    return ExitCode::from(EXIT_UNAVAILABLE);
+                    return EXIT_UNAVAILABLE.into();
                 }
             };
         let seed = random_seed();

@@ -81,6 +81,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::time::{clock_gettime, ClockId};
 use nix::unistd::Pid;
+use shared::exit::Status;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Grace between SIGTERM and SIGKILL unless configured: well inside the 2 s minimum margin.
@@ -105,10 +106,10 @@ pub const LAUNCHER_SUBCOMMAND: &str = "client-exec";
 
 /// Exit code when the fence could not be completed (files left, or the client survived).
 pub const EXIT_FENCE_INCOMPLETE: u8 = 1;
-/// Exit code for bad arguments or standard streams that are not pipes.
-pub const EXIT_USAGE: u8 = 64;
-/// Exit code when the guard could not set itself up (runtime, signals).
-pub const EXIT_SOFTWARE: u8 = 70;
+/// Exit status for bad arguments or standard streams that are not pipes.
+pub const EXIT_USAGE: Status = Status::Usage;
+/// Exit status when the guard could not set itself up (runtime, signals).
+pub const EXIT_SOFTWARE: Status = Status::Software;
 
 /// A point on `CLOCK_MONOTONIC`, in nanoseconds: shared by every process on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -283,7 +284,7 @@ where
             run_guard(cli.args.into_config())
         }
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() { EXIT_USAGE.code() } else { 0 };
             let _ = e.print();
             ExitCode::from(code)
         }
@@ -505,13 +506,13 @@ pub struct GuardOutcome {
 pub fn run_guard(config: GuardConfig) -> ExitCode {
     if config.client.is_empty() {
         tracing::error!("guard: no client command");
-        return ExitCode::from(EXIT_USAGE);
+        return EXIT_USAGE.into();
     }
     // It knows where the key file is and may hold a keystore password: no core dumps, and
     // no ptrace or /proc/PID/mem by its own user.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         tracing::error!("guard: cannot make itself non-dumpable: {e}");
-        return ExitCode::from(EXIT_SOFTWARE);
+        return EXIT_SOFTWARE.into();
     }
     // Fails with EPERM only if we already lead a process group; then the daemon chose our
     // group for us and that is its decision to have made.
@@ -527,7 +528,7 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("guard: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE);
+            return EXIT_SOFTWARE.into();
         }
     };
     let code = rt.block_on(async {
@@ -535,14 +536,14 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
             Ok(pipes) => pipes,
             Err(e) => {
                 tracing::error!("guard: stdin and stdout must be pipes from the daemon: {e}");
-                return ExitCode::from(EXIT_USAGE);
+                return EXIT_USAGE.into();
             }
         };
         let shutdown = match shutdown_signals() {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("guard: cannot handle signals: {e}");
-                return ExitCode::from(EXIT_SOFTWARE);
+                return EXIT_SOFTWARE.into();
             }
         };
         let outcome = run(&config, input, output, shutdown).await;

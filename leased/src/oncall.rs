@@ -58,27 +58,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use shared::azure::{AzureOptions, CredentialKind};
+use shared::exit::{Failure, Status};
 use shared::lease::{
     meta, LeaseDuration, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason,
     MAX_BREAK_PERIOD, MAX_LEASE, MIN_LEASE,
 };
 use shared::spec::LeaseStoreSpec;
 use shared::Name;
-
-/// EX_USAGE: bad arguments, or `break` without `--yes`.
-pub const EXIT_USAGE: u8 = 64;
-/// EX_NOINPUT: no lease record for the identity, or no lease store file at the path.
-pub const EXIT_NO_INPUT: u8 = 66;
-/// EX_UNAVAILABLE: the lease store cannot serve requests.
-pub const EXIT_UNAVAILABLE: u8 = 69;
-/// EX_SOFTWARE: the store answered something this tool does not expect.
-pub const EXIT_SOFTWARE: u8 = 70;
-/// EX_OSERR: the async runtime could not start.
-pub const EXIT_OS_ERR: u8 = 71;
-/// EX_IOERR: stdout could not be written.
-pub const EXIT_IO_ERR: u8 = 74;
-/// EX_TEMPFAIL: the store stayed busy; the same command may succeed when retried.
-pub const EXIT_TEMP_FAIL: u8 = 75;
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status: 0 done; 64 bad arguments (and break without --yes, or with a --period that
@@ -906,51 +892,34 @@ pub fn refuse_break(row: &StatusRow, o: &Overlap, forced: &str) -> String {
     out
 }
 
-/// A failed command: one line for stderr and a sysexits status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Failure {
-    code: u8,
-    message: String,
+/// A store error as a failed command: the sysexits status that fits it.
+fn lease_failure(e: LeaseError) -> Failure {
+    let status = match &e {
+        LeaseError::NotFound { identity } => {
+            return Failure::new(
+                Status::NoInput,
+                format!(
+                    "no lease record for identity {identity} in this store \
+                     (leased status lists them)"
+                ),
+            )
+        }
+        LeaseError::Transient { .. } => Status::TempFail,
+        LeaseError::Backend { .. } => Status::Unavailable,
+        LeaseError::Invalid(_) => Status::Usage,
+        LeaseError::HeldByOther { .. } | LeaseError::Lost { .. } => Status::Software,
+    };
+    Failure::new(status, e.to_string())
 }
 
-impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Self {
-        // One line, always.
-        let message = message.into().replace(['\n', '\r'], " ");
-        Self { code, message }
-    }
-
-    fn lease(e: LeaseError) -> Self {
-        let code = match &e {
-            LeaseError::NotFound { identity } => {
-                return Self::new(
-                    EXIT_NO_INPUT,
-                    format!(
-                        "no lease record for identity {identity} in this store \
-                         (leased status lists them)"
-                    ),
-                )
-            }
-            LeaseError::Transient { .. } => EXIT_TEMP_FAIL,
-            LeaseError::Backend { .. } => EXIT_UNAVAILABLE,
-            LeaseError::Invalid(_) => EXIT_USAGE,
-            LeaseError::HeldByOther { .. } | LeaseError::Lost { .. } => EXIT_SOFTWARE,
-        };
-        Self::new(code, e.to_string())
-    }
-
-    fn io(e: io::Error) -> Self {
-        Self::new(EXIT_IO_ERR, format!("cannot write to stdout: {e}"))
-    }
+fn stdout_failure(e: io::Error) -> Failure {
+    Failure::new(Status::IoErr, format!("cannot write to stdout: {e}"))
 }
 
 fn exit(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            let _ = writeln!(io::stderr(), "leased: error: {}", f.message);
-            ExitCode::from(f.code)
-        }
+        Err(f) => f.report("leased"),
     }
 }
 
@@ -973,19 +942,19 @@ fn azure_options(credential: Option<CredentialKind>) -> AzureOptions {
 fn open_store(spec: &str, azure: &AzureOptions) -> Result<Arc<dyn LeaseStore>, Failure> {
     let spec: LeaseStoreSpec = spec
         .parse()
-        .map_err(|e| Failure::new(EXIT_USAGE, format!("--leases: {e}")))?;
+        .map_err(|e| Failure::new(Status::Usage, format!("--leases: {e}")))?;
     if let LeaseStoreSpec::Sqlite(path) = &spec {
         match std::fs::metadata(path) {
             Ok(m) if m.is_file() => {}
             Ok(_) => {
                 return Err(Failure::new(
-                    EXIT_NO_INPUT,
+                    Status::NoInput,
                     format!("--leases {spec}: {} is not a file", path.display()),
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Failure::new(
-                    EXIT_NO_INPUT,
+                    Status::NoInput,
                     format!(
                         "--leases {spec}: no lease store at {} (use the daemons' store.leases; \
                          orchestrator init creates it)",
@@ -995,20 +964,20 @@ fn open_store(spec: &str, azure: &AzureOptions) -> Result<Arc<dyn LeaseStore>, F
             }
             Err(e) => {
                 return Err(Failure::new(
-                    EXIT_UNAVAILABLE,
+                    Status::Unavailable,
                     format!("--leases {spec}: cannot read {}: {e}", path.display()),
                 ))
             }
         }
     }
-    spec.open(azure).map_err(Failure::lease)
+    spec.open(azure).map_err(lease_failure)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(EXIT_OS_ERR, format!("cannot start the runtime: {e}")))
+        .map_err(|e| Failure::new(Status::OsErr, format!("cannot start the runtime: {e}")))
 }
 
 fn now_unix() -> u64 {
@@ -1034,11 +1003,11 @@ pub fn run_status(args: StatusArgs) -> ExitCode {
 pub fn run_break(args: BreakArgs) -> ExitCode {
     exit((|| {
         let identity = Name::new(args.identity.as_str())
-            .map_err(|e| Failure::new(EXIT_USAGE, format!("identity: {e}")))?;
+            .map_err(|e| Failure::new(Status::Usage, format!("identity: {e}")))?;
         let period = match args.period {
             Some(p) if Duration::from_secs(p) > MAX_BREAK_PERIOD => {
                 return Err(Failure::new(
-                    EXIT_USAGE,
+                    Status::Usage,
                     format!("--period {p}: the break period is 0-60 seconds"),
                 ))
             }
@@ -1061,12 +1030,12 @@ async fn status_on(
     now_unix: u64,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let rows = status(store, now_unix).await.map_err(Failure::lease)?;
+    let rows = status(store, now_unix).await.map_err(lease_failure)?;
     if json {
-        writeln!(out, "{}", render_json(&rows)).map_err(Failure::io)
+        writeln!(out, "{}", render_json(&rows)).map_err(stdout_failure)
     } else {
         out.write_all(render_table(&rows).as_bytes())
-            .map_err(Failure::io)
+            .map_err(stdout_failure)
     }
 }
 
@@ -1134,22 +1103,22 @@ async fn break_on(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let id = &req.identity;
-    let record = store.read(id).await.map_err(Failure::lease)?;
+    let record = store.read(id).await.map_err(lease_failure)?;
     let row = status_row(&record, now_unix);
     if !req.yes {
         out.write_all(explain_break(&row, req.period).as_bytes())
-            .map_err(Failure::io)?;
+            .map_err(stdout_failure)?;
         return Err(Failure::new(
-            EXIT_USAGE,
+            Status::Usage,
             format!("{id} not broken: add --yes to break it"),
         ));
     }
     match req.period.and_then(|p| overlap(row.sign_bound, p)) {
         Some(o) if !req.force_overlap => {
             let text = refuse_break(&row, &o, &req.forced_command(o.standby_in));
-            out.write_all(text.as_bytes()).map_err(Failure::io)?;
+            out.write_all(text.as_bytes()).map_err(stdout_failure)?;
             Err(Failure::new(
-                EXIT_USAGE,
+                Status::Usage,
                 format!(
                     "{id} not broken: --period {} could let two VMs sign for up to {} s; add \
                      --force-overlap only if the holder's VM is off",
@@ -1162,7 +1131,7 @@ async fn break_on(
         None => {
             let report = break_identity(store, id, None)
                 .await
-                .map_err(Failure::lease)?;
+                .map_err(lease_failure)?;
             let mut text = render_break(&report);
             if let Some(p) = req.period.filter(|p| report.outcome.acquirable_in() > *p) {
                 text.push_str(&wrap(
@@ -1176,7 +1145,7 @@ async fn break_on(
                     "",
                 ));
             }
-            out.write_all(text.as_bytes()).map_err(Failure::io)
+            out.write_all(text.as_bytes()).map_err(stdout_failure)
         }
     }
 }
@@ -1194,12 +1163,12 @@ async fn force_break(
 ) -> Result<(), Failure> {
     let first = break_identity(store, id, None)
         .await
-        .map_err(Failure::lease)?;
+        .map_err(lease_failure)?;
     if first.outcome == BreakOutcome::NoLease {
         // Released meanwhile: its holder fenced first, and there is nothing to shorten.
         return out
             .write_all(render_break(&first).as_bytes())
-            .map_err(Failure::io);
+            .map_err(stdout_failure);
     }
     let left = first.outcome.acquirable_in();
     let period = Duration::from_secs(o.standby_in);
@@ -1209,16 +1178,16 @@ async fn force_break(
             Ok(l) => BreakOutcome::Breaking { acquirable_in: l },
             Err(e) => {
                 out.write_all(render_break(&first).as_bytes())
-                    .map_err(Failure::io)?;
-                let failure = Failure::lease(e);
+                    .map_err(stdout_failure)?;
+                let failure = lease_failure(e);
                 return Err(Failure::new(
-                    failure.code,
+                    failure.status(),
                     format!(
                         "{id} is breaking for the rest of its lease (acquirable in {} s), \
                          which is safe; shortening that to --period {} failed: {}",
                         ceil_secs(left),
                         o.standby_in,
-                        failure.message
+                        failure.message()
                     ),
                 ));
             }
@@ -1255,7 +1224,7 @@ async fn force_break(
             "",
         ));
     }
-    out.write_all(text.as_bytes()).map_err(Failure::io)
+    out.write_all(text.as_bytes()).map_err(stdout_failure)
 }
 
 #[cfg(test)]
@@ -1954,8 +1923,8 @@ mod tests {
         let v1 = name("m0-v1");
         let (result, out) = ask(&f.store, "m0-v1", false, None, false, f.now()).await;
         let err = result.unwrap_err();
-        assert_eq!(err.code, EXIT_USAGE);
-        assert!(err.message.contains("m0-v1") && err.message.contains("--yes"));
+        assert_eq!(err.status(), Status::Usage);
+        assert!(err.message().contains("m0-v1") && err.message().contains("--yes"));
         let text = flat(&out);
         assert!(text.starts_with("Not breaking m0-v1: breaking needs --yes"));
         assert!(text.contains("vm-1 (pid 4242)"), "shows the row: {text}");
@@ -2235,13 +2204,13 @@ mod tests {
         for p in [0, 11] {
             let (result, out) = ask(&f.store, "m0-v1", true, Some(p), false, f.now()).await;
             let err = result.unwrap_err();
-            assert_eq!(err.code, EXIT_USAGE);
+            assert_eq!(err.status(), Status::Usage);
             assert!(
-                err.message.starts_with("m0-v1 not broken: --period")
-                    && err.message.contains(&format!("for up to {} s", 12 - p))
-                    && err.message.contains("--force-overlap"),
+                err.message().starts_with("m0-v1 not broken: --period")
+                    && err.message().contains(&format!("for up to {} s", 12 - p))
+                    && err.message().contains("--force-overlap"),
                 "{}",
-                err.message
+                err.message()
             );
             let text = flat(&out);
             assert!(
@@ -2377,14 +2346,14 @@ mod tests {
         store.fail_period_break = true;
         let (result, out) = ask(&store, "m0-v1", true, Some(0), true, f.now()).await;
         let err = result.unwrap_err();
-        assert_eq!(err.code, EXIT_TEMP_FAIL);
+        assert_eq!(err.status(), Status::TempFail);
         assert!(
-            err.message.starts_with(
+            err.message().starts_with(
                 "m0-v1 is breaking for the rest of its lease (acquirable in 12 s), which is \
                  safe; shortening that to --period 0 failed: "
             ),
             "{}",
-            err.message
+            err.message()
         );
         assert!(
             out.starts_with("m0-v1 breaking; acquirable in 12 s\n"),
@@ -2415,7 +2384,7 @@ mod tests {
         }
         // Shortening a running break is shortening the holder's time to fence.
         let (result, out) = ask(&f.store, "m0-v4", true, Some(0), false, f.now()).await;
-        assert_eq!(result.unwrap_err().code, EXIT_USAGE);
+        assert_eq!(result.unwrap_err().status(), Status::Usage);
         assert!(
             flat(&out).contains(
                 "up to 2 s with two signers. Nothing was changed: the running break goes on, \
@@ -2432,7 +2401,7 @@ mod tests {
         let mut store = Twisted::new(&f.store);
         store.blind = true;
         let (result, out) = ask(&store, "m0-v1", true, Some(14), false, f.now()).await;
-        assert_eq!(result.unwrap_err().code, EXIT_USAGE);
+        assert_eq!(result.unwrap_err().status(), Status::Usage);
         assert!(
             flat(&out).contains(
                 "may sign until up to 15 s from now (its lease duration, as its daemon \
@@ -2454,7 +2423,7 @@ mod tests {
         let mut store = Twisted::new(&f.store);
         store.blind = true;
         let (result, out) = ask(&store, "m0-v1", true, Some(59), false, f.now()).await;
-        assert_eq!(result.unwrap_err().code, EXIT_USAGE);
+        assert_eq!(result.unwrap_err().status(), Status::Usage);
         assert!(
             flat(&out).contains(
                 "may sign until up to 60 s from now (the longest lease Azure grants; the \
@@ -2508,8 +2477,8 @@ mod tests {
         for yes in [true, false] {
             let (result, out) = ask(&f.store, "m9-v9", yes, Some(0), yes, f.now()).await;
             let failure = result.unwrap_err();
-            assert_eq!(failure.code, EXIT_NO_INPUT);
-            assert!(failure.message.contains("m9-v9"), "{}", failure.message);
+            assert_eq!(failure.status(), Status::NoInput);
+            assert!(failure.message().contains("m9-v9"), "{}", failure.message());
             assert!(out.is_empty());
         }
         let err = break_identity(&f.store, &name("m0-v1"), Some(secs(61)))
@@ -2546,18 +2515,20 @@ mod tests {
             message: "corrupt".into(),
             source: None,
         };
-        assert_eq!(Failure::lease(transient).code, EXIT_TEMP_FAIL);
-        assert_eq!(Failure::lease(backend).code, EXIT_UNAVAILABLE);
+        assert_eq!(lease_failure(transient).status(), Status::TempFail);
+        assert_eq!(lease_failure(backend).status(), Status::Unavailable);
         assert_eq!(
-            Failure::lease(LeaseError::Invalid("x".into())).code,
-            EXIT_USAGE
+            lease_failure(LeaseError::Invalid("x".into())).status(),
+            Status::Usage
         );
         let lost = LeaseError::Lost {
             identity: name("m0-v1"),
             reason: LostReason::Broken,
         };
-        assert_eq!(Failure::lease(lost).code, EXIT_SOFTWARE);
-        assert!(!Failure::new(1, "a\nb").message.contains('\n'));
+        assert_eq!(lease_failure(lost).status(), Status::Software);
+        assert!(!Failure::new(Status::Software, "a\nb")
+            .message()
+            .contains('\n'));
     }
 
     #[test]
@@ -2567,17 +2538,21 @@ mod tests {
         let spec = format!("sqlite:{}", path.display());
         let none = AzureOptions::default();
         let err = open_store(&spec, &none).err().unwrap();
-        assert_eq!(err.code, EXIT_NO_INPUT);
-        assert!(err.message.contains("no lease store at"), "{}", err.message);
+        assert_eq!(err.status(), Status::NoInput);
+        assert!(
+            err.message().contains("no lease store at"),
+            "{}",
+            err.message()
+        );
         assert!(!path.exists());
 
         let err = open_store(&format!("sqlite:{}", dir.path().display()), &none)
             .err()
             .unwrap();
-        assert_eq!(err.code, EXIT_NO_INPUT);
+        assert_eq!(err.status(), Status::NoInput);
         assert_eq!(
-            open_store("s3:bucket", &none).err().unwrap().code,
-            EXIT_USAGE
+            open_store("s3:bucket", &none).err().unwrap().status(),
+            Status::Usage
         );
         // Opening a blob: store sends nothing yet; it fails at the first call instead.
         assert!(open_store("blob:https://a.blob.core.windows.net/c", &none).is_ok());

@@ -75,6 +75,6 @@ where
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => failure.report(),
+        Err(failure) => crate::exit::report(failure),
     }
 }
