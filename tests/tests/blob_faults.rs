@@ -331,7 +331,7 @@ fn fences(cluster: &Cluster, node: &str, identity: &Name, reason: &str) -> usize
     cluster
         .daemon_log(node)
         .lines()
-        .filter(|l| l.ends_with(&line))
+        .filter(|l| l.contains(&line))
         .count()
 }
 
