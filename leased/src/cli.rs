@@ -76,14 +76,11 @@ struct RunArgs {
 
 /// Parses the process's arguments and runs the command; returns the exit status.
 pub fn main() -> ExitCode {
-    // The guard's client launcher takes its own, untouched argument list (the client's
-    // argv follows `--`); it is not for people and has no help to show.
-    let mut args = std::env::args_os();
-    if args
-        .nth(1)
-        .is_some_and(|a| a == crate::guard::LAUNCHER_SUBCOMMAND)
-    {
-        return crate::guard::launch_client(args);
+    // The guard's client launcher and key janitor take their own, untouched argument
+    // lists (the client's argv follows `--`); they are not for people and have no help.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = crate::guard::hidden_subcommand(&args) {
+        return code;
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

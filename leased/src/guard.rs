@@ -48,6 +48,13 @@
 //! The launcher reports an `exec` failure over a close-on-exec pipe, so a program that
 //! cannot run is `failed`, never a client that `started` and exited.
 //!
+//! The guard also starts a janitor, `leased key-janitor` (this same binary again), in a
+//! process group of its own, whose parent-death signal is SIGTERM: should the guard die
+//! without fencing (SIGKILL, or the daemon's backstop), the janitor deletes the key and
+//! password files at once, whether or not the daemon can act (it may be frozen: the chaos
+//! run found key files left behind that way). A guard that fences and exits normally kills
+//! its janitor first, so a janitor never outlives its guard to touch a later key file.
+//!
 //! What this module must never do: let the client outlive a fence (or a client exit: an
 //! `exited` event means the whole group is gone, so a restart cannot overlap a straggler);
 //! start a client without a future deadline; write to stdout anything but events (the
@@ -103,6 +110,9 @@ const LAUNCH_WAIT: Duration = Duration::from_secs(5);
 const EXIT_CANNOT_EXEC: u8 = 127;
 /// The hidden subcommand that runs the launcher, in `leased` and in the test hosts.
 pub const LAUNCHER_SUBCOMMAND: &str = "client-exec";
+
+/// The hidden subcommand that runs the key janitor (see the module docs).
+pub const JANITOR_SUBCOMMAND: &str = "key-janitor";
 
 /// Exit code when the fence could not be completed (files left, or the client survived).
 pub const EXIT_FENCE_INCOMPLETE: u8 = 1;
@@ -266,6 +276,17 @@ struct GuardCli {
     args: GuardArgs,
 }
 
+/// Runs the launcher or the janitor if `args` (program name first) names one of them.
+/// Neither is for people: they take untouched argument lists and have no help.
+pub fn hidden_subcommand(args: &[OsString]) -> Option<ExitCode> {
+    let rest = args.iter().skip(2).cloned();
+    match args.get(1) {
+        Some(a) if a == LAUNCHER_SUBCOMMAND => Some(launch_client(rest)),
+        Some(a) if a == JANITOR_SUBCOMMAND => Some(run_janitor(rest)),
+        _ => None,
+    }
+}
+
 /// Parses guard arguments (the first item is the program name) and runs the guard.
 /// `leased guard …` and test hosts call this.
 pub fn main_from_args<I, T>(args: I) -> ExitCode
@@ -275,8 +296,8 @@ where
 {
     use clap::Parser as _;
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    if args.get(1).is_some_and(|a| a == LAUNCHER_SUBCOMMAND) {
-        return launch_client(args.into_iter().skip(2));
+    if let Some(code) = hidden_subcommand(&args) {
+        return code;
     }
     match GuardCli::try_parse_from(args) {
         Ok(cli) => {
@@ -546,7 +567,14 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
                 return EXIT_SOFTWARE.into();
             }
         };
+        let janitor = start_janitor(&config);
         let outcome = run(&config, input, output, shutdown).await;
+        // Fenced: the files are gone. The janitor must not outlive us and wake later,
+        // when the path may hold the next key file.
+        if let Some(pid) = janitor {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
         if outcome.complete {
             ExitCode::SUCCESS
         } else {
@@ -1017,6 +1045,7 @@ impl Drop for Client {
 /// reparented to the guard, a child subreaper.
 fn descendants() -> Vec<Pid> {
     let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+    let janitor = JANITOR.load(std::sync::atomic::Ordering::Relaxed);
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -1046,7 +1075,7 @@ fn descendants() -> Vec<Pid> {
     }
     table
         .iter()
-        .filter(|(pid, _, alive)| *alive && *pid != me && found.contains(pid))
+        .filter(|(pid, _, alive)| *alive && *pid != me && *pid != janitor && found.contains(pid))
         .map(|(pid, _, _)| Pid::from_raw(*pid))
         .collect()
 }
@@ -1111,6 +1140,107 @@ where
         .stdin(Stdio::null())
         .exec();
     fail(error.to_string())
+}
+
+/// The guard's janitor, once started (0: none). It is a child of the guard but not part of
+/// the client: fences and exits do not wait for it.
+static JANITOR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Starts the janitor for the configured files, if any, in its own process group (the
+/// client's group is signalled on every fence; the janitor must stay until the guard
+/// exits). A janitor that cannot start is logged, not fatal: fencing itself deletes the
+/// files, the janitor only covers a guard that dies without fencing.
+fn start_janitor(config: &GuardConfig) -> Option<Pid> {
+    let files: Vec<&PathBuf> = [&config.key_file, &config.password_file]
+        .into_iter()
+        .flatten()
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    let spawned = self_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .arg(JANITOR_SUBCOMMAND)
+            .arg("--guard-pid")
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .args(files)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+    });
+    match spawned.map(|child| i32::try_from(child.id())) {
+        Ok(Ok(pid)) => {
+            JANITOR.store(pid, std::sync::atomic::Ordering::Relaxed);
+            Some(Pid::from_raw(pid))
+        }
+        Ok(Err(_)) => None,
+        Err(e) => {
+            tracing::warn!("guard: cannot start the key janitor: {e}");
+            None
+        }
+    }
+}
+
+/// `leased key-janitor --guard-pid PID -- FILE…`: waits, doing nothing, until its guard
+/// dies (its parent-death signal) or a stop signal comes, then deletes the files. The
+/// guard kills it with SIGKILL once it has fenced, so it acts only when the guard died
+/// without fencing.
+pub fn run_janitor<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    use nix::sys::signal::SigSet;
+    crate::logging::init(crate::logging::LogFormat::Text);
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let (guard, files) = match args.as_slice() {
+        [flag, pid, dashes, files @ ..] if flag == "--guard-pid" && dashes == "--" => {
+            match pid.to_str().and_then(|p| p.parse::<i32>().ok()) {
+                Some(pid) => (Pid::from_raw(pid), files),
+                None => {
+                    tracing::error!("key-janitor: bad --guard-pid");
+                    return EXIT_USAGE.into();
+                }
+            }
+        }
+        _ => {
+            tracing::error!("key-janitor: usage: --guard-pid PID -- FILE…");
+            return EXIT_USAGE.into();
+        }
+    };
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // The signals are blocked, then waited for: no handler, no default action that would
+    // end the process before it deletes.
+    let mut waited = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        waited.add(sig);
+    }
+    let ready = waited
+        .thread_block()
+        .and_then(|()| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM));
+    match ready {
+        // The guard may have died before the parent-death signal was set: then no
+        // signal comes, and there is nothing to wait for.
+        Ok(()) if nix::unistd::getppid() == guard => {
+            let _ = waited.wait();
+        }
+        Ok(()) => {}
+        Err(e) => tracing::error!("key-janitor: cannot wait for its guard: {e}"),
+    }
+    let mut code = ExitCode::SUCCESS;
+    for file in files {
+        if let Err(e) = remove_secret_file(Path::new(file)) {
+            tracing::error!(
+                "key-janitor: cannot delete {}: {e}",
+                Path::new(file).display()
+            );
+            code = ExitCode::from(EXIT_FENCE_INCOMPLETE);
+        }
+    }
+    code
 }
 
 /// Overwrites a key or password file with zeros (so the tmpfs pages do not keep the

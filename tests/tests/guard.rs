@@ -652,3 +652,89 @@ fn beyond_a_descendant_that_left_the_process_group_is_fenced_too() {
         "the escaped child outlived the fence"
     );
 }
+
+/// Found by the chaos run (issue 11): a daemon frozen, then its guard killed. The client
+/// died with its guard, but the key file stayed on the node until the daemon thawed, while
+/// a standby could already hold the identity. Here the test, in the daemon's place, does
+/// nothing after the kill, as a frozen daemon would: the guard's janitor deletes the file.
+#[test]
+fn chaos_a_guard_killed_while_its_daemon_is_frozen_leaves_no_key_file() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let pgid = g.start_until(after(Duration::from_secs(60)), &setup);
+    assert!(setup.key_file.exists(), "the client runs with its key file");
+    let killed = std::time::Instant::now();
+    kill(pid_of(&g.guard), Signal::SIGKILL).expect("kill -9 of the guard");
+    let died = integration_tests::cluster::wait_dead(pgid, Duration::from_secs(3));
+    let mut gone = None;
+    while killed.elapsed() < Duration::from_secs(3) {
+        if !setup.key_file.exists() {
+            gone = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!("latency: guard killed -> client dead {died:?}, key file deleted {gone:?}");
+    assert!(died.is_some(), "the client outlived its guard");
+    assert!(
+        gone.is_some_and(|d| d <= Duration::from_millis(500)),
+        "the key file stayed after the guard was killed: {gone:?} (None: over 3 s)"
+    );
+}
+
+/// A guard that fences and exits normally takes its janitor with it: no janitor is left to
+/// wake later and delete the next guard's key file at the same path.
+#[test]
+fn a_guard_that_fenced_leaves_no_janitor_behind() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let guard = pid_of(&g.guard);
+    g.start_until(after(Duration::from_secs(60)), &setup);
+    let janitors = || children_of(guard);
+    assert_eq!(
+        janitors().len(),
+        2,
+        "the guard runs the client and its janitor"
+    );
+    g.send(GuardCommand::Fence);
+    g.fenced();
+    assert_eq!(g.exit_code(), Some(0));
+    let leftovers: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|pid| {
+            cmdline(*pid).contains(leased::guard::JANITOR_SUBCOMMAND)
+                && cmdline(*pid).contains(&format!("--guard-pid\0{guard}\0"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "janitors left: {leftovers:?}");
+}
+
+fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Live children of `parent`, from `/proc`.
+fn children_of(parent: Pid) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let mut f = stat.rsplit_once(')').map_or("", |x| x.1).split_whitespace();
+                let state = f.next();
+                f.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw())
+                    && state != Some("Z")
+            })
+        })
+        .collect()
+}
