@@ -247,6 +247,9 @@ struct Driver {
     fence_waiting: Option<Ticket>,
     /// Holder metadata written under the current lease, extended with the address later.
     metadata: Option<(Ticket, Metadata)>,
+    /// The epoch of the current lease, once a metadata write has read the record's: every
+    /// metadata write under that lease carries it (see [`lease_epoch`]).
+    epoch_cell: Option<(Ticket, EpochCell)>,
     /// When the current lease was acquired, for the hand-off latency.
     acquired_at: Option<(Ticket, MonoTime)>,
     address: Option<String>,
@@ -305,6 +308,7 @@ impl Driver {
             guards_started: 0,
             fence_waiting: None,
             metadata: None,
+            epoch_cell: None,
             acquired_at: None,
             address: None,
             epoch: None,
@@ -806,7 +810,7 @@ impl Driver {
         });
     }
 
-    fn release(&self, lease: Lease) {
+    fn release(&mut self, lease: Lease) {
         let store = self.leases.clone();
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
@@ -814,6 +818,8 @@ impl Driver {
         // A node that gives an identity up because of its own failure says why, under the
         // lease, where `leased status` shows it until the next holder's metadata replaces
         // it. A graceful stop needs no explaining, and is not slowed down by a write.
+        // The epoch is the lease's, as every metadata write under it carries: a write
+        // without one would reset the record's to 0.
         let note = self
             .last_fence
             .as_ref()
@@ -823,11 +829,9 @@ impl Driver {
                 let mut metadata = metadata.clone();
                 metadata.insert(meta::LAST_FENCE.into(), f.reason.as_str().into());
                 metadata.insert(meta::LAST_FENCE_DETAIL.into(), metadata_text(&f.detail));
-                if let Some(epoch) = self.epoch {
-                    metadata.insert(meta::EPOCH.into(), epoch.to_string());
-                }
                 Some(metadata)
-            });
+            })
+            .map(|metadata| (metadata, self.epoch_cell_for(lease.ticket)));
         self.telemetry.metrics(|m| m.store_request("release"));
         if note.is_some() {
             self.telemetry
@@ -835,9 +839,11 @@ impl Driver {
         }
         tokio::spawn(async move {
             let (ticket, identity) = (lease.ticket, lease.identity.clone());
-            if let Some(metadata) = note {
+            if let Some((mut metadata, cell)) = note {
                 let (store, lease) = (store.clone(), lease.clone());
                 let write = async move {
+                    let epoch = lease_epoch(&cell, store.as_ref(), &lease.identity).await?;
+                    metadata.insert(meta::EPOCH.into(), epoch.to_string());
                     store
                         .write_metadata(&lease.identity, &lease.id, &metadata)
                         .await
@@ -869,9 +875,10 @@ impl Driver {
             self.config.lease.duration.as_secs().to_string(),
         );
         self.metadata = Some((lease.ticket, metadata.clone()));
+        self.epoch_cell = Some((lease.ticket, EpochCell::default()));
         self.address = None;
         self.epoch = None;
-        self.put_metadata(lease, metadata, Epoch::Next);
+        self.put_metadata(lease, metadata, true);
     }
 
     /// Adds the address to the holder metadata once the key has been read.
@@ -884,12 +891,26 @@ impl Driver {
         }
         metadata.insert(meta::ADDRESS.into(), address.to_string());
         let metadata = metadata.clone();
-        self.put_metadata(lease.clone(), metadata, Epoch::Keep);
+        self.put_metadata(lease.clone(), metadata, false);
+    }
+
+    /// The epoch cell of the lease `ticket`; a fresh one if that lease has none yet.
+    fn epoch_cell_for(&mut self, ticket: Ticket) -> EpochCell {
+        match &self.epoch_cell {
+            Some((t, cell)) if *t == ticket => cell.clone(),
+            _ => {
+                let cell = EpochCell::default();
+                self.epoch_cell = Some((ticket, cell.clone()));
+                cell
+            }
+        }
     }
 
     /// Writes `metadata` under `lease`, best-effort: a lost lease shows at the next renew.
-    /// The epoch is the record's previous one + 1 on acquire, and kept on later writes.
-    fn put_metadata(&self, lease: Lease, mut metadata: Metadata, epoch: Epoch) {
+    /// The epoch is the lease's (see [`lease_epoch`]); `announce` logs it, for the first
+    /// write of a lease.
+    fn put_metadata(&mut self, lease: Lease, mut metadata: Metadata, announce: bool) {
+        let cell = self.epoch_cell_for(lease.ticket);
         let store = self.leases.clone();
         let timeout = self.op_timeout;
         let node = self.config.node.clone();
@@ -901,28 +922,25 @@ impl Driver {
         tokio::spawn(async move {
             let (ticket, identity) = (lease.ticket, lease.identity.clone());
             let write = async move {
-                let current = store.read(&lease.identity).await?.epoch();
-                let value = match epoch {
-                    Epoch::Next => current + 1,
-                    Epoch::Keep => current,
-                };
+                let value = lease_epoch(&cell, store.as_ref(), &lease.identity).await?;
                 metadata.insert(meta::EPOCH.into(), value.to_string());
                 store
                     .write_metadata(&lease.identity, &lease.id, &metadata)
                     .await
                     .map(|()| value)
             };
-            match (off_loop(timeout, write).await, epoch) {
-                (Some(Ok(value)), Epoch::Next) => {
-                    log(&node, format!("acquired {identity} (epoch {value})"));
+            match off_loop(timeout, write).await {
+                Some(Ok(value)) => {
+                    if announce {
+                        log(&node, format!("acquired {identity} (epoch {value})"));
+                    }
                     let _ = tx.send(Msg::Epoch {
                         ticket,
                         epoch: value,
                     });
                 }
-                (Some(Ok(_)), Epoch::Keep) => {}
-                (Some(Err(e)), _) => log(&node, format!("holder metadata for {identity}: {e}")),
-                (None, _) => log(&node, format!("holder metadata for {identity}: timed out")),
+                Some(Err(e)) => log(&node, format!("holder metadata for {identity}: {e}")),
+                None => log(&node, format!("holder metadata for {identity}: timed out")),
             }
         });
     }
@@ -1223,13 +1241,28 @@ fn reap(mut guard: GuardHandle) {
     });
 }
 
-/// Which epoch a metadata write records.
-#[derive(Debug, Clone, Copy)]
-enum Epoch {
-    /// The record's previous epoch + 1: a new lease.
-    Next,
-    /// The record's current epoch: more metadata under the same lease.
-    Keep,
+/// The epoch of one lease, decided once: shared by every metadata write under the lease.
+type EpochCell = Arc<tokio::sync::Mutex<Option<u64>>>;
+
+/// The epoch every metadata write under one lease carries: the record's epoch as the
+/// lease's first successful read finds it, plus one. Reading it once and reusing it, rather
+/// than reading before every write, is what keeps epochs from going back: writes under one
+/// lease (holder, address, the reason for a release) race each other, and a read-then-write
+/// that raced another could write an older value over a newer one. The previous holder's
+/// writes all landed before this lease began (a write needs a live lease), so the first read
+/// sees the final value of every earlier lease, and nothing this lease writes is lower.
+async fn lease_epoch(
+    cell: &tokio::sync::Mutex<Option<u64>>,
+    store: &dyn LeaseStore,
+    identity: &Name,
+) -> Result<u64, shared::lease::LeaseError> {
+    let mut decided = cell.lock().await;
+    if let Some(epoch) = *decided {
+        return Ok(epoch);
+    }
+    let epoch = store.read(identity).await?.epoch() + 1;
+    *decided = Some(epoch);
+    Ok(epoch)
 }
 
 /// Runs `work` (a store call) on the blocking pool and waits for it at most `timeout`;
@@ -1370,4 +1403,63 @@ fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
     let _ = getrandom::getrandom(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::lease::sqlite::SqliteLeaseStore;
+    use shared::lease::{LeaseDuration, ManualStoreClock};
+
+    fn store() -> (tempfile::TempDir, Arc<dyn LeaseStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualStoreClock::new(1_000));
+        let store = SqliteLeaseStore::open_with_clock(&dir.path().join("l.db"), clock).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    async fn write_epoch(store: &dyn LeaseStore, name: &Name, id: &LeaseId, epoch: u64) {
+        let mut metadata = Metadata::new();
+        metadata.insert(meta::EPOCH.into(), epoch.to_string());
+        store.write_metadata(name, id, &metadata).await.unwrap();
+    }
+
+    /// Issue 11, found by the simulation (seed 11000015): the address write read the epoch
+    /// before the holder write had stored the lease's, and wrote the older one back. Every
+    /// write under one lease now carries one epoch, read once.
+    #[tokio::test]
+    async fn sim_every_metadata_write_of_a_lease_carries_the_epoch_its_first_read_decided() {
+        let (_dir, store) = store();
+        let name = Name::new("m0-v0").unwrap();
+        store.create_record(&name).await.unwrap();
+        let duration = LeaseDuration::from_secs(15).unwrap();
+        let previous = store.acquire(&name, duration, None).await.unwrap();
+        write_epoch(store.as_ref(), &name, &previous, 4).await;
+        store.release(&name, &previous).await.unwrap();
+
+        let lease = store.acquire(&name, duration, None).await.unwrap();
+        let cell = EpochCell::default();
+        let first = lease_epoch(&cell, store.as_ref(), &name).await.unwrap();
+        assert_eq!(first, 5, "one more than the previous lease's");
+        write_epoch(store.as_ref(), &name, &lease, first).await;
+        // A later write of the same lease (the address, the reason for a release) does not
+        // read again: reading 5 now would make it 6, and a slow write of 5 could then land
+        // after it. It reuses 5.
+        assert_eq!(lease_epoch(&cell, store.as_ref(), &name).await.unwrap(), 5);
+    }
+
+    /// A lease whose first read failed decides at its next write instead.
+    #[tokio::test]
+    async fn sim_a_failed_read_leaves_the_epoch_to_the_next_write() {
+        let (_dir, store) = store();
+        let name = Name::new("m0-v0").unwrap();
+        let cell = EpochCell::default();
+        assert!(
+            lease_epoch(&cell, store.as_ref(), &name).await.is_err(),
+            "no record yet"
+        );
+        assert_eq!(*cell.lock().await, None);
+        store.create_record(&name).await.unwrap();
+        assert_eq!(lease_epoch(&cell, store.as_ref(), &name).await.unwrap(), 1);
+    }
 }

@@ -9,6 +9,7 @@ pub mod fake_rpc;
 pub mod fault_proxy;
 pub mod kv_double;
 pub mod lease_conformance;
+pub mod memory_store;
 pub mod overlap;
 pub mod secret_conformance;
 pub mod tools;
