@@ -73,29 +73,30 @@ pub fn now() -> MonoTime {
     MonoTime::from_duration(MonoNanos::now().as_duration())
 }
 
-fn log(node: &str, message: impl std::fmt::Display) {
-    tracing::info!(node, "{message}");
+/// One line at info, inside whatever spans are entered: the daemon's (`node`) always, the
+/// lease's (`identity`, `epoch`) while one is held.
+fn log(message: impl std::fmt::Display) {
+    tracing::info!("{message}");
 }
 
 /// Runs the daemon until SIGTERM/SIGINT has fenced and released; returns the exit status.
 pub fn run(config: Config) -> ExitCode {
     let node = config.node.clone();
+    // Every line this process logs carries the node; the loop runs on this thread.
+    let span = tracing::info_span!("daemon", node = %node);
+    let _entered = span.enter();
     // This process holds keys in memory: no core dumps, no ptrace or /proc/PID/mem by its
     // own user. Failing that, it must not run.
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        log(&node, format!("cannot make the process non-dumpable: {e}"));
+        log(format!("cannot make the process non-dumpable: {e}"));
         return EXIT_OSERR.into();
     }
     if let Err(e) = fsutil::ensure_private_dir(&config.runtime_dir) {
-        log(
-            &node,
-            format!("runtime_dir {}: {e}", config.runtime_dir.display()),
-        );
+        log(format!("runtime_dir {}: {e}", config.runtime_dir.display()));
         return EXIT_UNAVAILABLE.into();
     }
     if !on_tmpfs(&config.runtime_dir) {
         tracing::warn!(
-            node,
             runtime_dir = %config.runtime_dir.display(),
             "the runtime directory is not on a tmpfs: the key file may reach a disk \
              (systemd's RuntimeDirectory= is a tmpfs)"
@@ -105,7 +106,7 @@ pub fn run(config: Config) -> ExitCode {
     let _lock = match take_lock(&lock_path) {
         Ok(lock) => lock,
         Err(message) => {
-            log(&node, message);
+            log(message);
             return EXIT_LOCKED.into();
         }
     };
@@ -115,19 +116,18 @@ pub fn run(config: Config) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            log(&node, format!("cannot start the async runtime: {e}"));
+            log(format!("cannot start the async runtime: {e}"));
             return EXIT_UNAVAILABLE.into();
         }
     };
     let runtime_dir = config.runtime_dir.clone();
-    let exit_node = node.clone();
     // Whatever a daemon that died left behind must not be used, nor outlive this start.
-    sweep_key_files(&runtime_dir, &node);
+    sweep_key_files(&runtime_dir);
     let code = runtime.block_on(async move {
         match Driver::new(config).await {
             Ok(driver) => driver.run().await,
             Err(message) => {
-                log(&node, message);
+                log(message);
                 EXIT_UNAVAILABLE.into()
             }
         }
@@ -136,7 +136,7 @@ pub fn run(config: Config) -> ExitCode {
     // it checks the hand-off generation, bumped at exit, before it writes, and whatever it
     // wrote anyway is swept.
     runtime.shutdown_timeout(EXIT_DRAIN);
-    sweep_key_files(&runtime_dir, &exit_node);
+    sweep_key_files(&runtime_dir);
     code
 }
 
@@ -262,6 +262,10 @@ struct Driver {
     /// The last list failure logged (`None`: listing works), so a standby polling a broken
     /// store logs the failure once, not every poll.
     last_list_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// The span of the identity the machine is on (`identity`, and `epoch` once known):
+    /// every line about it, the guard's reports and the store calls' outcomes included,
+    /// carries it, so one grep finds them.
+    lease_span: Option<(Name, tracing::Span)>,
 }
 
 impl Driver {
@@ -315,16 +319,16 @@ impl Driver {
             signer_key: None,
             signer_epoch: Arc::new(AtomicU64::new(0)),
             last_list_error: Arc::new(std::sync::Mutex::new(None)),
+            lease_span: None,
         })
     }
 
     async fn run(mut self) -> ExitCode {
-        let node = self.config.node.clone();
         let mut sigterm =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
                 Err(e) => {
-                    log(&node, format!("cannot watch SIGTERM: {e}"));
+                    log(format!("cannot watch SIGTERM: {e}"));
                     return EXIT_UNAVAILABLE.into();
                 }
             };
@@ -332,23 +336,20 @@ impl Driver {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
                 Ok(s) => s,
                 Err(e) => {
-                    log(&node, format!("cannot watch SIGINT: {e}"));
+                    log(format!("cannot watch SIGINT: {e}"));
                     return EXIT_UNAVAILABLE.into();
                 }
             };
         let seed = random_seed();
         let (mut machine, actions) = Machine::start(self.config.machine_params(seed), now());
-        log(
-            &node,
-            format!(
-                "started: pool {:?}, lease {}s, renew every {}s, margin {}s, http {}",
-                self.config.identity.pool,
-                self.config.lease.duration.as_secs(),
-                self.config.lease.renew_every.as_secs_f64(),
-                self.config.lease.margin.as_secs_f64(),
-                self.config.http.listen
-            ),
-        );
+        log(format!(
+            "started: pool {:?}, lease {}s, renew every {}s, margin {}s, http {}",
+            self.config.identity.pool,
+            self.config.lease.duration.as_secs(),
+            self.config.lease.renew_every.as_secs_f64(),
+            self.config.lease.margin.as_secs_f64(),
+            self.config.http.listen
+        ));
         notify::send(notify::Notice::Ready);
         let watchdog = notify::watchdog_interval();
         let mut heartbeat = tokio::time::interval(watchdog.map_or(Duration::from_secs(1), |w| {
@@ -374,7 +375,11 @@ impl Driver {
                     None
                 }
                 msg = self.rx.recv() => match msg {
-                    Some(msg) => self.on_message(msg),
+                    Some(msg) => {
+                        let span = self.span();
+                        let _in = span.enter();
+                        self.on_message(msg)
+                    }
                     None => None,
                 },
                 _ = tokio::time::sleep(sleep_for), if self.wake.is_some() => {
@@ -396,16 +401,18 @@ impl Driver {
                     continue;
                 }
                 terminating = true;
-                log(&node, "SIGTERM: fencing, releasing, stopping");
+                log("SIGTERM: fencing, releasing, stopping");
                 notify::send(notify::Notice::Stopping);
             }
             let actions = machine.handle(now(), event);
+            let span = self.span();
+            let _in = span.enter();
             exit = self.execute(&machine, actions);
         }
         // A hand-off still deriving or writing a key must not publish it now.
         self.bump_generation();
         self.stop_guard_now();
-        log(&node, "stopped");
+        log("stopped");
         ExitCode::SUCCESS
     }
 
@@ -430,16 +437,13 @@ impl Driver {
         else {
             return;
         };
-        log(
-            &self.config.node,
-            format!(
-                "the guard did not confirm the fence in time: killing the client's process \
+        log(format!(
+            "the guard did not confirm the fence in time: killing the client's process \
                  group{} and the guard",
-                guard
-                    .client_pgid
-                    .map_or_else(String::new, |p| format!(" {p}"))
-            ),
-        );
+            guard
+                .client_pgid
+                .map_or_else(String::new, |p| format!(" {p}"))
+        ));
         if let Some(pgid) = guard.client_pgid {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pgid),
@@ -457,6 +461,9 @@ impl Driver {
             Msg::Epoch { ticket, epoch } => {
                 if self.metadata.as_ref().is_some_and(|(t, _)| *t == ticket) {
                     self.epoch = Some(epoch);
+                    if let Some((_, span)) = &self.lease_span {
+                        span.record("epoch", epoch);
+                    }
                 }
                 None
             }
@@ -524,7 +531,7 @@ impl Driver {
                         Some(Event::ClientStarted { ticket })
                     }
                     GuardEvent::Exited(kind) => {
-                        log(&self.config.node, format!("client exited ({kind:?})"));
+                        log(format!("client exited ({kind:?})"));
                         self.telemetry.metrics(|m| m.client_exits.inc());
                         Some(Event::ClientExited { ticket })
                     }
@@ -542,19 +549,16 @@ impl Driver {
                         if self.backstop.is_some_and(|(g, _)| g == generation) {
                             self.backstop = None;
                         }
-                        log(
-                            &self.config.node,
-                            format!(
-                                "guard fenced the client: {} ({}, {} ms)",
-                                reason.as_str(),
-                                stop.as_str(),
-                                elapsed.as_millis()
-                            ),
-                        );
+                        log(format!(
+                            "guard fenced the client: {} ({}, {} ms)",
+                            reason.as_str(),
+                            stop.as_str(),
+                            elapsed.as_millis()
+                        ));
                         None
                     }
                     GuardEvent::Error(text) => {
-                        log(&self.config.node, format!("guard: {text}"));
+                        log(format!("guard: {text}"));
                         None
                     }
                 }
@@ -594,25 +598,75 @@ impl Driver {
         identity: &Name,
         detail: String,
     ) -> Option<Event> {
-        log(
-            &self.config.node,
-            format!("hand-off of {identity} failed: {detail}"),
-        );
+        log(format!("hand-off of {identity} failed: {detail}"));
         self.hand_off_error = Some((ticket, detail));
         Some(Event::HandOffFailed { ticket })
+    }
+
+    /// Keeps the lease span on the identity the machine is on: a new span when it moves
+    /// to another identity, none while it seeks.
+    fn follow_identity(&mut self, identity: Option<&Name>) {
+        match identity {
+            Some(id) if self.lease_span.as_ref().is_some_and(|(on, _)| on == id) => {}
+            Some(id) => {
+                let span = tracing::info_span!(
+                    "lease",
+                    identity = %id,
+                    epoch = tracing::field::Empty
+                );
+                span.follows_from(tracing::Span::current());
+                self.lease_span = Some((id.clone(), span));
+            }
+            None => self.lease_span = None,
+        }
+    }
+
+    /// The span to log in: the lease's while the machine is on an identity.
+    fn span(&self) -> tracing::Span {
+        self.lease_span
+            .as_ref()
+            .map_or_else(tracing::Span::none, |(_, span)| span.clone())
+    }
+
+    /// Spawns work on the loop's runtime, in the current lease span (the identity it is
+    /// about stays on its lines even if the machine has moved on when it ends).
+    fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument as _;
+        tokio::spawn(work.instrument(self.span()));
     }
 
     /// Executes `actions` in order; true when the machine said to exit.
     fn execute(&mut self, machine: &Machine, actions: Vec<Action>) -> bool {
         let mut exit = false;
         for action in actions {
+            // An action about an identity runs in its span, and so does what it spawns.
+            let about = match &action {
+                Action::TryAcquire { identity, .. } => Some(identity),
+                Action::WriteHolderMetadata { lease }
+                | Action::BeginQuarantine { lease, .. }
+                | Action::SendRenew { lease }
+                | Action::FetchKeyAndHandOff { lease }
+                | Action::RestartClient { lease }
+                | Action::Fence { lease, .. }
+                | Action::Release { lease } => Some(&lease.identity),
+                _ => None,
+            };
+            if let Some(identity) = about {
+                let identity = identity.clone();
+                self.follow_identity(Some(&identity));
+            }
+            let span = self.span();
+            let _in = span.enter();
             match action {
                 Action::ListCandidates { ticket } => self.list(ticket),
                 Action::TryAcquire { ticket, identity } => self.acquire(ticket, identity),
                 Action::WriteHolderMetadata { lease } => self.write_holder_metadata(lease),
                 Action::BeginQuarantine { lease, min_wait } => {
                     let tx = self.tx.clone();
-                    tokio::spawn(async move {
+                    self.spawn(async move {
                         tokio::time::sleep(min_wait).await;
                         let _ = tx.send(Msg::Machine(Event::QuarantineDone {
                             ticket: lease.ticket,
@@ -645,13 +699,11 @@ impl Driver {
                         self.address = None;
                         self.epoch = None;
                     }
-                    log(
-                        &self.config.node,
-                        match &identity {
-                            Some(id) => format!("state {state} {id}"),
-                            None => format!("state {state}"),
-                        },
-                    );
+                    self.follow_identity(identity.as_ref());
+                    self.span().in_scope(|| match &identity {
+                        Some(id) => log(format!("state {state} {id}")),
+                        None => log(format!("state {state}")),
+                    });
                 }
                 Action::Exit => exit = true,
             }
@@ -688,10 +740,9 @@ impl Driver {
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
         let pool = self.config.identity.pool.clone();
-        let node = self.config.node.clone();
         let last_error = self.last_list_error.clone();
         self.telemetry.metrics(|m| m.store_request("list"));
-        tokio::spawn(async move {
+        self.spawn(async move {
             let result = off_loop(timeout, async move { store.list().await }).await;
             // A standby lists every poll: log a failure when it changes, and the recovery.
             let error = match &result {
@@ -706,8 +757,8 @@ impl Driver {
                 let mut last = last_error.lock().unwrap_or_else(|e| e.into_inner());
                 if *last != error {
                     match &error {
-                        Some(e) => log(&node, format!("cannot list the lease records: {e}")),
-                        None => log(&node, "listing the lease records works again"),
+                        Some(e) => log(format!("cannot list the lease records: {e}")),
+                        None => log("listing the lease records works again"),
                     }
                     *last = error;
                 }
@@ -736,7 +787,7 @@ impl Driver {
         let duration = self.config.lease_duration();
         let telemetry = self.telemetry.clone();
         telemetry.metrics(|m| m.store_request("acquire"));
-        tokio::spawn(async move {
+        self.spawn(async move {
             let id = identity.clone();
             let sent_at = now();
             let call = async move { store.acquire(&id, duration, Some(&LeaseId::random())).await };
@@ -760,9 +811,8 @@ impl Driver {
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
         let telemetry = self.telemetry.clone();
-        let node = self.config.node.clone();
         telemetry.metrics(|m| m.store_request("renew"));
-        tokio::spawn(async move {
+        self.spawn(async move {
             let ticket = lease.ticket;
             let sent_at = now();
             let identity = lease.identity.clone();
@@ -774,20 +824,16 @@ impl Driver {
                     if let Err(e) = &result {
                         match outcome {
                             RenewOutcome::Lost => {
-                                log(&node, format!("renew of {identity} failed: {e}"))
+                                log(format!("renew of {identity} failed: {e}"))
                             }
-                            _ => log(
-                                &node,
-                                format!("renew of {identity} failed, retrying until the fence deadline: {e}"),
+                            _ => log(format!("renew of {identity} failed, retrying until the fence deadline: {e}"),
                             ),
                         }
                     }
                     outcome
                 }
                 None => {
-                    log(
-                        &node,
-                        format!(
+                    log(format!(
                             "renew of {identity}: no answer within {:.1} s, retrying until the fence deadline",
                             timeout.as_secs_f64()
                         ),
@@ -814,7 +860,6 @@ impl Driver {
         let store = self.leases.clone();
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
-        let node = self.config.node.clone();
         // A node that gives an identity up because of its own failure says why, under the
         // lease, where `leased status` shows it until the next holder's metadata replaces
         // it. A graceful stop needs no explaining, and is not slowed down by a write.
@@ -837,7 +882,7 @@ impl Driver {
             self.telemetry
                 .metrics(|m| m.store_request("write_metadata"));
         }
-        tokio::spawn(async move {
+        self.spawn(async move {
             let (ticket, identity) = (lease.ticket, lease.identity.clone());
             if let Some((mut metadata, cell)) = note {
                 let (store, lease) = (store.clone(), lease.clone());
@@ -849,14 +894,14 @@ impl Driver {
                         .await
                 };
                 if let Some(Err(e)) = off_loop(timeout, write).await {
-                    log(&node, format!("recording why {identity} is given up: {e}"));
+                    log(format!("recording why {identity} is given up: {e}"));
                 }
             }
             let call = async move { store.release(&lease.identity, &lease.id).await };
             match off_loop(timeout, call).await {
-                Some(Ok(())) => log(&node, format!("released {identity}")),
-                Some(Err(e)) => log(&node, format!("release of {identity}: {e}")),
-                None => log(&node, format!("release of {identity}: timed out")),
+                Some(Ok(())) => log(format!("released {identity}")),
+                Some(Err(e)) => log(format!("release of {identity}: {e}")),
+                None => log(format!("release of {identity}: timed out")),
             }
             let _ = tx.send(Msg::Machine(Event::ReleaseDone { ticket }));
         });
@@ -913,13 +958,12 @@ impl Driver {
         let cell = self.epoch_cell_for(lease.ticket);
         let store = self.leases.clone();
         let timeout = self.op_timeout;
-        let node = self.config.node.clone();
         let tx = self.tx.clone();
         self.telemetry.metrics(|m| {
             m.store_request("read");
             m.store_request("write_metadata");
         });
-        tokio::spawn(async move {
+        self.spawn(async move {
             let (ticket, identity) = (lease.ticket, lease.identity.clone());
             let write = async move {
                 let value = lease_epoch(&cell, store.as_ref(), &lease.identity).await?;
@@ -932,15 +976,15 @@ impl Driver {
             match off_loop(timeout, write).await {
                 Some(Ok(value)) => {
                     if announce {
-                        log(&node, format!("acquired {identity} (epoch {value})"));
+                        log(format!("acquired {identity} (epoch {value})"));
                     }
                     let _ = tx.send(Msg::Epoch {
                         ticket,
                         epoch: value,
                     });
                 }
-                Some(Err(e)) => log(&node, format!("holder metadata for {identity}: {e}")),
-                None => log(&node, format!("holder metadata for {identity}: timed out")),
+                Some(Err(e)) => log(format!("holder metadata for {identity}: {e}")),
+                None => log(format!("holder metadata for {identity}: timed out")),
             }
         });
     }
@@ -963,7 +1007,7 @@ impl Driver {
         let started = now();
         let wants_signer_key = self.config.client.engine_signer_rpc.is_some();
         self.telemetry.metrics(|m| m.store_request("get_secret"));
-        tokio::spawn(async move {
+        self.spawn(async move {
             let id = lease.identity.clone();
             let fetched = match off_loop(timeout, async move { secrets.get(&id).await }).await {
                 Some(Ok(secret)) => Ok(secret),
@@ -1048,7 +1092,7 @@ impl Driver {
         let generation = self.guards_started;
         let (commands, mut queue) = mpsc::unbounded_channel::<GuardCommand>();
         // Writer: never blocks the loop, even if the guard stops reading.
-        tokio::spawn(async move {
+        self.spawn(async move {
             while let Some(cmd) = queue.recv().await {
                 let line = format!("{cmd}\n");
                 if stdin.write_all(line.as_bytes()).await.is_err() {
@@ -1058,7 +1102,7 @@ impl Driver {
             }
         });
         let tx = self.tx.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(event) = line.parse::<GuardEvent>() {
@@ -1085,10 +1129,7 @@ impl Driver {
     }
 
     fn fence(&mut self, lease: Lease, reason: FenceReason) {
-        log(
-            &self.config.node,
-            format!("fencing {}: {reason}", lease.identity),
-        );
+        log(format!("fencing {}: {reason}", lease.identity));
         self.telemetry.metrics(|m| m.fence(reason));
         // A hand-off still in flight is cancelled: its KeyReady will be dropped.
         self.bump_generation();
@@ -1111,11 +1152,10 @@ impl Driver {
         let clear_budget = self.config.client.fence_grace.min(Duration::from_secs(1));
         let clear = self.config.client.engine_signer_rpc.clone().map(|url| {
             let timeout = clear_budget;
-            let node = self.config.node.clone();
             async move {
                 match crate::engine_signer::clear_signer(&url, timeout).await {
-                    Ok(()) => log(&node, "engine signer cleared"),
-                    Err(e) => log(&node, format!("clearing the engine signer: {e}")),
+                    Ok(()) => log("engine signer cleared"),
+                    Err(e) => log(format!("clearing the engine signer: {e}")),
                 }
             }
         });
@@ -1128,10 +1168,7 @@ impl Driver {
                 self.fence_waiting = Some(lease.ticket);
                 if late {
                     if let Some(pgid) = g.client_pgid {
-                        log(
-                            &self.config.node,
-                            "the fence comes after the deadline: killing the client at once",
-                        );
+                        log("the fence comes after the deadline: killing the client at once");
                         let _ = nix::sys::signal::killpg(
                             nix::unistd::Pid::from_raw(pgid),
                             nix::sys::signal::Signal::SIGKILL,
@@ -1154,7 +1191,7 @@ impl Driver {
                     self.backstop = Some((g.generation, kill_by + BACKSTOP_SLACK));
                 }
                 let commands = g.commands.clone();
-                tokio::spawn(async move {
+                self.spawn(async move {
                     if let Some(clear) = clear {
                         clear.await;
                     }
@@ -1164,7 +1201,7 @@ impl Driver {
             None => {
                 remove_key_file(&key_path(&self.config));
                 let tx = self.tx.clone();
-                tokio::spawn(async move {
+                self.spawn(async move {
                     if let Some(clear) = clear {
                         clear.await;
                     }
@@ -1188,9 +1225,8 @@ impl Driver {
         };
         let epoch = self.signer_epoch.clone();
         let mine = epoch.load(Ordering::SeqCst);
-        let node = self.config.node.clone();
         let give_up = self.config.lease.duration;
-        tokio::spawn(async move {
+        self.spawn(async move {
             let started = tokio::time::Instant::now();
             loop {
                 if epoch.load(Ordering::SeqCst) != mine {
@@ -1204,11 +1240,11 @@ impl Driver {
                 .await
                 {
                     Ok(()) => {
-                        log(&node, "engine signer set");
+                        log("engine signer set");
                         return;
                     }
                     Err(e) if started.elapsed() > give_up => {
-                        log(&node, format!("setting the engine signer failed: {e}"));
+                        log(format!("setting the engine signer failed: {e}"));
                         return;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
@@ -1348,7 +1384,7 @@ fn remove_key_file(path: &Path) {
 /// Deletes every key file, hand-off staging file and atomic writer's temporary file in the
 /// runtime directory (never the lock file). Called before the daemon starts and after it
 /// has stopped, so no key outlives the daemon on the runtime directory's tmpfs.
-fn sweep_key_files(runtime_dir: &Path, node: &str) {
+fn sweep_key_files(runtime_dir: &Path) {
     let Ok(entries) = fs::read_dir(runtime_dir) else {
         return;
     };
@@ -1359,7 +1395,7 @@ fn sweep_key_files(runtime_dir: &Path, node: &str) {
             || name.starts_with(STAGING_PREFIX)
             || (name.starts_with('.') && name.contains(".tmp-"));
         if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
-            log(node, format!("removing leftover key file {name}"));
+            log(format!("removing leftover key file {name}"));
             remove_key_file(&entry.path());
         }
     }

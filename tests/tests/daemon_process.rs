@@ -430,3 +430,92 @@ fn systemd_hears_ready_and_the_state_and_the_key_file_is_private_while_held() {
     assert!(!key_file.exists(), "the key file outlived the daemon");
     cluster.assert_no_overlap();
 }
+
+/// Every line about an identity carries it: the daemon logs inside a span of its node and,
+/// while on an identity, a span of that identity and its epoch, so one grep for
+/// `identity=m0-v0` finds the guard's reports and the store calls' outcomes too. And at
+/// `RUST_LOG=trace`, with the stores' and HTTP crates' own events, no key reaches the log.
+#[test]
+fn every_line_about_an_identity_carries_it_and_trace_logs_hold_no_key() {
+    let _serial = serial();
+    let spec = ClusterSpec {
+        env: vec![("RUST_LOG".into(), "trace".into())],
+        ..ClusterSpec::default()
+    };
+    let (mut cluster, signers) = running(spec);
+    let (address, victim) = first(&signers);
+    let stopped_at = mono_now();
+    cluster.daemon(&victim).term();
+    cluster.wait_taken_over(&address, &victim, stopped_at, Duration::from_secs(5));
+    assert_eq!(
+        cluster.daemon(&victim).wait_exit(Duration::from_secs(10)),
+        Some(0)
+    );
+    let log = cluster.daemon_log(&victim);
+    let identity = log
+        .lines()
+        .find_map(|l| l.split("acquired ").nth(1)?.split_whitespace().next())
+        .expect("the holder said what it acquired")
+        .to_string();
+    let tagged = format!("identity={identity}");
+    let daemon_lines: Vec<&str> = log.lines().filter(|l| l.contains("daemon{")).collect();
+    assert!(
+        daemon_lines
+            .iter()
+            .all(|l| l.contains(&format!("node={victim}"))),
+        "a daemon line without its node:\n{log}"
+    );
+    for line in daemon_lines.iter().filter(|l| l.contains(&identity)) {
+        assert!(
+            line.contains(&tagged),
+            "a line names {identity} but is not in its span: {line}"
+        );
+    }
+    for what in [
+        "guard fenced the client",
+        "fencing ",
+        "released ",
+        "acquired ",
+    ] {
+        assert!(
+            daemon_lines
+                .iter()
+                .any(|l| l.contains(what) && l.contains(&tagged)),
+            "no {what:?} line carries {tagged}:\n{log}"
+        );
+    }
+    assert!(
+        daemon_lines
+            .iter()
+            .any(|l| l.contains(&tagged) && l.contains("epoch=")),
+        "no line carries the lease's epoch:\n{log}"
+    );
+    // Every key of the consortium, as the `dir:` store holds it: 64 hex digits.
+    let mut keys = Vec::new();
+    let mut dirs = vec![cluster.dir.path().join("secrets")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the secret store").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                keys.extend(hex_runs(&text, 64));
+            }
+        }
+    }
+    assert!(!keys.is_empty(), "no key found in the secret store");
+    for key in &keys {
+        assert!(
+            !log.contains(key.as_str()) && !log.contains(&key[..32]),
+            "key material reached the daemon's trace log"
+        );
+    }
+}
+
+/// Runs of exactly `len` hex digits in `text`.
+fn hex_runs(text: &str, len: usize) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|run| run.len() == len)
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
