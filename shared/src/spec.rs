@@ -214,23 +214,31 @@ mod tests {
 
     #[test]
     fn rejects_bad_specs_with_a_hint() {
-        for bad in [
-            "",
-            "dir:",
-            "nothing",
-            "s3:bucket",
-            "keyvault:http://x",
-            "keyvault:https://",
+        // Each refusal names what is wrong and shows the form that would be accepted.
+        for (bad, hint) in [
+            ("", "must look like KIND:LOCATION"),
+            ("dir:", "must look like KIND:LOCATION"),
+            ("nothing", "must look like KIND:LOCATION"),
+            (
+                "s3:bucket",
+                "expected dir:PATH or keyvault:https://NAME.vault.azure.net",
+            ),
+            ("keyvault:http://x", "needs an https:// URL"),
+            ("keyvault:https://", "is not a URL"),
         ] {
-            let e = bad.parse::<SecretStoreSpec>().unwrap_err();
-            assert!(!e.to_string().is_empty(), "{bad}");
+            let e = bad.parse::<SecretStoreSpec>().unwrap_err().to_string();
+            assert!(e.contains(hint), "{bad:?}: {e:?} lacks {hint:?}");
         }
-        for bad in [
-            "sqlite:",
-            "blob:https://acct.blob.core.windows.net",
-            "dir:/x",
+        for (bad, hint) in [
+            ("sqlite:", "must look like KIND:LOCATION"),
+            (
+                "blob:https://acct.blob.core.windows.net",
+                "must name a container: https://ACCOUNT.blob.core.windows.net/CONTAINER",
+            ),
+            ("dir:/x", "expected sqlite:PATH or blob:https://"),
         ] {
-            assert!(bad.parse::<LeaseStoreSpec>().is_err(), "{bad}");
+            let e = bad.parse::<LeaseStoreSpec>().unwrap_err().to_string();
+            assert!(e.contains(hint), "{bad:?}: {e:?} lacks {hint:?}");
         }
     }
 
