@@ -1322,7 +1322,7 @@ secrets = "dir:/var/lib/leased/secrets"
 pool = "m0-"
 [lease]
 duration_secs = 15                 # D, 15–60
-# renew_every_secs, margin_secs, standby_poll_millis: defaults from ARCHITECTURE.md
+# renew_every_secs, margin_secs, standby_poll_millis: defaults from docs/architecture.md
 [client]
 format  = "raw-hex"                # or "keystore-v3" (then password_file)
 command = ["besu", "--node-private-key-file={key_file}"]

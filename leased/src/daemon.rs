@@ -270,7 +270,7 @@ struct Driver {
 
 impl Driver {
     async fn new(config: Config) -> Result<Self, String> {
-        // Every store call ends well before the next renew is due (ARCHITECTURE.md).
+        // Every store call ends well before the next renew is due (docs/architecture.md).
         let op_timeout = (config.lease.renew_every / 2).min(Duration::from_secs(5));
         let leases = config
             .store

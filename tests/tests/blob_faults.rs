@@ -5,7 +5,7 @@
 //! The faults: storage that stops answering altogether, a renew that hangs, a 503 storm
 //! longer than the margin, a renew that reaches the store only after the fence deadline,
 //! and a lease record or its whole container deleted under the holder. What every scenario
-//! proves is the protocol's timing (ARCHITECTURE.md), with D = 15 s, M = 5 s, R = 5 s and
+//! proves is the protocol's timing (docs/architecture.md), with D = 15 s, M = 5 s, R = 5 s and
 //! the default fence grace M/4:
 //!
 //! - a holder whose renews stop succeeding has its client stopped by

@@ -8,7 +8,7 @@
 //! provider, trusting the system's roots plus an optional extra CA file (`ca_file`), with
 //! a connect timeout and a whole-request timeout chosen by the caller. The SDK's own
 //! default (20 s to connect, 60 s to read, and a 60 s retry budget on top) is longer than
-//! a lease, so the lease path never uses it (ARCHITECTURE.md: every storage call has a
+//! a lease, so the lease path never uses it (docs/architecture.md: every storage call has a
 //! client-side timeout ≤ R/2 and a retry budget that ends before the next renew).
 //!
 //! # Credentials

@@ -14,7 +14,7 @@
 //!
 //! Note the `expired` row: a renew with the old id succeeds on an expired lease that nobody
 //! took. The daemon must therefore never "renew back" after it fenced; it re-enters only by
-//! a fresh acquire (ARCHITECTURE.md).
+//! a fresh acquire (docs/architecture.md).
 //!
 //! Lease ids never carry key material; metadata is written only under a live lease, and only
 //! holds who holds the lease (never key material).
