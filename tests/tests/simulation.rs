@@ -98,7 +98,7 @@ fn replay(seed: u64) {
         eprintln!("{line}");
     }
     if let Some(v) = outcome.violation {
-        panic!("{}", sim::describe(seed, &v));
+        panic!("{}", sim::describe(&Plan::draw(seed), &v));
     }
 }
 
@@ -139,7 +139,7 @@ fn every_schedule_keeps_every_invariant() {
         panic!(
             "schedule {} of the run failed\n{}",
             f.index,
-            sim::describe(f.seed, &f.violation)
+            sim::describe(&Plan::draw(f.seed), &f.violation)
         );
     }
     assert_eq!(report.schedules, count);
@@ -187,5 +187,88 @@ fn every_schedule_keeps_every_invariant() {
                 "only {got} {what} in {count} schedules: the schedules no longer exercise what the checks are about (expected {least} or more)"
             );
         }
+    }
+}
+
+/// Issue 11: the seed that found the epochs going back (fixed in 505d280, "every metadata
+/// write under one lease carries one epoch, read once"), and the first seed of today's
+/// default run that reaches the same bug. The simulator models `daemon.rs`'s metadata
+/// writes, so the fix lives in the model too; [`sim::Planted::EpochReadPerWrite`] puts the
+/// driver of before the fix back, and these seeds must catch it there and pass without it.
+/// (Seed 11000015 found the bug under an earlier schedule generator; it no longer reaches
+/// that race, and stays here as a schedule that must keep passing.)
+#[test]
+fn regression_seeds_of_the_epoch_bug() {
+    for seed in [11_000_015, 11_000_001] {
+        let plan = Plan::draw(seed);
+        let outcome = sim::run(&plan, false);
+        assert!(
+            outcome.violation.is_none(),
+            "seed {seed}: {}",
+            outcome
+                .violation
+                .as_ref()
+                .map(|v| sim::describe(&plan, v))
+                .unwrap_or_default()
+        );
+    }
+    let plan = Plan::draw(11_000_001).with_planted(sim::Planted::EpochReadPerWrite);
+    let violation = sim::run(&plan, false).violation;
+    assert_eq!(
+        violation.map(|v| v.kind),
+        Some(sim::ViolationKind::EpochWentBack),
+        "seed 11000001 no longer catches the driver of before 505d280"
+    );
+}
+
+/// The exploration finds a planted bug from the default base, and the report of the failing
+/// schedule is shrunk: fewer faults, a shorter horizon, the same kind of violation, with
+/// the seed to replay and a trace that ends in the violation.
+#[test]
+fn a_planted_bug_is_found_and_its_schedule_shrunk() {
+    // Seed 11000004 fails with 5 faults over 70 s when the bug is planted.
+    let plan = Plan::draw(11_000_004).with_planted(sim::Planted::EpochReadPerWrite);
+    let violation = sim::run(&plan, false)
+        .violation
+        .expect("the planted bug is caught");
+    assert_eq!(violation.kind, sim::ViolationKind::EpochWentBack);
+    let (small, keep) = sim::shrink(&plan, violation.kind);
+    assert!(
+        small.faults.len() < plan.faults.len() && keep.len() == small.faults.len(),
+        "not shrunk: {} of {} faults kept",
+        small.faults.len(),
+        plan.faults.len()
+    );
+    assert!(
+        small.horizon < plan.horizon / 4,
+        "horizon {}",
+        small.horizon
+    );
+    let again = sim::run(&small, true);
+    assert_eq!(
+        again.violation.map(|v| v.kind),
+        Some(sim::ViolationKind::EpochWentBack)
+    );
+    // The run stops at the violation: it is among the trace's last lines.
+    let tail = &again.trace[again.trace.len().saturating_sub(3)..];
+    assert!(
+        tail.iter().any(|l| l.contains("VIOLATION EpochWentBack")),
+        "{tail:?}"
+    );
+    let report = sim::describe(&plan, &violation);
+    assert!(report.contains("SIM_SEED=11000004 cargo test"), "{report}");
+    assert!(report.contains("shrunk to "), "{report}");
+}
+
+/// One seed is one schedule: a replay gives the same trace, and tracing changes nothing.
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [BASE, BASE + 4, BASE + 12] {
+        let plan = Plan::draw(seed);
+        let (a, b) = (sim::run(&plan, true), sim::run(&plan, true));
+        assert!(!a.trace.is_empty());
+        assert_eq!(a.trace, b.trace, "seed {seed}");
+        assert_eq!(a.stats, sim::run(&plan, false).stats, "seed {seed}");
+        assert_eq!(format!("{plan}"), format!("{}", Plan::draw(seed)));
     }
 }

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 f.index,
                 f.seed,
                 report.schedules,
-                sim::describe(f.seed, &f.violation)
+                sim::describe(&sim::Plan::draw(f.seed), &f.violation)
             );
             ExitCode::from(1)
         }

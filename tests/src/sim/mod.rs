@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use plan::{Plan, Probe};
+pub use plan::{Plan, Planted, Probe};
 pub use world::{Outcome, ProbeTime, Stats, Violation, ViolationKind};
 
 /// Runs one schedule; with `trace`, the outcome carries a readable trace.
@@ -164,9 +164,9 @@ pub fn shrink(plan: &Plan, kind: ViolationKind) -> (Plan, Vec<usize>) {
 
 /// The report of a failing schedule: the seed and how to replay it, the schedule and its
 /// shrunk form, and the trace of the shrunk run up to the violation.
-pub fn describe(seed: u64, violation: &Violation) -> String {
-    let plan = Plan::draw(seed);
-    let (small, keep) = shrink(&plan, violation.kind);
+pub fn describe(plan: &Plan, violation: &Violation) -> String {
+    let seed = plan.seed;
+    let (small, keep) = shrink(plan, violation.kind);
     let outcome = run(&small, true);
     let kept: Vec<String> = keep.iter().map(|i| i.to_string()).collect();
     let mut text = format!(

@@ -251,6 +251,20 @@ pub struct Plan {
     /// From here on (a liveness probe's window) latencies are calm and nothing is lost.
     pub calm_from: Us,
     pub faults: Vec<Fault>,
+    /// A bug planted in the simulator's model of the driver; `None` in every drawn plan.
+    pub planted: Planted,
+}
+
+/// Bugs that tests plant in the simulator's model of `daemon.rs` (never in a drawn plan),
+/// to show that the checks and the shrinker bite. The real machine is never altered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Planted {
+    #[default]
+    None,
+    /// The driver before 505d280: every metadata write reads the record's epoch itself
+    /// (the holder write stores it + 1, the address write stores it as read) and the note
+    /// before a release carries the epoch only if the loop has learnt it.
+    EpochReadPerWrite,
 }
 
 /// The `[lease]` knobs of one `leased` configuration file (and the two settings checked
@@ -618,6 +632,7 @@ impl Plan {
             horizon,
             calm_from: windows.first().map_or(Us::MAX, |w| w.0),
             faults,
+            planted: Planted::None,
         }
     }
 
@@ -626,6 +641,14 @@ impl Plan {
         let mut plan = self.clone();
         plan.faults = keep.iter().map(|&i| self.faults[i]).collect();
         plan
+    }
+
+    /// The same schedule run against a model with `bug` planted.
+    pub fn with_planted(&self, bug: Planted) -> Self {
+        Self {
+            planted: bug,
+            ..self.clone()
+        }
     }
 }
 
@@ -653,6 +676,9 @@ impl fmt::Display for Plan {
             ["calm", "normal", "wild"][self.weather as usize],
             self.loss_permille
         )?;
+        if self.planted != Planted::None {
+            writeln!(f, "  planted in the model: {:?}", self.planted)?;
+        }
         for (i, fault) in self.faults.iter().enumerate() {
             writeln!(f, "  fault {i}: {fault}")?;
         }

@@ -32,7 +32,7 @@ use shared::lease::{meta, LeaseError, LeaseId, LeaseState, Metadata, StoreClock,
 use shared::Name;
 
 use super::plan::{
-    max_latency, probe_bound, secs, Fault, FaultKind, Frozen, Killed, Outage, Plan, Probe,
+    max_latency, probe_bound, secs, Fault, FaultKind, Frozen, Killed, Outage, Plan, Planted, Probe,
     Settings, Us, MS, SEC,
 };
 use super::rng::Rng;
@@ -2042,6 +2042,24 @@ impl World<'_> {
             } => (lease.ticket, *identity),
             _ => unreachable!("not a metadata write"),
         };
+        if self.plan.planted == Planted::EpochReadPerWrite {
+            // The driver before 505d280: a note carries the epoch the loop knows, if any;
+            // any other write reads the record itself.
+            if let CallKind::Note { .. } = c.kind {
+                let epoch = d.epoch;
+                return self.meta_write(node, call, epoch);
+            }
+            c.reading = true;
+            self.schedule(
+                clock.when(local + timeout),
+                Ev::Task {
+                    node,
+                    inc,
+                    ev: TaskEv::ReadExpired { call },
+                },
+            );
+            return self.send(node, inc, call, Op::Read { identity });
+        }
         if d.epoch_cell
             .as_ref()
             .is_none_or(|cell| cell.ticket != ticket)
@@ -2055,7 +2073,7 @@ impl World<'_> {
         }
         let cell = d.epoch_cell.as_mut().expect("just set");
         if let Some(epoch) = cell.decided {
-            self.meta_write(node, call, epoch);
+            self.meta_write(node, call, Some(epoch));
         } else if cell.reader.is_some() {
             cell.waiters.push_back(call);
             c.parked = true;
@@ -2079,7 +2097,22 @@ impl World<'_> {
     fn meta_read_done(&mut self, node: usize, call: u64, epoch: Option<u64>) {
         let d = self.nodes[node].daemon.as_mut().expect("alive");
         let inc = d.inc;
-        if let Some(c) = d.calls.iter_mut().find(|c| c.id == call) {
+        let c = d.calls.iter_mut().find(|c| c.id == call);
+        if self.plan.planted == Planted::EpochReadPerWrite {
+            let Some(c) = c else {
+                return;
+            };
+            c.reading = false;
+            let Some(epoch) = epoch else {
+                return self.meta_finished(node, call, false);
+            };
+            // The holder write (no address yet) stores the read + 1, the address write
+            // the read as is.
+            let keep = matches!(&c.kind, CallKind::Meta { metadata, .. } if metadata.contains_key(meta::ADDRESS));
+            let value = if keep { epoch } else { epoch + 1 };
+            return self.meta_write(node, call, Some(value));
+        }
+        if let Some(c) = c {
             c.reading = false;
         }
         let Some(cell) = d.epoch_cell.as_mut().filter(|c| c.reader == Some(call)) else {
@@ -2091,12 +2124,12 @@ impl World<'_> {
                 let value = epoch + 1;
                 cell.decided = Some(value);
                 let waiters: Vec<u64> = cell.waiters.drain(..).collect();
-                self.meta_write(node, call, value);
+                self.meta_write(node, call, Some(value));
                 for w in waiters {
                     if let Some(c) = self.find_call(node, inc, w) {
                         c.parked = false;
                     }
-                    self.meta_write(node, w, value);
+                    self.meta_write(node, w, Some(value));
                 }
             }
             None => {
@@ -2112,12 +2145,12 @@ impl World<'_> {
         }
     }
 
-    fn meta_write(&mut self, node: usize, call: u64, epoch: u64) {
+    fn meta_write(&mut self, node: usize, call: u64, epoch: Option<u64>) {
         let inc = self.nodes[node].daemon.as_ref().expect("alive").inc;
         let Some(c) = self.find_call(node, inc, call) else {
             return;
         };
-        c.epoch = Some(epoch);
+        c.epoch = epoch;
         let (lease, identity, mut metadata) = match &c.kind {
             CallKind::Meta {
                 lease,
@@ -2131,7 +2164,9 @@ impl World<'_> {
             } => (lease.clone(), *identity, metadata.clone()),
             _ => unreachable!("not a metadata write"),
         };
-        metadata.insert(meta::EPOCH.into(), epoch.to_string());
+        if let Some(epoch) = epoch {
+            metadata.insert(meta::EPOCH.into(), epoch.to_string());
+        }
         let op = Op::Write {
             identity,
             id: lease.id,
