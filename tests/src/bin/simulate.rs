@@ -1,22 +1,28 @@
 //! The deterministic simulation at scale: `cargo run --release -p integration-tests --bin
-//! simulate -- [--schedules N] [--seed BASE] [--threads T]`. Prints schedules per second
-//! as it goes and a summary at the end; on the first failing schedule prints its report
-//! (seed, shrunk schedule, trace) and exits 1. Without `--seed` the base seed is drawn at
-//! random and printed, so every run explores new schedules.
+//! simulate -- [--schedules N] [--seed BASE] [--threads T] [--keep-going]`. Prints
+//! schedules per second as it goes and a summary at the end; on the first failing schedule
+//! prints its report (seed, shrunk schedule, trace) and exits 1. With `--keep-going` it
+//! runs every schedule and also lists each failing seed. Without `--seed` the base seed is
+//! drawn at random and printed, so every run explores new schedules.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use integration_tests::sim;
 
-const USAGE: &str = "usage: simulate [--schedules N] [--seed BASE] [--threads T]";
+const USAGE: &str = "usage: simulate [--schedules N] [--seed BASE] [--threads T] [--keep-going]";
 
 fn main() -> ExitCode {
     let mut schedules: u64 = 10_000_000;
     let mut base: Option<u64> = None;
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut keep_going = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--keep-going" {
+            keep_going = true;
+            continue;
+        }
         let value = args.next();
         let parsed = value
             .as_deref()
@@ -38,8 +44,12 @@ fn main() -> ExitCode {
     });
     eprintln!("simulate: {schedules} schedules from seed {base} on {threads} threads");
     let started = Instant::now();
+    // A line every 100 000 schedules, or every 10 s if that comes first.
+    let last = std::sync::Mutex::new((0u64, Instant::now()));
     let progress = |done: u64| {
-        if done.is_multiple_of(1_000_000) {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if done >= last.0 + 100_000 || last.1.elapsed().as_secs() >= 10 {
+            *last = (done, Instant::now());
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "simulate: {done} schedules in {secs:.0} s ({:.0}/s)",
@@ -47,7 +57,7 @@ fn main() -> ExitCode {
             );
         }
     };
-    let report = sim::explore(base, schedules, threads, &progress);
+    let report = sim::explore(base, schedules, threads, keep_going, &progress);
     let s = &report.stats;
     eprintln!(
         "simulate: {} schedules in {:.1} s: {:.0} schedules/s on {threads} threads; {} events, {} acquisitions, {} deadline fences, {} lease-lost fences, {} guard deadline kills, {} late-fence kills, {} backstop kills, {} renews answered after F, {} probes ({} skipped)",
@@ -67,6 +77,18 @@ fn main() -> ExitCode {
     );
     for (kind, line) in sim::probe_summary(&report.stats) {
         eprintln!("simulate: take-over after {kind:?}: {line}");
+    }
+    let mut failures = report.failures.clone();
+    failures.sort_unstable();
+    for (seed, kind) in &failures {
+        eprintln!("simulate: seed {seed} fails: {kind:?}");
+    }
+    if keep_going {
+        eprintln!(
+            "simulate: {} of {} schedules failed",
+            failures.len(),
+            report.schedules
+        );
     }
     match report.failure {
         None => ExitCode::SUCCESS,

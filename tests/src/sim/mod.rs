@@ -46,6 +46,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// The failure with the lowest index, if any.
     pub failure: Option<Failure>,
+    /// With `keep_going`, every failing schedule: seed and kind, in no particular order.
+    pub failures: Vec<(u64, ViolationKind)>,
     pub stats: Stats,
 }
 
@@ -64,13 +66,22 @@ pub fn seed_of(base: u64, index: u64) -> u64 {
 /// single-threaded and deterministic; threads only run different schedules at once), and
 /// stops at the first failure: the reported one is the failing schedule with the lowest
 /// index, so a run finds the same first failure whatever the number of threads.
-/// `progress` is called now and then with the number of schedules done.
-pub fn explore(base: u64, count: u64, threads: usize, progress: &(dyn Fn(u64) + Sync)) -> Report {
+/// `progress` is called now and then with the number of schedules done. With
+/// `keep_going`, the run does not stop at a failure but runs all `count` schedules and
+/// lists every failing one.
+pub fn explore(
+    base: u64,
+    count: u64,
+    threads: usize,
+    keep_going: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Report {
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let first_failure = AtomicU64::new(u64::MAX);
     let failure: Mutex<Option<Failure>> = Mutex::new(None);
+    let failures: Mutex<Vec<(u64, ViolationKind)>> = Mutex::new(Vec::new());
     let total: Mutex<Stats> = Mutex::new(Stats::default());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
@@ -78,7 +89,9 @@ pub fn explore(base: u64, count: u64, threads: usize, progress: &(dyn Fn(u64) + 
                 let mut stats = Stats::default();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= count || index > first_failure.load(Ordering::Relaxed) {
+                    if index >= count
+                        || (!keep_going && index > first_failure.load(Ordering::Relaxed))
+                    {
                         break;
                     }
                     let seed = seed_of(base, index);
@@ -86,6 +99,12 @@ pub fn explore(base: u64, count: u64, threads: usize, progress: &(dyn Fn(u64) + 
                     let outcome = run(&plan, false);
                     stats.add(&outcome.stats);
                     if let Some(violation) = outcome.violation {
+                        if keep_going {
+                            failures
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((seed, violation.kind));
+                        }
                         let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
                         if slot.as_ref().is_none_or(|f| index < f.index) {
                             first_failure.fetch_min(index, Ordering::Relaxed);
@@ -106,13 +125,15 @@ pub fn explore(base: u64, count: u64, threads: usize, progress: &(dyn Fn(u64) + 
         }
     });
     let failure = failure.into_inner().unwrap_or_else(|e| e.into_inner());
-    let schedules = failure
-        .as_ref()
-        .map_or(done.load(Ordering::Relaxed), |f| f.index + 1);
+    let schedules = match &failure {
+        Some(f) if !keep_going => f.index + 1,
+        _ => done.load(Ordering::Relaxed),
+    };
     Report {
         schedules,
         elapsed: started.elapsed(),
         failure,
+        failures: failures.into_inner().unwrap_or_else(|e| e.into_inner()),
         stats: total.into_inner().unwrap_or_else(|e| e.into_inner()),
     }
 }

@@ -33,7 +33,7 @@ use shared::Name;
 
 use super::plan::{
     max_latency, probe_bound, secs, Fault, FaultKind, Frozen, Killed, Outage, Plan, Planted, Probe,
-    Settings, Us, MS, SEC,
+    Settings, Us, MS, SEC, TIMEOUT_STOP_SEC,
 };
 use super::rng::Rng;
 use crate::memory_store::MemoryLeaseStore;
@@ -47,9 +47,8 @@ const LATE_FENCE: Us = 100 * MS;
 const BACKSTOP_SLACK: Us = 500 * MS;
 /// `guard.rs`'s LAUNCH_WAIT.
 const LAUNCH_WAIT: Us = 5 * SEC;
-/// systemd's `RestartSec` and `TimeoutStopSec` in `ops/leased.service`.
+/// systemd's `RestartSec` in `ops/leased.service`.
 const RESTART_SEC: Us = 2 * SEC;
-const TIMEOUT_STOP_SEC: Us = 20 * SEC;
 
 /// What went wrong, with the instant it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
