@@ -12,6 +12,7 @@ pub mod lease_conformance;
 pub mod memory_store;
 pub mod overlap;
 pub mod secret_conformance;
+pub mod sim;
 pub mod tools;
 
 /// A binary of this crate (`standin-client`, `leased-host`, …), next to the test binary
