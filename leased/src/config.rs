@@ -50,8 +50,12 @@
 //!   wider margin the default R is (D − M)/2.
 //! - `lease.standby_poll_millis`: 100 ms ≤ poll ≤ D; a slower poll would make take-over
 //!   slower than a lease.
-//! - `client.fence_grace_millis`: 1 ms ≤ grace ≤ M/2, leaving half the margin for clock
-//!   drift and for the kill itself.
+//! - `client.fence_grace_millis`: 1 ms ≤ grace ≤ M/2, and grace + 0.5 s + D/50 ≤ M: a
+//!   client that ignores SIGTERM lives until F + grace, and 0.5 s more when the daemon has
+//!   to stand in for a stuck guard; clocks that each keep time within ±1 % drift apart by
+//!   up to 2 % of D over a lease. All of that must fit in the margin, or the client may
+//!   sign after the store's lease has ended (found by the simulator at D ≥ 30 s with
+//!   M = 2 s). The default is M/4, or that limit if lower.
 //! - `client.restart_backoff_millis` ≥ 100, `client.crash_loop_max_exits` 1–1000,
 //!   `client.crash_loop_window_secs` ≥ 1. An identity given up after a crash loop (or a
 //!   failed hand-off) is left to other nodes for one window.
@@ -835,7 +839,11 @@ fn build(
     let store = read_store(&mut r, store, azure);
     let identity = read_identity(&mut r, identity);
     let lease = read_lease(&mut r, lease);
-    let client = read_client(&mut r, client, lease.as_ref().map(|l| l.margin));
+    let client = read_client(
+        &mut r,
+        client,
+        lease.as_ref().map(|l| (l.margin, l.duration)),
+    );
     let http = read_http(&mut r, http);
 
     match (node, runtime_dir, store, identity, lease, client, http) {
@@ -1085,7 +1093,19 @@ fn read_lease(r: &mut Reader, mut s: Section) -> Option<LeaseConfig> {
     })
 }
 
-fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Option<ClientConfig> {
+/// The longest fence grace that margin `m` covers at lease duration `d`: the grace, the
+/// daemon's backstop slack and the drift of two ±1 % clocks over `d` (D/50) must all fit
+/// in M (see the module docs). Zero when nothing fits.
+pub fn max_fence_grace(m: Duration, d: Duration) -> Duration {
+    m.saturating_sub(crate::daemon::BACKSTOP_SLACK)
+        .saturating_sub(d / 50)
+}
+
+fn read_client(
+    r: &mut Reader,
+    mut s: Section,
+    margin: Option<(Duration, Duration)>,
+) -> Option<ClientConfig> {
     let format = r
         .string(&mut s, "format")
         .or("raw-hex".into())
@@ -1197,21 +1217,29 @@ fn read_client(r: &mut Reader, mut s: Section, margin: Option<Duration>) -> Opti
             false => Ok(()),
         },
     );
-    let default_grace = margin.map_or(Duration::from_secs(1), |m| m / 4);
-    let grace = r.duration(
-        &mut s,
-        "fence_grace_millis",
-        ms,
-        default_grace,
-        |g| match margin {
-            _ if g.is_zero() => Err("must be at least 1".into()),
-            Some(m) if g > m / 2 => Err(format!(
-                "is not well inside the margin: it must be at most M/2 = {} ms",
-                (m / 2).as_millis()
-            )),
-            _ => Ok(()),
-        },
-    );
+    let limit = margin.map(|(m, d)| max_fence_grace(m, d));
+    let default_grace = margin.map_or(Duration::from_secs(1), |(m, d)| {
+        (m / 4).min(max_fence_grace(m, d))
+    });
+    let grace = r.duration(&mut s, "fence_grace_millis", ms, default_grace, |g| match (
+        margin, limit,
+    ) {
+        _ if g.is_zero() => Err("must be at least 1".into()),
+        (Some((m, _)), _) if g > m / 2 => Err(format!(
+            "is not well inside the margin: it must be at most M/2 = {} ms",
+            (m / 2).as_millis()
+        )),
+        (Some((m, d)), Some(limit)) if g > limit => Err(format!(
+            "does not fit in the margin with the daemon's backstop and clock drift: \
+                 grace + {} ms + D/50 ({} ms) must be at most M = {} ms, so at most {} ms \
+                 (or widen lease.margin_secs)",
+            crate::daemon::BACKSTOP_SLACK.as_millis(),
+            (d / 50).as_millis(),
+            m.as_millis(),
+            limit.as_millis()
+        )),
+        _ => Ok(()),
+    });
     let start_timeout = r.duration(
         &mut s,
         "start_timeout_secs",
@@ -1813,6 +1841,44 @@ listen = "127.0.0.1:9797"
             one_problem(&[("client.fence_grace_millis", Some("0"))]),
             "client.fence_grace_millis: 0 must be at least 1"
         );
+    }
+
+    /// Found by the simulator (seeds 11406415, 11433691, 11794491): at D ≥ 30 s with
+    /// M = 2 s, a grace of M/2 plus the backstop's 0.5 s plus the drift of ±1 % clocks over
+    /// D outlasted M, so a client ignoring SIGTERM could sign after the store's lease ended.
+    #[test]
+    fn the_grace_fits_in_the_margin_with_the_backstop_and_clock_drift() {
+        let at = |d: &'static str, m: &'static str, g: Option<&'static str>| {
+            edits(&[
+                ("lease.duration_secs", Some(d)),
+                ("lease.margin_secs", Some(m)),
+                ("client.fence_grace_millis", g),
+            ])
+        };
+        // D = 30 s, M = 2 s: 2000 − 500 − 600 leaves 900 ms.
+        let p = problems(&at("30", "2", Some("1000")));
+        assert_eq!(
+            p,
+            [
+                "client.fence_grace_millis: 1000 does not fit in the margin with the daemon's \
+              backstop and clock drift: grace + 500 ms + D/50 (600 ms) must be at most \
+              M = 2000 ms, so at most 900 ms (or widen lease.margin_secs)"
+            ]
+        );
+        assert_eq!(ok(&at("30", "2", Some("900"))).client.fence_grace, ms(900));
+        // D = 60 s, M = 2 s: the default (M/4 = 500 ms) gives way to the 300 ms limit.
+        assert_eq!(ok(&at("60", "2", None)).client.fence_grace, ms(300));
+        // D = 15 s, M = 2 s: M/2 still fits (2000 − 500 − 300 = 1200 ms).
+        assert_eq!(
+            ok(&at("15", "2", Some("1000"))).client.fence_grace,
+            ms(1_000)
+        );
+        for d in 15..=60u64 {
+            for m in 2..d.div_ceil(2) {
+                let limit = max_fence_grace(Duration::from_secs(m), Duration::from_secs(d));
+                assert!(limit >= ms(300), "D {d} s, M {m} s: no room for a grace");
+            }
+        }
     }
 
     #[test]

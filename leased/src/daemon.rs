@@ -59,7 +59,7 @@ pub const EXIT_UNAVAILABLE: Status = Status::Unavailable;
 pub const EXIT_OSERR: Status = Status::OsErr;
 /// How long after the guard's own SIGKILL would have ended a fence the daemon waits for
 /// the guard's confirmation before it kills the client and the guard itself.
-const BACKSTOP_SLACK: Duration = Duration::from_millis(500);
+pub const BACKSTOP_SLACK: Duration = Duration::from_millis(500);
 /// How long the blocking work still running at exit (a hand-off's KDF) may take to finish
 /// before the final sweep of the runtime directory.
 const EXIT_DRAIN: Duration = Duration::from_secs(5);

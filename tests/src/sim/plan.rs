@@ -326,12 +326,17 @@ impl LeaseKnobs {
         } else {
             rng.pick(&[1, 3])
         };
-        // fence_grace_millis: 1 ≤ grace ≤ M/2; the extremes most of all.
+        // fence_grace_millis: 1 ≤ grace ≤ M/2 and within what the margin covers with the
+        // backstop and clock drift (leased's config rule); the extremes most of all.
+        let widest_grace = (m_ms / 2).min(
+            leased::config::max_fence_grace(Duration::from_millis(m_ms), Duration::from_secs(d))
+                .as_millis() as u64,
+        );
         let grace_ms = match rng.below(5) {
             0 | 1 => None,
-            2 => Some(m_ms / 2),
+            2 => Some(widest_grace),
             3 => Some(1),
-            _ => Some(m_ms / 8),
+            _ => Some((m_ms / 8).min(widest_grace)),
         };
         Self {
             d,
