@@ -52,8 +52,11 @@
 //! process group of its own, whose parent-death signal is SIGTERM: should the guard die
 //! without fencing (SIGKILL, or the daemon's backstop), the janitor deletes the key and
 //! password files at once, whether or not the daemon can act (it may be frozen: the chaos
-//! run found key files left behind that way). A guard that fences and exits normally kills
-//! its janitor first, so a janitor never outlives its guard to touch a later key file.
+//! run found key files left behind that way). It also watches the daemon: should the
+//! daemon die and the guard not fence within the grace and [`JANITOR_SLACK`] (the guard is
+//! frozen), the janitor kills the client and the guard itself. A guard that fences and
+//! exits normally kills its janitor first, so a janitor never outlives its guard to touch
+//! a later key file.
 //!
 //! What this module must never do: let the client outlive a fence (or a client exit: an
 //! `exited` event means the whole group is gone, so a restart cannot overlap a straggler);
@@ -1044,8 +1047,17 @@ impl Drop for Client {
 /// guard that is the client's whole tree, wherever its members moved: orphans are
 /// reparented to the guard, a child subreaper.
 fn descendants() -> Vec<Pid> {
-    let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
     let janitor = JANITOR.load(std::sync::atomic::Ordering::Relaxed);
+    descendants_of(
+        i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        u32::try_from(janitor).unwrap_or(0),
+    )
+}
+
+/// The live processes descended from `root`, but for `except` (and `root` itself).
+fn descendants_of(root: i32, except: u32) -> Vec<Pid> {
+    let me = root;
+    let janitor = i32::try_from(except).unwrap_or(0);
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -1163,6 +1175,10 @@ fn start_janitor(config: &GuardConfig) -> Option<Pid> {
             .arg(JANITOR_SUBCOMMAND)
             .arg("--guard-pid")
             .arg(std::process::id().to_string())
+            .arg("--daemon-pid")
+            .arg(std::os::unix::process::parent_id().to_string())
+            .arg("--grace-millis")
+            .arg(config.grace.as_millis().to_string())
             .arg("--")
             .args(files)
             .process_group(0)
@@ -1184,52 +1200,101 @@ fn start_janitor(config: &GuardConfig) -> Option<Pid> {
     }
 }
 
-/// `leased key-janitor --guard-pid PID -- FILE…`: waits, doing nothing, until its guard
-/// dies (its parent-death signal) or a stop signal comes, then deletes the files. The
-/// guard kills it with SIGKILL once it has fenced, so it acts only when the guard died
-/// without fencing.
+/// `leased key-janitor --guard-pid G --daemon-pid P --grace-millis N -- FILE…`: does
+/// nothing while guard and daemon live. It acts in two cases, in each of which nothing
+/// else of the node can:
+///
+/// - the guard died (its parent-death signal, SIGTERM) or a stop signal came: it deletes
+///   the files;
+/// - the daemon died and the guard, which then fences at once and kills the janitor on
+///   its way out, has not done so after the grace and [`JANITOR_SLACK`]: the guard is
+///   frozen or wedged. The janitor SIGKILLs the client's whole tree and the guard, then
+///   deletes the files. (The daemon backs up a stuck guard while it lives; this covers a
+///   stuck guard whose daemon is gone.)
 pub fn run_janitor<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
-    use nix::sys::signal::SigSet;
     crate::logging::init(crate::logging::LogFormat::Text);
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let (guard, files) = match args.as_slice() {
-        [flag, pid, dashes, files @ ..] if flag == "--guard-pid" && dashes == "--" => {
-            match pid.to_str().and_then(|p| p.parse::<i32>().ok()) {
-                Some(pid) => (Pid::from_raw(pid), files),
-                None => {
-                    tracing::error!("key-janitor: bad --guard-pid");
+    let number = |arg: &OsString| arg.to_str().and_then(|a| a.parse::<u64>().ok());
+    let (guard, daemon, grace, files) = match args.as_slice() {
+        [g, gp, d, dp, m, ms, dashes, files @ ..]
+            if g == "--guard-pid"
+                && d == "--daemon-pid"
+                && m == "--grace-millis"
+                && dashes == "--" =>
+        {
+            match (number(gp), number(dp), number(ms)) {
+                (Some(gp), Some(dp), Some(ms)) => (
+                    Pid::from_raw(i32::try_from(gp).unwrap_or(0)),
+                    i32::try_from(dp).unwrap_or(0),
+                    Duration::from_millis(ms),
+                    files,
+                ),
+                _ => {
+                    tracing::error!("key-janitor: bad numbers in its arguments");
                     return EXIT_USAGE.into();
                 }
             }
         }
         _ => {
-            tracing::error!("key-janitor: usage: --guard-pid PID -- FILE…");
+            tracing::error!(
+                "key-janitor: usage: --guard-pid PID --daemon-pid PID --grace-millis N -- FILE…"
+            );
             return EXIT_USAGE.into();
         }
     };
     let _ = nix::sys::prctl::set_dumpable(false);
-    // The signals are blocked, then waited for: no handler, no default action that would
-    // end the process before it deletes.
-    let mut waited = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        waited.add(sig);
-    }
-    let ready = waited
-        .thread_block()
-        .and_then(|()| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM));
-    match ready {
-        // The guard may have died before the parent-death signal was set: then no
-        // signal comes, and there is nothing to wait for.
-        Ok(()) if nix::unistd::getppid() == guard => {
-            let _ = waited.wait();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("key-janitor: cannot start the runtime: {e}");
+            return EXIT_SOFTWARE.into();
         }
-        Ok(()) => {}
-        Err(e) => tracing::error!("key-janitor: cannot wait for its guard: {e}"),
-    }
+    };
+    rt.block_on(async {
+        // Handlers first, then the parent-death signal: a SIGTERM can no longer end the
+        // process before it has deleted the files.
+        let stop = match shutdown_signals() {
+            Ok(stop) => stop,
+            Err(e) => {
+                tracing::error!("key-janitor: cannot handle signals: {e}");
+                return;
+            }
+        };
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM) {
+            tracing::error!("key-janitor: cannot tie itself to its guard: {e}");
+            return;
+        }
+        // The guard may have died before the parent-death signal was set.
+        if nix::unistd::getppid() != guard {
+            return;
+        }
+        tokio::select! {
+            () = stop => {}
+            () = watch_daemon(guard, daemon, grace + JANITOR_SLACK) => {
+                tracing::warn!(
+                    "key-janitor: the daemon is gone and the guard has not fenced: killing \
+                     the client and the guard"
+                );
+                for pid in descendants_of(guard.as_raw(), std::process::id()) {
+                    if let Ok(group) = nix::unistd::getpgid(Some(pid)) {
+                        if group != nix::unistd::getpgrp() {
+                            let _ = killpg(group, Signal::SIGKILL);
+                        }
+                    }
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                let _ = kill(guard, Signal::SIGKILL);
+            }
+        }
+    });
+    rt.shutdown_background();
     let mut code = ExitCode::SUCCESS;
     for file in files {
         if let Err(e) = remove_secret_file(Path::new(file)) {
@@ -1241,6 +1306,40 @@ where
         }
     }
     code
+}
+
+/// How long after its daemon's death plus the grace the janitor gives the guard to fence
+/// (and kill the janitor) before it calls the guard stuck; as the daemon's backstop.
+pub const JANITOR_SLACK: Duration = Duration::from_millis(500);
+/// How often the janitor looks for its daemon.
+const JANITOR_POLL: Duration = Duration::from_millis(50);
+
+/// Returns once `daemon` has not been the guard's parent for `patience`: the daemon died
+/// (the guard was reparented) and the guard did not fence in that time.
+async fn watch_daemon(guard: Pid, daemon: i32, patience: Duration) {
+    let mut tick = tokio::time::interval(JANITOR_POLL);
+    let mut gone_since: Option<tokio::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        if parent_of(guard.as_raw()) == Some(daemon) {
+            continue;
+        }
+        let since = *gone_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= patience {
+            return;
+        }
+    }
+}
+
+/// The parent of `pid`, from `/proc`; `None` when it cannot be read (it is gone).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Overwrites a key or password file with zeros (so the tmpfs pages do not keep the

@@ -738,3 +738,89 @@ fn children_of(parent: Pid) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Found by the simulator (seed 11154021) and not drawn by it since: the daemon killed and
+/// its guard frozen. The guard never reads the end of its input, the daemon cannot back it
+/// up, and a client ignoring SIGTERM ran on past F. The guard's janitor sees the daemon
+/// gone (the guard was reparented) and, when the guard has not fenced within the grace and
+/// 0.5 s, kills the client and the guard and deletes the key file.
+#[test]
+fn a_guard_frozen_when_its_daemon_dies_is_backed_up_by_its_janitor() {
+    let setup = Setup::new();
+    let config = setup.config("vm-1", &["--ignore-sigterm"]);
+    // A shell stands in for the daemon: the guard's parent, which can die. The pipes stay
+    // with this test, so the guard sees no end of input either (it is frozen anyway).
+    let mut daemon = Command::new("sh")
+        .arg("-c")
+        // (An asynchronous command's stdin would be /dev/null without the redirection.)
+        .arg("exec 3<&0; \"$0\" \"$@\" <&3 3<&- & exec 3<&-; wait")
+        .arg(GUARD)
+        .args(config.to_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sh runs");
+    let mut commands = daemon.stdin.take().expect("piped");
+    let mut events = BufReader::new(daemon.stdout.take().expect("piped")).lines();
+    let mut event = || -> GuardEvent {
+        let line = events.next().expect("an event").expect("readable");
+        line.parse().expect("an event line")
+    };
+    let GuardEvent::Ready(guard) = event() else {
+        panic!("the guard did not say it was ready")
+    };
+    let guard = Pid::from_raw(guard as i32);
+    struct KillOnDrop(Pid);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGKILL);
+        }
+    }
+    let _guard_cleanup = KillOnDrop(guard);
+    writeln!(
+        commands,
+        "{}",
+        GuardCommand::Extend(after(Duration::from_secs(60)))
+    )
+    .unwrap();
+    writeln!(commands, "{}", GuardCommand::Start).unwrap();
+    commands.flush().unwrap();
+    let GuardEvent::Started(pgid) = event() else {
+        panic!("the client did not start")
+    };
+    let pgid = Pid::from_raw(pgid as i32);
+    let _client_cleanup = KillOnDrop(Pid::from_raw(-pgid.as_raw()));
+    wait_for("the client to sign", || !setup.signings().is_empty());
+    kill(guard, Signal::SIGSTOP).expect("SIGSTOP the guard");
+    let killed = std::time::Instant::now();
+    daemon.kill().expect("kill -9 of the daemon's stand-in");
+    let _ = daemon.wait();
+    let died = integration_tests::cluster::wait_dead(pgid, Duration::from_secs(6));
+    let mut gone = None;
+    while killed.elapsed() < Duration::from_secs(6) {
+        if !setup.key_file.exists() {
+            gone = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "latency: daemon killed with its guard frozen -> client dead {died:?}, key file \
+         deleted {gone:?} (grace {} ms + 500 ms)",
+        config.grace.as_millis()
+    );
+    let bound = config.grace + Duration::from_millis(500 + 400);
+    assert!(
+        died.is_some_and(|d| d <= bound),
+        "the client outlived its dead daemon and frozen guard: {died:?} (bound {bound:?})"
+    );
+    assert!(
+        gone.is_some_and(|d| d <= bound),
+        "the key file stayed: {gone:?}"
+    );
+    assert!(
+        integration_tests::cluster::wait_dead(guard, Duration::from_secs(2)).is_some(),
+        "the frozen guard was not killed"
+    );
+}
