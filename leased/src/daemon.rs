@@ -1401,10 +1401,12 @@ fn sweep_key_files(runtime_dir: &Path) {
     }
 }
 
-/// `text` as a metadata value: printable ASCII (what an HTTP header, and so Azure blob
-/// metadata, can carry), at most 200 characters.
+/// `text` as a metadata value (`shared::lease::check_metadata`): printable ASCII without
+/// leading or trailing spaces (what an HTTP header, and so Azure blob metadata, can carry),
+/// at most 200 characters.
 fn metadata_text(text: &str) -> String {
-    text.chars()
+    let printable: String = text
+        .chars()
         .map(|c| {
             if c == ' ' || c.is_ascii_graphic() {
                 c
@@ -1413,7 +1415,8 @@ fn metadata_text(text: &str) -> String {
             }
         })
         .take(200)
-        .collect()
+        .collect();
+    printable.trim().to_string()
 }
 
 fn hostname() -> String {

@@ -939,6 +939,46 @@ pub async fn metadata_with_a_bad_name_is_invalid(h: &dyn LeaseHarness) {
     assert!(read(h, &name).await.metadata.is_empty());
 }
 
+/// One rule for every store (`shared::lease::check_metadata`), so that what works on
+/// `sqlite:` works on Blob Storage: names that differ only in case are one HTTP header.
+pub async fn metadata_names_that_differ_only_in_case_are_invalid(h: &dyn LeaseHarness) {
+    let s = h.store();
+    let (name, id) = leased(h).await;
+    let md = metadata(&[("holder_host", "vm-1"), ("Holder_Host", "vm-2")]);
+    assert_invalid(s.write_metadata(&name, &id, &md).await);
+    assert!(read(h, &name).await.metadata.is_empty());
+}
+
+/// Values travel as HTTP header values: printable ASCII, no leading or trailing space.
+pub async fn metadata_values_must_be_printable_ascii_without_edge_spaces(h: &dyn LeaseHarness) {
+    let s = h.store();
+    let (name, id) = leased(h).await;
+    for bad in ["caf\u{e9}", "a\nb", "tab\there", " lead", "trail ", " "] {
+        assert_invalid(
+            s.write_metadata(&name, &id, &metadata(&[("note", bad)]))
+                .await,
+        );
+    }
+    assert!(read(h, &name).await.metadata.is_empty());
+    // Inner spaces and every printable character are fine.
+    let md = metadata(&[("note", "a b ~!@#$%^&*()[]{}<>?/|\\'\";:,.=+-_`")]);
+    s.write_metadata(&name, &id, &md).await.unwrap();
+    assert_eq!(read(h, &name).await.metadata, md);
+}
+
+/// At most 8 KiB of names and values together, as on Blob Storage.
+pub async fn metadata_over_8_kib_is_invalid(h: &dyn LeaseHarness) {
+    let s = h.store();
+    let (name, id) = leased(h).await;
+    let limit = shared::lease::MAX_METADATA_BYTES;
+    let over = "x".repeat(limit - "big".len() + 1);
+    assert_invalid(
+        s.write_metadata(&name, &id, &metadata(&[("big", &over)]))
+            .await,
+    );
+    assert!(read(h, &name).await.metadata.is_empty());
+}
+
 // --- records ------------------------------------------------------------------------------
 
 pub async fn new_record_is_available_and_empty(h: &dyn LeaseHarness) {
@@ -1335,6 +1375,9 @@ macro_rules! lease_conformance_suite {
             metadata_without_a_live_lease_is_lost,
             metadata_survives_release_and_the_next_holder_sees_it,
             metadata_with_a_bad_name_is_invalid,
+            metadata_names_that_differ_only_in_case_are_invalid,
+            metadata_values_must_be_printable_ascii_without_edge_spaces,
+            metadata_over_8_kib_is_invalid,
             new_record_is_available_and_empty,
             create_record_is_idempotent,
             unknown_record_is_not_found,

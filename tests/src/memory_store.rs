@@ -29,9 +29,6 @@ use shared::lease::{
 };
 use shared::Name;
 
-/// Blob metadata may hold at most this many bytes of names and values.
-const MAX_METADATA_BYTES: usize = 8 * 1024;
-
 /// Where a record's lease is. `Expired` and the end of a break are not stored: they follow
 /// from the instants and the clock (see [`Phase::effective`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,7 +343,7 @@ impl MemoryLeaseStore {
         lease: &LeaseId,
         metadata: &Metadata,
     ) -> Result<(), LeaseError> {
-        check_metadata(metadata).map_err(LeaseError::Invalid)?;
+        shared::lease::check_metadata(metadata)?;
         let (mut records, now) = self.at_now()?;
         let record = found(&mut records, identity)?;
         match record.phase.effective(now) {
@@ -472,38 +469,6 @@ fn to_record(identity: &Name, record: &Record, now: u64) -> LeaseRecord {
         remaining: seen.remaining(),
         metadata: record.metadata.clone(),
     }
-}
-
-/// Blob Storage's rules for metadata: names are C# identifiers, unique ignoring case;
-/// values are printable ASCII; at most 8 KiB in all.
-fn check_metadata(metadata: &Metadata) -> Result<(), String> {
-    let mut names = std::collections::BTreeSet::new();
-    let mut bytes = 0;
-    for (name, value) in metadata {
-        let identifier = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !identifier {
-            return Err(format!("metadata name {name:?} is not an identifier"));
-        }
-        if !names.insert(name.to_ascii_lowercase()) {
-            return Err(format!(
-                "metadata name {name:?} repeats another, ignoring case"
-            ));
-        }
-        if value.chars().any(|c| !(' '..='~').contains(&c)) {
-            return Err(format!("metadata value of {name:?} is not printable ASCII"));
-        }
-        bytes += name.len() + value.len();
-    }
-    if bytes > MAX_METADATA_BYTES {
-        return Err(format!(
-            "metadata is {bytes} bytes; at most {MAX_METADATA_BYTES}"
-        ));
-    }
-    Ok(())
 }
 
 #[async_trait]

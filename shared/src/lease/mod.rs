@@ -170,6 +170,53 @@ impl fmt::Display for LeaseState {
 /// C# identifiers there, so the well-known keys use underscores.
 pub type Metadata = BTreeMap<String, String>;
 
+/// Azure's limit on a blob's metadata, names and values together.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// The one metadata rule every store applies before it writes, so that what works on
+/// `sqlite:` works on Blob Storage: names are C# identifiers (letters, digits and `_`, not
+/// starting with a digit), unique ignoring case (they travel as HTTP header names); values
+/// are printable ASCII without leading or trailing spaces (header values); at most
+/// [`MAX_METADATA_BYTES`] in all.
+pub fn check_metadata(metadata: &Metadata) -> Result<(), LeaseError> {
+    let invalid = |why: String| Err(LeaseError::Invalid(why));
+    let mut names = std::collections::BTreeSet::new();
+    let mut bytes = 0;
+    for (name, value) in metadata {
+        let mut chars = name.chars();
+        let identifier = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            return invalid(format!(
+                "metadata name {name:?} is not an identifier (letters, digits and '_', not \
+                 starting with a digit), as Azure requires"
+            ));
+        }
+        if !names.insert(name.to_ascii_lowercase()) {
+            return invalid(format!(
+                "metadata name {name:?} repeats another name, ignoring case"
+            ));
+        }
+        if !value.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+            return invalid(format!("metadata value of {name:?} is not printable ASCII"));
+        }
+        if value.starts_with(' ') || value.ends_with(' ') {
+            return invalid(format!(
+                "metadata value of {name:?} has a leading or trailing space"
+            ));
+        }
+        bytes += name.len() + value.len();
+    }
+    if bytes > MAX_METADATA_BYTES {
+        return invalid(format!(
+            "metadata is {bytes} bytes; at most {MAX_METADATA_BYTES} are allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Well-known metadata keys written by the daemon under its lease.
 pub mod meta {
     pub const HOLDER_HOST: &str = "holder_host";

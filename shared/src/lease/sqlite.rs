@@ -75,8 +75,9 @@ use rusqlite::{
 };
 
 use super::{
-    LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore, LostReason, Metadata,
-    MonotonicStoreClock, RecordCreated, StoreClock, StoreTime, MAX_BREAK_PERIOD,
+    check_metadata, LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore,
+    LostReason, Metadata, MonotonicStoreClock, RecordCreated, StoreClock, StoreTime,
+    MAX_BREAK_PERIOD,
 };
 use crate::name::Name;
 
@@ -125,10 +126,6 @@ const BOOT_START_MS: i64 = 0;
 
 const SELECT_ROW: &str = "SELECT identity, lease_state, lease_id, duration_secs, expires_at_ms, \
                           break_until_ms, metadata FROM lease_records";
-
-/// Azure's limit on a blob's metadata (names and values), enforced here too so that what
-/// works on SQLite does not fail on Blob Storage.
-const MAX_METADATA_BYTES: usize = 8 * 1024;
 
 /// Leases in one SQLite file, shared by every process on the host that opens it.
 ///
@@ -615,7 +612,7 @@ impl LeaseStore for SqliteLeaseStore {
         lease: &LeaseId,
         metadata: &Metadata,
     ) -> Result<(), LeaseError> {
-        check_metadata(metadata).map_err(LeaseError::Invalid)?;
+        check_metadata(metadata)?;
         let json = serde_json::to_string(metadata)
             .map_err(|e| LeaseError::Invalid(format!("cannot encode metadata: {e}")))?;
         let identity = identity.clone();
@@ -1205,42 +1202,6 @@ fn check_break_period(period: Option<Duration>) -> Result<Option<i64>, String> {
     }
 }
 
-/// Blob metadata rules, so that what works here works on Blob Storage: names are C#
-/// identifiers (letters, digits, `_`, not starting with a digit), unique ignoring case;
-/// values are printable ASCII (they travel as HTTP headers); at most 8 KiB in all.
-fn check_metadata(metadata: &Metadata) -> Result<(), String> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut size = 0;
-    for (name, value) in metadata {
-        let mut chars = name.chars();
-        let starts_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        if !starts_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "metadata name {name:?} is not an identifier (letters, digits and '_', not starting with a digit)"
-            ));
-        }
-        if !seen.insert(name.to_ascii_lowercase()) {
-            return Err(format!(
-                "metadata name {name:?} repeats another name, ignoring case"
-            ));
-        }
-        if let Some(bad) = value.chars().find(|c| !(' '..='~').contains(c)) {
-            return Err(format!(
-                "metadata value of {name:?} holds {bad:?}; only printable ASCII is allowed"
-            ));
-        }
-        size += name.len() + value.len();
-    }
-    if size > MAX_METADATA_BYTES {
-        return Err(format!(
-            "metadata is {size} bytes; at most {MAX_METADATA_BYTES} are allowed"
-        ));
-    }
-    Ok(())
-}
-
 fn duration_to_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -1703,7 +1664,9 @@ mod tests {
             md(&[("Epoch", "1"), ("epoch", "2")]),
             md(&[("note", "caf\u{e9}")]),
             md(&[("note", "a\nb")]),
-            md(&[("big", &"x".repeat(MAX_METADATA_BYTES))]),
+            md(&[("note", " a")]),
+            md(&[("note", "a ")]),
+            md(&[("big", &"x".repeat(crate::lease::MAX_METADATA_BYTES))]),
         ] {
             assert!(check_metadata(&bad).is_err(), "{bad:?}");
         }
