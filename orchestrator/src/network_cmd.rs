@@ -959,36 +959,26 @@ fn finish(
     Ok(())
 }
 
-/// Writes a new world-readable file atomically: a temporary file in the same directory,
-/// fsync, then link(2), which fails rather than replace a file that appeared meanwhile.
+/// Mode of the published outputs (genesis, network info, deployment output): world-readable.
+const PUBLIC_FILE_MODE: u32 = 0o644;
+
+/// Writes a new world-readable file atomically and durably ([`fsutil::write_new`]), never
+/// over a file that appeared meanwhile.
 fn write_public(path: &Path, contents: &[u8]) -> Result<(), Failure> {
     let dir = path.parent().expect("outputs live in a directory");
     fs::create_dir_all(dir).map_err(|e| Failure::cant_create(format!("{}: {e}", dir.display())))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".orchestrator-")
-        .tempfile_in(dir)
-        .map_err(|e| Failure::cant_create(format!("{}: {e}", dir.display())))?;
-    let io_err = |e: io::Error| Failure::io(format!("{}: {e}", path.display()));
-    tmp.write_all(contents).map_err(io_err)?;
-    tmp.as_file().sync_all().map_err(io_err)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err)?;
-    }
-    fs::hard_link(tmp.path(), path).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            Failure::cant_create(format!(
-                "{}: appeared while this run wrote it",
-                path.display()
-            ))
-        } else {
-            io_err(e)
+    fsutil::write_new(path, contents, PUBLIC_FILE_MODE).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => Failure::cant_create(format!(
+            "{}: appeared while this run wrote it",
+            path.display()
+        )),
+        io::ErrorKind::NotFound
+        | io::ErrorKind::PermissionDenied
+        | io::ErrorKind::ReadOnlyFilesystem => {
+            Failure::cant_create(format!("{}: {e}", path.display()))
         }
-    })?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        _ => Failure::io(format!("{}: {e}", path.display())),
+    })
 }
 
 /// Reads the consortium data from a path or an `http://` URL, at most
