@@ -303,6 +303,16 @@ fn bad_input_to_init_is_one_line_exit_64_and_writes_nothing() {
             "network-id",
         );
     }
+    // The schema's bootnode pattern takes only digits for the port; the hand-written check
+    // took a sign too, and published a document that broke the schema.
+    for port in ["+30303", "0", "65536", "030303"] {
+        let bootnode = format!("enode://{}@127.0.0.1:{port}", "ab".repeat(64));
+        assert_refused_and_nothing_written(
+            d.path(),
+            &init_args(&["--bootnode", &bootnode]),
+            "bootnode 1",
+        );
+    }
     fs::write(d.path().join("broken.json"), "{\"config\": ").unwrap();
     assert_refused_and_nothing_written(
         d.path(),
