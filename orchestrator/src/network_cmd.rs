@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, IsTerminal, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use zeroize::Zeroizing;
 
 use shared::azure::AzureOptions;
 use shared::keystore::KdfParams;
+use shared::net::{self, Url};
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use shared::{fsutil, Address};
 
@@ -42,8 +42,10 @@ use crate::provision::{
 
 /// Longest base genesis or config file accepted.
 const MAX_INPUT_FILE: usize = 4 << 20;
-/// Time allowed to fetch network info over HTTP.
+/// Time allowed to connect, and between two reads, when fetching network info over HTTP.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time allowed for the whole fetch: a server that trickles its answer is cut off.
+const FETCH_TOTAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Settings shared by `init` and `join`. Every one can also come from `--config`.
 #[derive(Debug, Args)]
@@ -125,8 +127,9 @@ pub(crate) struct InitArgs {
 pub(crate) struct JoinArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Another member's networkinfo.json: a file path or an http:// URL. Untrusted: it is
-    /// size-limited and checked against the schema before use.
+    /// Another member's networkinfo.json: a file path, or an https:// (or http://) URL;
+    /// https:// trusts the system's CAs, or those SSL_CERT_FILE names. Untrusted: it is
+    /// size-limited (1 MiB) and checked against the schema before use.
     #[arg(long, value_name = "URL_OR_PATH")]
     consortium_data: Option<String>,
     /// Refuse the consortium data unless its network id is this one.
@@ -631,7 +634,7 @@ pub(crate) fn run_join(args: JoinArgs) -> Result<(), Failure> {
     let mut info = networkinfo::parse_untrusted(&bytes).map_err(|ps| {
         Failure::usage(format!(
             "consortium data {}: {}",
-            printable(&source),
+            shown_source(&source),
             ps.join("; ")
         ))
     })?;
@@ -959,51 +962,36 @@ fn finish(
     Ok(())
 }
 
-/// Writes a new world-readable file atomically: a temporary file in the same directory,
-/// fsync, then link(2), which fails rather than replace a file that appeared meanwhile.
+/// Mode of the published outputs (genesis, network info, deployment output): world-readable.
+const PUBLIC_FILE_MODE: u32 = 0o644;
+
+/// Writes a new world-readable file atomically and durably ([`fsutil::write_new`]), never
+/// over a file that appeared meanwhile.
 fn write_public(path: &Path, contents: &[u8]) -> Result<(), Failure> {
     let dir = path.parent().expect("outputs live in a directory");
     fs::create_dir_all(dir).map_err(|e| Failure::cant_create(format!("{}: {e}", dir.display())))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".orchestrator-")
-        .tempfile_in(dir)
-        .map_err(|e| Failure::cant_create(format!("{}: {e}", dir.display())))?;
-    let io_err = |e: io::Error| Failure::io(format!("{}: {e}", path.display()));
-    tmp.write_all(contents).map_err(io_err)?;
-    tmp.as_file().sync_all().map_err(io_err)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err)?;
-    }
-    fs::hard_link(tmp.path(), path).map_err(|e| {
-        if e.kind() == io::ErrorKind::AlreadyExists {
-            Failure::cant_create(format!(
-                "{}: appeared while this run wrote it",
-                path.display()
-            ))
-        } else {
-            io_err(e)
+    fsutil::write_new(path, contents, PUBLIC_FILE_MODE).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => Failure::cant_create(format!(
+            "{}: appeared while this run wrote it",
+            path.display()
+        )),
+        io::ErrorKind::NotFound
+        | io::ErrorKind::PermissionDenied
+        | io::ErrorKind::ReadOnlyFilesystem => {
+            Failure::cant_create(format!("{}: {e}", path.display()))
         }
-    })?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        _ => Failure::io(format!("{}: {e}", path.display())),
+    })
 }
 
-/// Reads the consortium data from a path or an `http://` URL, at most
+/// Reads the consortium data from a path or an `http://` or `https://` URL, at most
 /// [`networkinfo::MAX_BYTES`] + 1 bytes, so that an oversized document is refused unread.
 fn fetch_consortium_data(source: &str) -> Result<Vec<u8>, Failure> {
     let limit = networkinfo::MAX_BYTES;
-    if let Some(rest) = source.strip_prefix("http://") {
-        return http_get(rest, limit).map_err(|e| {
-            Failure::no_input(format!("--consortium-data {}: {e}", printable(source)))
+    if source.starts_with("http://") || source.starts_with("https://") {
+        return fetch_url(source, limit).map_err(|e| {
+            Failure::no_input(format!("--consortium-data {}: {e}", shown_source(source)))
         });
-    }
-    if source.starts_with("https://") {
-        return Err(Failure::usage(
-            "--consortium-data over https:// is not part of this build yet; download the document and pass its path",
-        ));
     }
     let path = Path::new(source);
     let f = fs::File::open(path)
@@ -1015,65 +1003,128 @@ fn fetch_consortium_data(source: &str) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
-/// A minimal HTTP/1.1 GET: `Connection: close`, status 200 only, body up to `limit` + 1
-/// bytes, a deadline on connect and on every read.
-fn http_get(rest: &str, limit: usize) -> Result<Vec<u8>, String> {
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+/// The consortium data's source as error messages show it: printable, cut short, and
+/// without a URL's query, which may hold a token (a SAS, for a blob), or its password.
+fn shown_source(source: &str) -> String {
+    let Ok(mut url) = Url::parse(source) else {
+        return printable(source);
     };
-    if authority.is_empty() || authority.contains('@') {
+    if url.password().is_none() && url.query().is_none() {
+        return printable(source);
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some("redacted"));
+    }
+    if url.query().is_none() {
+        return printable(url.as_str());
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    printable(&format!("{url}?<query redacted>"))
+}
+
+/// One GET with the shared transport ([`shared::net`]): status 200 only, no redirects, a
+/// deadline on connecting, on every read and on the whole exchange, and the body read up
+/// to `limit` + 1 bytes and no further. `https://` trusts the system's roots (or those
+/// `SSL_CERT_FILE` names); `http://` needs no CA bundle.
+fn fetch_url(text: &str, limit: usize) -> Result<Vec<u8>, String> {
+    let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
         return Err("the URL needs a host, and no user info".into());
     }
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let builder = match url.scheme() {
+        "https" => net::https_client_builder(None, FETCH_TIMEOUT, FETCH_TOTAL_TIMEOUT)?,
+        _ => net::http_client_builder(FETCH_TIMEOUT, FETCH_TOTAL_TIMEOUT)?,
     };
-    let addr = with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve the host: {e}"))?
-        .next()
-        .ok_or("the host has no address")?;
-    let mut stream = TcpStream::connect_timeout(&addr, FETCH_TIMEOUT).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(FETCH_TIMEOUT))
-        .and_then(|_| stream.set_write_timeout(Some(FETCH_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    // Headers are small; the body is capped.
-    let mut raw = Vec::new();
-    stream
-        .take((limit + 64 * 1024) as u64)
-        .read_to_end(&mut raw)
-        .map_err(|e| e.to_string())?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the response has no header end")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status_line = head.lines().next().unwrap_or("");
-    let status = status_line.split_whitespace().nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("the server answered {:?}", printable(status_line)));
-    }
-    if head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:"))
-    {
-        return Err(
-            "chunked responses are not supported; serve the file with a Content-Length".into(),
+    // A proxy (HTTPS_PROXY and the like) cannot reach this machine's loopback, and a fetch
+    // from loopback must not leave the machine.
+    let builder = if net::is_loopback(&url) {
+        builder.no_proxy()
+    } else {
+        builder
+    };
+    let client = builder
+        .read_timeout(FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| format!("HTTP client set-up failed: {}", describe_http(e)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut response = client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(describe_http)?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("the server answered {status}"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe_http)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > limit {
+                // Enough to know it is too large; the rest is never read.
+                body.truncate(limit + 1);
+                break;
+            }
+        }
+        Ok(body)
+    })
+}
+
+/// A reqwest error on one line, its causes included, without the URL (shown once, by the
+/// caller, without its query).
+fn describe_http(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    if e.is_timeout() {
+        return format!(
+            "no answer within {} s (or the transfer took longer than {} s)",
+            FETCH_TIMEOUT.as_secs(),
+            FETCH_TOTAL_TIMEOUT.as_secs()
         );
     }
-    let mut body = raw[split + 4..].to_vec();
-    body.truncate(limit + 1);
-    Ok(body)
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(c) = cause {
+        let text = printable(&c.to_string());
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SAS token travels in the query, a password in the user info: neither may reach an
+    /// error line. Anything else is shown as typed.
+    #[test]
+    fn a_shown_source_hides_query_and_password_only() {
+        for (source, shown) in [
+            (
+                "https://acct.blob.core.windows.net/c/networkinfo.json?sv=1&sig=SECRET#x",
+                "https://acct.blob.core.windows.net/c/networkinfo.json?<query redacted>",
+            ),
+            (
+                "http://user:SECRET@127.0.0.1:8080/n.json",
+                "http://user:redacted@127.0.0.1:8080/n.json",
+            ),
+            (
+                "http://127.0.0.1:8080/n.json",
+                "http://127.0.0.1:8080/n.json",
+            ),
+            (
+                "./member0/out/networkinfo.json",
+                "./member0/out/networkinfo.json",
+            ),
+        ] {
+            assert_eq!(shown_source(source), shown, "{source}");
+        }
+    }
 }

@@ -17,7 +17,8 @@ use shared::secret::SecretStore;
 use shared::{Address, ValidatorKey};
 
 mod common;
-use common::{assert_one_line_failure, orchestrator, stderr, stdout};
+use common::{assert_one_line_failure, orchestrator, orchestrator_with_env, stderr, stdout};
+use integration_tests::tls::{OneAnswerServer, TestCa};
 
 const ADMIN0: &str = "0x00000000000000000000000000000000000a0001";
 const ADMIN1: &str = "0x00000000000000000000000000000000000a0002";
@@ -303,6 +304,16 @@ fn bad_input_to_init_is_one_line_exit_64_and_writes_nothing() {
             "network-id",
         );
     }
+    // The schema's bootnode pattern takes only digits for the port; the hand-written check
+    // took a sign too, and published a document that broke the schema.
+    for port in ["+30303", "0", "65536", "030303"] {
+        let bootnode = format!("enode://{}@127.0.0.1:{port}", "ab".repeat(64));
+        assert_refused_and_nothing_written(
+            d.path(),
+            &init_args(&["--bootnode", &bootnode]),
+            "bootnode 1",
+        );
+    }
     fs::write(d.path().join("broken.json"), "{\"config\": ").unwrap();
     assert_refused_and_nothing_written(
         d.path(),
@@ -509,4 +520,140 @@ fn join_reads_network_info_over_http_within_its_size_limit() {
         "{request}"
     );
     assert!(d.path().join("member1/networkinfo.json").is_file());
+}
+
+/// An HTTP/1.1 200 answer carrying `body` with a Content-Length.
+fn answer_200(body: &[u8]) -> Vec<u8> {
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body);
+    answer
+}
+
+/// `https://` with a server whose CA the joiner trusts (through `SSL_CERT_FILE`, as with
+/// any system CA bundle). The hand-written client refused every `https://` URL.
+#[test]
+fn join_reads_network_info_over_https_from_a_server_it_trusts() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(orchestrator(&init_args(&[]), d.path()).status.success());
+    let body = fs::read(d.path().join("net/networkinfo.json")).unwrap();
+    let ca = TestCa::generate("consortium-data");
+    let ca_file = d.path().join("ca.pem");
+    ca.write_ca_file(&ca_file);
+    let server = OneAnswerServer::start(Some(ca.server_config.clone()), answer_200(&body));
+    let url = format!(
+        "https://localhost:{}/consortium/networkinfo.json",
+        server.addr.port()
+    );
+    let o = orchestrator_with_env(
+        &join_args(&url, &[]),
+        d.path(),
+        &[("SSL_CERT_FILE", &ca_file)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let request = server.request().expect("no request arrived");
+    assert!(
+        request.starts_with("GET /consortium/networkinfo.json HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert_eq!(
+        fs::read(d.path().join("member1/genesis/qbft.json")).unwrap(),
+        fs::read(d.path().join("net/genesis/qbft.json")).unwrap(),
+        "the joiner copies the network's genesis byte for byte"
+    );
+}
+
+/// A server whose certificate no trusted CA signed is refused before any request is sent:
+/// one line naming the certificate, exit 66, nothing written.
+#[test]
+fn join_refuses_an_https_server_it_does_not_trust() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(orchestrator(&init_args(&[]), d.path()).status.success());
+    let body = fs::read(d.path().join("net/networkinfo.json")).unwrap();
+    let server_ca = TestCa::generate("consortium-data");
+    let other_ca = d.path().join("other-ca.pem");
+    TestCa::generate("someone else").write_ca_file(&other_ca);
+    let server = OneAnswerServer::start(Some(server_ca.server_config), answer_200(&body));
+    let url = format!("https://127.0.0.1:{}/networkinfo.json", server.addr.port());
+    let o = orchestrator_with_env(
+        &join_args(&url, &[]),
+        d.path(),
+        &[("SSL_CERT_FILE", &other_ca)],
+    );
+    assert_one_line_failure(&o, 66, "certificate", "");
+    assert_eq!(
+        server.request(),
+        None,
+        "a request reached an untrusted server"
+    );
+    for p in ["secrets1", "leases1.db", "member1"] {
+        assert!(!d.path().join(p).exists(), "{p} was written");
+    }
+}
+
+/// The answer's framing is the HTTP library's business: a chunked answer is read (the
+/// hand-written client refused it), and a body past the 1 MiB limit is refused as
+/// oversized, whether its length is announced or not.
+#[test]
+fn join_reads_chunked_answers_and_refuses_oversized_ones() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(orchestrator(&init_args(&[]), d.path()).status.success());
+    let body = fs::read(d.path().join("net/networkinfo.json")).unwrap();
+    let chunked = |body: &[u8]| {
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        for chunk in body.chunks(1000) {
+            answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            answer.extend_from_slice(chunk);
+            answer.extend_from_slice(b"\r\n");
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        answer
+    };
+    let server = OneAnswerServer::start(None, chunked(&body));
+    let url = format!("http://127.0.0.1:{}/networkinfo.json", server.addr.port());
+    let o = orchestrator(&join_args(&url, &[]), d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(server.request().is_some());
+    assert!(d.path().join("member1/networkinfo.json").is_file());
+
+    let mut big = body.clone();
+    big.resize(3 << 20, b' ');
+    for answer in [answer_200(&big), chunked(&big)] {
+        let d = tempfile::tempdir().unwrap();
+        let server = OneAnswerServer::start(None, answer);
+        let url = format!("http://127.0.0.1:{}/networkinfo.json", server.addr.port());
+        let o = orchestrator(&join_args(&url, &[]), d.path());
+        assert_one_line_failure(&o, 64, "at most 1048576", "");
+        let _ = server.request();
+    }
+}
+
+/// Anything but 200 is refused with the status, and a URL's query (where a SAS token
+/// would be) never reaches the error line: the hand-written client printed it whole.
+#[test]
+fn join_refuses_other_answers_and_never_prints_a_urls_query() {
+    let d = tempfile::tempdir().unwrap();
+    let server = OneAnswerServer::start(
+        None,
+        b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/elsewhere\r\nContent-Length: 0\r\n\r\n"
+            .to_vec(),
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/networkinfo.json?sv=2024&sig=S3CRETSIGNATURE",
+        server.addr.port()
+    );
+    let o = orchestrator(&join_args(&url, &[]), d.path());
+    assert_one_line_failure(&o, 66, "302 Found", "");
+    let err = stderr(&o);
+    assert!(!err.contains("S3CRET"), "{err}");
+    assert!(err.contains("networkinfo.json?<query redacted>"), "{err}");
+    assert!(server.request().is_some());
+    for p in ["secrets1", "leases1.db", "member1"] {
+        assert!(!d.path().join(p).exists(), "{p} was written");
+    }
 }

@@ -79,6 +79,28 @@ fn published_network_info_is_valid_and_every_schema_violation_is_refused_by_both
             "short address",
             Box::new(|v| v["valSetContract"] = "0x1234".into()),
         ),
+        // The next three were accepted by the hand-written checks: an address parser that
+        // takes no prefix or `0X`, and a port parser that takes a `+` sign.
+        (
+            "address without 0x",
+            Box::new(|v| {
+                let bare = v["valSetContract"].as_str().unwrap()[2..].to_string();
+                v["valSetContract"] = bare.into();
+            }),
+        ),
+        (
+            "address with 0X",
+            Box::new(|v| {
+                let upper = format!("0X{}", &v["adminContract"].as_str().unwrap()[2..]);
+                v["adminContract"] = upper.into();
+            }),
+        ),
+        (
+            "bootnode port with a sign",
+            Box::new(|v| {
+                v["bootnodes"][0] = format!("enode://{}@127.0.0.1:+30303", "ab".repeat(64)).into()
+            }),
+        ),
         ("network id 3", Box::new(|v| v["networkId"] = 3.into())),
         (
             "one validator",

@@ -1,16 +1,20 @@
-//! Private files on disk: created 0600 in 0700 directories, written atomically, never
-//! overwritten.
+//! Files on disk: private ones created 0600 in 0700 directories, and every new file written
+//! atomically and never over an existing one.
 //!
-//! [`write_new_private`] is the one way key material reaches a file. It writes a temporary
-//! file (`O_EXCL`, mode 0600 from the start, so no other user ever sees it readable),
-//! fsyncs it, then publishes it with `link(2)` rather than `rename(2)`: link fails if the
-//! target exists, which makes "create if absent" atomic even between processes, and a
-//! reader never sees a half-written file. The directory is fsynced so the name survives a
-//! crash.
+//! [`write_new`] is the one atomic "create if absent" writer, and [`write_new_private`]
+//! (mode 0600) is the one way key material reaches a file. It writes a temporary file
+//! beside the target (`O_EXCL`, mode 0600 from the start, so no other user ever sees it
+//! readable, then the mode asked for), fsyncs it, then publishes it with `tempfile`'s
+//! `persist_noclobber` (`renameat2(RENAME_NOREPLACE)`, or `link(2)` where the file system
+//! lacks it): publishing fails if the target exists, which makes "create if absent" atomic
+//! even between processes, and a reader never sees a half-written file. The directory is
+//! fsynced so the name survives a crash. The temporary name is `.NAME.tmp-` and six random
+//! characters, which `leased` sweeps from its runtime directory.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -22,9 +26,22 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Longest password file [`read_password_file`] accepts.
 pub const MAX_PASSWORD_FILE: usize = 4096;
 
+/// The longest file name Linux file systems take (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+/// What the temporary name adds around the target's name: `.`, `.tmp-` and the six random
+/// characters `tempfile` appends.
+const TEMP_NAME_EXTRA: usize = 1 + 5 + 6;
+
 /// Creates `path` holding `contents`, mode 0600, atomically; fails with
 /// `io::ErrorKind::AlreadyExists` (and writes nothing) if `path` exists.
 pub fn write_new_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_new(path, contents, PRIVATE_FILE_MODE)
+}
+
+/// Creates `path` holding `contents` with exactly `mode` (whatever the umask), atomically
+/// and durably; fails with `io::ErrorKind::AlreadyExists` (and writes nothing) if `path`
+/// exists, even if another process creates it meanwhile.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let file_name = path
         .file_name()
@@ -32,33 +49,36 @@ pub fn write_new_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     if path.symlink_metadata().is_ok() {
         return Err(already_exists(path));
     }
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        random_suffix()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        // The umask cannot widen 0600, but an inherited ACL default could; be explicit.
-        f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        drop(f);
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(already_exists(path)),
-            Err(e) => Err(e),
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(file_name))
+        .permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .tempfile_in(&dir)?;
+    // The umask can only narrow the mode asked for, and an inherited default ACL could
+    // widen it: set it explicitly, before any content is written.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file is dropped, and so deleted; the target is untouched.
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists {
+            already_exists(path)
+        } else {
+            e.error
         }
-    })();
-    // Whatever happened, the temporary name goes; the published name (if any) stays.
-    let _ = fs::remove_file(&tmp);
-    result?;
+    })?;
     sync_dir(&dir)
+}
+
+/// `.NAME.tmp-`, with NAME cut short (at a character boundary) so that the temporary name
+/// fits in `NAME_MAX` whenever the target's name does.
+fn temp_prefix(file_name: &OsStr) -> String {
+    let name = file_name.to_string_lossy();
+    let mut keep = name.len().min(NAME_MAX - TEMP_NAME_EXTRA);
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(".{}.tmp-", &name[..keep])
 }
 
 /// Creates `dir` (and missing parents) with mode 0700, or checks that an existing one is
@@ -154,12 +174,6 @@ fn already_exists(path: &Path) -> io::Error {
     )
 }
 
-fn random_suffix() -> String {
-    let mut b = [0u8; 6];
-    getrandom::getrandom(&mut b).expect("the OS random number generator failed");
-    hex::encode(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +189,51 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"one");
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_new_sets_the_mode_asked_for_and_refuses_to_overwrite() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("networkinfo.json");
+        write_new(&p, b"{}", 0o644).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o644);
+        let e = write_new(&p, b"[]", 0o644).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
+        // A dangling symlink is a name that exists too: nothing is written through it.
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &link).unwrap();
+        let e = write_new_private(&link, b"key").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!d.path().join("nowhere").exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    /// A file name of NAME_MAX bytes is valid, so its temporary name must be too. The
+    /// hand-written writer added `.tmp-PID-RANDOM` to the whole name and failed with
+    /// ENAMETOOLONG.
+    #[test]
+    fn the_longest_valid_file_name_can_be_written() {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["k".repeat(NAME_MAX), "é".repeat(NAME_MAX / 2)] {
+            let p = d.path().join(&name);
+            write_new_private(&p, b"one").unwrap();
+            assert_eq!(fs::read(&p).unwrap(), b"one");
+        }
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    /// leased sweeps a dead writer's temporary files from its runtime directory by this
+    /// shape: a leading dot and `.tmp-`.
+    #[test]
+    fn temporary_names_have_the_shape_leased_sweeps() {
+        for name in ["validator.key", "validator-keystore.json"] {
+            let prefix = temp_prefix(OsStr::new(name));
+            assert!(
+                prefix.starts_with('.') && prefix.contains(".tmp-"),
+                "{prefix}"
+            );
+        }
     }
 
     #[test]

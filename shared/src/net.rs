@@ -1,33 +1,115 @@
-//! Network addresses: the one rule, used everywhere, for what counts as this machine.
+//! Network addresses and HTTP clients: the one rule, used everywhere, for what counts as
+//! this machine, and the one way to build an HTTP client.
 //!
 //! Loopback matters twice: a plain `http://` storage endpoint or connection string is
 //! accepted only for an emulator on loopback, and the engine-signer RPC, which carries the
 //! key, may only go to loopback.
+//!
+//! Every client is reqwest on rustls with the `ring` provider (no C or assembly build of
+//! aws-lc), follows no redirect, and has a connect and a whole-request timeout chosen by
+//! its caller: the Azure transport ([`https_client_builder`]), `orchestrator join`'s
+//! consortium-data fetch, and the engine-signer RPC ([`loopback_http_client`]).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+
 pub use url::Url;
+
+use crate::fsutil;
+
+/// Largest CA file read.
+const MAX_CA_FILE: usize = 1 << 20;
 
 /// A plain-HTTP client for a peer on loopback (the local Ethereum client's JSON-RPC): no
 /// proxy, no redirects, and `timeout` for connecting and for the whole request. It trusts
 /// no certificate at all: a loopback peer is reached over `http://` only.
 pub fn loopback_http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    http_client_builder(timeout, timeout)?
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("HTTP client set-up failed: {e}"))
+}
+
+/// The shared transport for `https://` peers: reqwest on rustls with the `ring` provider,
+/// trusting the system's roots (or those `SSL_CERT_FILE` / `SSL_CERT_DIR` name) plus every
+/// certificate in `ca_file`; no redirects; `connect` for the TCP and TLS connect and
+/// `timeout` for the whole request. Callers add what their path needs (a read timeout, a
+/// pool setting) and build it. Fails when no root is trusted at all.
+pub fn https_client_builder(
+    ca_file: Option<&Path>,
+    connect: Duration,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A malformed system certificate is skipped, as every TLS client does.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem = fsutil::read_limited(path, MAX_CA_FILE)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| {
+                format!(
+                    "ca_file {} is not a PEM certificate file: {e}",
+                    path.display()
+                )
+            })?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "ca_file {} holds an unusable certificate: {e}",
+                    path.display()
+                )
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+    }
+    if roots.is_empty() {
+        return Err(
+            "no trusted root certificates: install the system CA bundle (ca-certificates) or name a CA file"
+                .into(),
+        );
+    }
+    client_builder(roots, connect, timeout)
+}
+
+/// A client builder for `http://` peers alone: like [`https_client_builder`], but it
+/// trusts no certificate, so it needs no CA bundle on the host.
+pub fn http_client_builder(
+    connect: Duration,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
+    client_builder(rustls::RootCertStore::empty(), connect, timeout)
+}
+
+fn client_builder(
+    roots: rustls::RootCertStore,
+    connect: Duration,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| format!("TLS set-up failed: {e}"))?
-    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_root_certificates(roots)
     .with_no_client_auth();
-    reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("HTTP client set-up failed: {e}"))
+        .connect_timeout(connect)
+        .timeout(timeout))
 }
 
 /// True for `localhost` and addresses in `127.0.0.0/8` or `::1`: where only this machine

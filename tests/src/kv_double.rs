@@ -56,14 +56,11 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
+
+use crate::tls::TestCa;
 
 /// The tenant named in the authentication challenge (made up). Fixed, so tests can check
 /// that the client asked its credential for a token in this tenant.
@@ -211,11 +208,11 @@ impl KvDouble {
             .expect("kv double: make the listener non-blocking");
         let addr = listener.local_addr().expect("kv double: local address");
 
-        let tls = TlsMaterial::generate();
+        let tls = TestCa::generate("kv-double");
         let dir = tempfile::tempdir().expect("kv double: create a temporary directory");
         let ca_file = dir.path().join("kv-double-ca.pem");
-        std::fs::write(&ca_file, &tls.ca_pem).expect("kv double: write the CA file");
-        let acceptor = TlsAcceptor::from(Arc::new(tls.server_config));
+        tls.write_ca_file(&ca_file);
+        let acceptor = TlsAcceptor::from(tls.server_config);
 
         let shared = Arc::new(Shared {
             base_url: format!("https://{addr}"),
@@ -359,68 +356,6 @@ impl KvDouble {
 impl Drop for KvDouble {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// The per-run CA and the server configuration with a leaf certificate it signed.
-struct TlsMaterial {
-    ca_pem: String,
-    server_config: rustls::ServerConfig,
-}
-
-impl TlsMaterial {
-    fn generate() -> Self {
-        let ca_key = KeyPair::generate().expect("kv double: CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "kv-double test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca_params
-            .self_signed(&ca_key)
-            .expect("kv double: self-sign the CA");
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate().expect("kv double: server key");
-        let mut server_params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .expect("server params");
-        server_params
-            .distinguished_name
-            .push(DnType::CommonName, "kv-double");
-        server_params.is_ca = IsCa::ExplicitNoCa;
-        server_params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        // OpenSSL's strict verification (Python's default context) wants the link to the
-        // issuer spelled out.
-        server_params.use_authority_key_identifier_extension = true;
-        let server_cert = server_params
-            .signed_by(&server_key, &issuer)
-            .expect("kv double: sign the server certificate");
-
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
-        let chain: Vec<CertificateDer<'static>> = vec![server_cert.der().clone()];
-        let mut server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("kv double: TLS protocol versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("kv double: TLS server configuration");
-        server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsMaterial {
-            ca_pem: ca_cert.pem(),
-            server_config,
-        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod memory_store;
 pub mod overlap;
 pub mod secret_conformance;
 pub mod sim;
+pub mod tls;
 pub mod tools;
 
 /// A binary of this crate (`standin-client`, `leased-host`, …), next to the test binary

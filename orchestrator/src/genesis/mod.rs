@@ -19,7 +19,6 @@
 mod aura;
 mod clique;
 mod qbft;
-mod rlp;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +29,6 @@ use serde_json::{Map, Value};
 use shared::Address;
 
 pub use qbft::{decode_qbft_extra_data, QbftExtraDataError};
-pub use rlp::RlpError;
 
 /// Chain and network id range the consortium accepts.
 pub const NETWORK_ID_RANGE: RangeInclusive<u64> = 5..=999_999_999;

@@ -15,10 +15,10 @@
 use serde_json::{json, Map, Value};
 use shared::Address;
 
-use super::rlp::{self, Item, RlpError};
 use super::{
     header_and_alloc, hex_address, hex_data, Builder, Compare, Consortium, Owner, QbftValidatorMode,
 };
+use alloy_rlp::{Encodable, Header, PayloadView};
 
 /// The mix hash every Besu BFT block carries ("ctical byzantine fault tolerance").
 const BFT_MIX_HASH: &str = "0x63746963616c2062797a616e74696e65206661756c7420746f6c6572616e6365";
@@ -40,81 +40,107 @@ pub(super) const FORK_BLOCKS: &[&str] = &[
 
 /// The QBFT `extraData` of a genesis block naming `validators`.
 pub(crate) fn encode_qbft_extra_data(validators: &[Address]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    rlp::encode_bytes(&mut payload, &[0u8; 32]);
-    let mut list = Vec::new();
-    for v in validators {
-        rlp::encode_bytes(&mut list, v.as_bytes());
-    }
-    rlp::encode_list(&mut payload, &list);
-    rlp::encode_list(&mut payload, &[]); // no vote
-    rlp::encode_uint(&mut payload, 0); // round
-    rlp::encode_list(&mut payload, &[]); // no seals
-    let mut out = Vec::new();
-    rlp::encode_list(&mut out, &payload);
+    let vanity = [0u8; 32];
+    let validators: Vec<[u8; 20]> = validators.iter().map(|a| a.0).collect();
+    let empty_list = Header {
+        list: true,
+        payload_length: 0,
+    };
+    let round = 0u32;
+    let payload_length = vanity.length()
+        + validators.length()
+        + empty_list.length_with_payload() // no vote
+        + round.length()
+        + empty_list.length_with_payload(); // no seals
+    let list = Header {
+        list: true,
+        payload_length,
+    };
+    let mut out = Vec::with_capacity(list.length_with_payload());
+    list.encode(&mut out);
+    vanity.encode(&mut out);
+    validators.encode(&mut out);
+    empty_list.encode(&mut out);
+    round.encode(&mut out);
+    empty_list.encode(&mut out);
     out
 }
 
 /// Why bytes are not QBFT `extraData`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QbftExtraDataError {
-    #[error(transparent)]
-    Rlp(#[from] RlpError),
+    /// Not canonical RLP: truncated, a non-canonical length or scalar, trailing bytes.
+    #[error("qbft extraData: not canonical RLP: {0}")]
+    Rlp(#[from] alloy_rlp::Error),
     #[error("qbft extraData: {0}")]
     Shape(&'static str),
 }
 
 /// The validator addresses listed in QBFT `extraData`, in order. Checks the whole
-/// structure (vanity, vote, round, seals), not just the list.
+/// structure (vanity, vote, round, seals), not just the list. The input may come from a
+/// user-supplied base genesis, so only canonical RLP is accepted: every header is checked
+/// by `alloy-rlp`, every item must be of the kind and size expected, and nothing may
+/// follow the list.
 pub fn decode_qbft_extra_data(bytes: &[u8]) -> Result<Vec<Address>, QbftExtraDataError> {
     use QbftExtraDataError::Shape;
-    let item = rlp::decode(bytes)?;
-    let [vanity, validators, vote, round, seals] =
-        item.as_list().ok_or(Shape("not an RLP list"))?
-    else {
+    let mut rest = bytes;
+    let items = match Header::decode_raw(&mut rest)? {
+        PayloadView::List(items) => items,
+        PayloadView::String(_) => return Err(Shape("not an RLP list")),
+    };
+    if !rest.is_empty() {
+        return Err(alloy_rlp::Error::Custom("trailing bytes after the list").into());
+    }
+    let [vanity, validators, vote, round, seals] = items[..] else {
         return Err(Shape(
             "expected 5 items: vanity, validators, vote, round, seals",
         ));
     };
-    if vanity.as_bytes().map(<[u8]>::len) != Some(32) {
+    if string(vanity)?.len() != 32 {
         return Err(Shape("vanity is not 32 bytes"));
     }
-    let addresses = validators
-        .as_list()
-        .ok_or(Shape("validators is not a list"))?
-        .iter()
+    let addresses = list(validators, Shape("validators is not a list"))?
+        .into_iter()
         .map(|v| {
-            v.as_bytes()
-                .and_then(|b| <[u8; 20]>::try_from(b).ok())
+            <[u8; 20]>::try_from(string(v)?)
                 .map(Address)
-                .ok_or(Shape("a validator is not a 20-byte address"))
+                .map_err(|_| Shape("a validator is not a 20-byte address"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    match vote.as_list() {
-        Some([]) => {}
-        Some([recipient, kind]) if is_address(recipient) && is_vote_kind(kind) => {}
-        _ => return Err(Shape("vote is neither empty nor [address, add/drop]")),
+    let vote_shape = Shape("vote is neither empty nor [address, add/drop]");
+    match list(vote, vote_shape.clone())?[..] {
+        [] => {}
+        [recipient, kind] if string(recipient)?.len() == 20 && is_vote_kind(string(kind)?) => {}
+        _ => return Err(vote_shape),
     }
-    if round.as_uint().is_none_or(|r| r > u64::from(u32::MAX)) {
-        return Err(Shape("round is not a 32-bit scalar"));
-    }
-    let seals = seals.as_list().ok_or(Shape("seals is not a list"))?;
-    if seals
-        .iter()
-        .any(|s| s.as_bytes().map(<[u8]>::len) != Some(65))
-    {
-        return Err(Shape("a seal is not 65 bytes"));
+    alloy_rlp::decode_exact::<u32>(round).map_err(|_| Shape("round is not a 32-bit scalar"))?;
+    for seal in list(seals, Shape("seals is not a list"))? {
+        if string(seal)?.len() != 65 {
+            return Err(Shape("a seal is not 65 bytes"));
+        }
     }
     Ok(addresses)
 }
 
-fn is_address(item: &Item<'_>) -> bool {
-    item.as_bytes().is_some_and(|b| b.len() == 20)
+/// The payload of `item`, one whole RLP string.
+fn string(item: &[u8]) -> Result<&[u8], QbftExtraDataError> {
+    match Header::decode_raw(&mut &item[..])? {
+        PayloadView::String(payload) => Ok(payload),
+        PayloadView::List(_) => Err(QbftExtraDataError::Shape("a list where bytes belong")),
+    }
+}
+
+/// The items of `item`, one whole RLP list, each still encoded.
+fn list(item: &[u8], not_a_list: QbftExtraDataError) -> Result<Vec<&[u8]>, QbftExtraDataError> {
+    match Header::decode_raw(&mut &item[..])? {
+        PayloadView::List(items) => Ok(items),
+        PayloadView::String(_) => Err(not_a_list),
+    }
 }
 
 /// Besu writes an add vote as the byte 0xff and a drop vote as the empty string.
-fn is_vote_kind(item: &Item<'_>) -> bool {
-    matches!(item.as_bytes(), Some([] | [0xff]))
+fn is_vote_kind(kind: &[u8]) -> bool {
+    matches!(kind, [] | [0xff])
 }
 
 pub(super) fn render(c: &Consortium, b: &mut Builder) -> Map<String, Value> {
@@ -194,52 +220,103 @@ mod tests {
         assert_eq!(encode_qbft_extra_data(&[]), empty);
     }
 
+    /// One RLP list of the already encoded `items`.
+    fn rlp_list(items: &[Vec<u8>]) -> Vec<u8> {
+        let payload = items.concat();
+        let mut out = Vec::new();
+        Header {
+            list: true,
+            payload_length: payload.len(),
+        }
+        .encode(&mut out);
+        out.extend(payload);
+        out
+    }
+
+    fn rlp<T: Encodable>(value: T) -> Vec<u8> {
+        alloy_rlp::encode(value)
+    }
+
     #[test]
     fn decoder_accepts_a_vote_and_seals_and_rejects_malformed_structures() {
-        let mut payload = Vec::new();
-        rlp::encode_bytes(&mut payload, &[0u8; 32]);
-        let mut list = Vec::new();
-        rlp::encode_bytes(&mut list, addr(9).as_bytes());
-        rlp::encode_list(&mut payload, &list);
-        let mut vote = Vec::new();
-        rlp::encode_bytes(&mut vote, addr(8).as_bytes());
-        rlp::encode_bytes(&mut vote, &[0xff]);
-        rlp::encode_list(&mut payload, &vote);
-        rlp::encode_uint(&mut payload, 3);
-        let mut seals = Vec::new();
-        rlp::encode_bytes(&mut seals, &[7u8; 65]);
-        rlp::encode_list(&mut payload, &seals);
-        let mut enc = Vec::new();
-        rlp::encode_list(&mut enc, &payload);
+        let vanity = rlp([0u8; 32]);
+        let validators = rlp_list(&[rlp(addr(9).0)]);
+        let vote = rlp_list(&[rlp(addr(8).0), rlp([0xffu8])]);
+        let seals = rlp_list(&[rlp([7u8; 65])]);
+        let enc = rlp_list(&[
+            vanity.clone(),
+            validators.clone(),
+            vote.clone(),
+            rlp(3u32),
+            seals.clone(),
+        ]);
         assert_eq!(decode_qbft_extra_data(&enc).unwrap(), vec![addr(9)]);
 
         // Clique-style raw bytes are not RLP of this shape.
         let clique = [0u8; 32 + 20 + 65];
         assert!(decode_qbft_extra_data(&clique).is_err());
         // Four items (IBFT 1.0 / missing seals).
-        let mut four = Vec::new();
-        rlp::encode_bytes(&mut four, &[0u8; 32]);
-        rlp::encode_list(&mut four, &[]);
-        rlp::encode_list(&mut four, &[]);
-        rlp::encode_uint(&mut four, 0);
-        let mut enc = Vec::new();
-        rlp::encode_list(&mut enc, &four);
+        let empty = rlp_list(&[]);
+        let four = rlp_list(&[vanity.clone(), empty.clone(), empty.clone(), rlp(0u32)]);
         assert!(matches!(
-            decode_qbft_extra_data(&enc),
+            decode_qbft_extra_data(&four),
             Err(QbftExtraDataError::Shape(_))
         ));
         // Short vanity.
-        let mut short = Vec::new();
-        rlp::encode_bytes(&mut short, &[0u8; 31]);
-        rlp::encode_list(&mut short, &[]);
-        rlp::encode_list(&mut short, &[]);
-        rlp::encode_uint(&mut short, 0);
-        rlp::encode_list(&mut short, &[]);
-        let mut enc = Vec::new();
-        rlp::encode_list(&mut enc, &short);
+        let short = rlp_list(&[
+            rlp([0u8; 31]),
+            empty.clone(),
+            empty.clone(),
+            rlp(0u32),
+            empty.clone(),
+        ]);
         assert_eq!(
-            decode_qbft_extra_data(&enc),
+            decode_qbft_extra_data(&short),
             Err(QbftExtraDataError::Shape("vanity is not 32 bytes"))
+        );
+    }
+
+    /// The input may come from a user's base genesis: only canonical RLP, with nothing
+    /// after it, is accepted.
+    #[test]
+    fn decoder_rejects_non_canonical_truncated_and_trailing_encodings() {
+        let good = encode_qbft_extra_data(&[addr(1), addr(2)]);
+        assert!(decode_qbft_extra_data(&good).is_ok());
+        let with_round = |round: &[u8]| {
+            rlp_list(&[
+                rlp([0u8; 32]),
+                rlp_list(&[rlp(addr(1).0)]),
+                rlp_list(&[]),
+                round.to_vec(),
+                rlp_list(&[]),
+            ])
+        };
+        assert!(decode_qbft_extra_data(&with_round(&[0x05])).is_ok());
+        for (what, bad) in [
+            (
+                "a single byte below 0x80 as a string",
+                with_round(&[0x81, 0x05]),
+            ),
+            (
+                "a scalar with a leading zero",
+                with_round(&[0x82, 0x00, 0x05]),
+            ),
+            ("a round above 32 bits", with_round(&[0x85, 1, 0, 0, 0, 0])),
+            ("a list as the round", with_round(&[0xc0])),
+            ("a trailing byte", [good.clone(), vec![0x80]].concat()),
+            ("a truncated list", good[..good.len() - 1].to_vec()),
+            ("nothing", vec![]),
+        ] {
+            assert!(decode_qbft_extra_data(&bad).is_err(), "{what} accepted");
+        }
+        // The long form for a length that fits the short one.
+        let payload = &encode_qbft_extra_data(&[])[1..];
+        let mut short_as_long = vec![0xf8, payload.len() as u8];
+        short_as_long.extend_from_slice(payload);
+        assert!(
+            decode_qbft_extra_data(&short_as_long).is_err(),
+            "a {}-byte payload in the long form accepted",
+            payload.len()
         );
     }
 

@@ -14,6 +14,16 @@ pub(crate) fn orchestrator(args: &[&str], cwd: &Path) -> Output {
         .expect("run orchestrator")
 }
 
+/// [`orchestrator`] with extra environment variables.
+pub(crate) fn orchestrator_with_env(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run orchestrator")
+}
+
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }

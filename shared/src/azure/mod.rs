@@ -4,9 +4,10 @@
 //!
 //! # Transport
 //!
-//! Every SDK client gets the same kind of transport: reqwest with rustls on the `ring`
-//! provider, trusting the system's roots plus an optional extra CA file (`ca_file`), with
-//! a connect timeout and a whole-request timeout chosen by the caller. The SDK's own
+//! Every SDK client gets the same kind of transport ([`crate::net::https_client_builder`]):
+//! reqwest with rustls on the `ring` provider, trusting the system's roots plus an optional
+//! extra CA file (`ca_file`), with a connect timeout and a whole-request timeout chosen by
+//! the caller. The SDK's own
 //! default (20 s to connect, 60 s to read, and a 60 s retry budget on top) is longer than
 //! a lease, so the lease path never uses it (docs/architecture.md: every storage call has a
 //! client-side timeout ≤ R/2 and a retry budget that ends before the next renew).
@@ -35,7 +36,6 @@ use azure_identity::{
     ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
 };
-use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -240,61 +240,21 @@ const MAX_CONNECT: Duration = Duration::from_secs(5);
 
 /// One reqwest client for the SDK, built as the module docs describe.
 pub(crate) fn transport(budget: Budget, ca_file: Option<&Path>) -> Result<Transport, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A malformed system certificate is skipped, as every TLS client does.
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let pem = fsutil::read_limited(path, 1 << 20)
-            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                format!(
-                    "ca_file {} is not a PEM certificate file: {e}",
-                    path.display()
-                )
-            })?;
-            roots.add(cert).map_err(|e| {
-                format!(
-                    "ca_file {} holds an unusable certificate: {e}",
-                    path.display()
-                )
-            })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "ca_file {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-    }
-    if roots.is_empty() {
-        return Err(
-            "no trusted root certificates: install the system CA bundle (ca-certificates) or set azure.ca_file"
-                .into(),
-        );
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS set-up failed: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .connect_timeout(budget.request_timeout.min(MAX_CONNECT))
-        .timeout(budget.request_timeout)
-        // Below the 5 s after which the storage emulator drops idle keep-alive connections
-        // without notice: a pooled connection it has closed would fail the next renew.
-        .pool_idle_timeout(POOL_IDLE)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("HTTP client set-up failed: {}", redact(&e.to_string())))?;
+    let client = crate::net::https_client_builder(
+        ca_file,
+        budget.request_timeout.min(MAX_CONNECT),
+        budget.request_timeout,
+    )
+    // Without a CA file, the one failure is an empty trust store: name the setting.
+    .map_err(|e| match ca_file {
+        None => format!("{e} (azure.ca_file)"),
+        Some(_) => e,
+    })?
+    // Below the 5 s after which the storage emulator drops idle keep-alive connections
+    // without notice: a pooled connection it has closed would fail the next renew.
+    .pool_idle_timeout(POOL_IDLE)
+    .build()
+    .map_err(|e| format!("HTTP client set-up failed: {}", redact(&e.to_string())))?;
     Ok(Transport::new(Arc::new(client)))
 }
 
