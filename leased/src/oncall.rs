@@ -1743,7 +1743,7 @@ mod tests {
             &fence("crash_loop", "the client exited 5 times within 60 s"),
         )
         .await;
-        let long = format!("key unreadable: {}", "x ".repeat(150));
+        let long = format!("key unreadable: {}end", "x ".repeat(150));
         f.given_up("m0-v3", &pairs(&vm1), &fence("deadline_missed", &long))
             .await;
         f.given_up("m0-v4", &pairs(&vm1), &fence("hand_off_failed", NO_CLIENT))
