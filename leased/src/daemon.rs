@@ -570,22 +570,43 @@ impl Driver {
                 }
                 let ticket = guard.ticket;
                 let started = guard.client_pgid.is_some();
+                // A guard that never confirmed a fence: its client's group is SIGKILLed
+                // here (or was by the backstop), but is not gone at once.
+                let unconfirmed = guard.client_pgid.filter(|_| !guard.fenced);
                 reap(guard);
                 remove_key_file(&key_path(&self.config));
-                if let Some(ticket) = self.fence_waiting.take() {
-                    return Some(Event::FenceDone { ticket });
-                }
-                if !started {
-                    // To the machine, a client that never started: a failed hand-off.
-                    self.hand_off_error = Some((
-                        ticket,
-                        "the fence guard exited before the client started".into(),
-                    ));
-                }
-                // Not asked to fence: the guard fenced on its own (deadline) or died. To
-                // the machine that is the client exiting; past F it fences anyway.
-                self.telemetry.metrics(|m| m.client_exits.inc());
-                Some(Event::ClientExited { ticket })
+                let event = if let Some(ticket) = self.fence_waiting.take() {
+                    Event::FenceDone { ticket }
+                } else {
+                    if !started {
+                        // To the machine, a client that never started: a failed hand-off.
+                        self.hand_off_error = Some((
+                            ticket,
+                            "the fence guard exited before the client started".into(),
+                        ));
+                    }
+                    // Not asked to fence: the guard fenced on its own (deadline) or died.
+                    // To the machine that is the client exiting; past F it fences anyway.
+                    self.telemetry.metrics(|m| m.client_exits.inc());
+                    Event::ClientExited { ticket }
+                };
+                let Some(pgid) = unconfirmed else {
+                    return Some(event);
+                };
+                // Nothing may release the lease or start another client while a process of
+                // that group may still run (found by the chaos run: the release followed
+                // the backstop's SIGKILL by milliseconds).
+                let tx = self.tx.clone();
+                self.spawn(async move {
+                    if !wait_group_gone(pgid, GROUP_GONE_WAIT).await {
+                        log(format!(
+                            "the client's process group {pgid} survives SIGKILL after {} s",
+                            GROUP_GONE_WAIT.as_secs()
+                        ));
+                    }
+                    let _ = tx.send(Msg::Machine(event));
+                });
+                None
             }
         }
     }
@@ -1275,6 +1296,45 @@ fn reap(mut guard: GuardHandle) {
     tokio::spawn(async move {
         let _ = guard.child.wait().await;
     });
+}
+
+/// How long the daemon waits for a SIGKILLed client's process group to be gone before it
+/// goes on anyway (as the guard's own wait for a stuck client).
+const GROUP_GONE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until no live process is left in group `pgid` (true), or `limit` passes (false).
+/// Zombies do not count: whoever they were reparented to may never reap them.
+async fn wait_group_gone(pgid: i32, limit: Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie), read from `/proc`.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The fields after the command name: state, parent, process group, …
+        let mut fields = stat.rsplit_once(')').map_or("", |x| x.1).split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 /// The epoch of one lease, decided once: shared by every metadata write under the lease.
