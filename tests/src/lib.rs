@@ -11,6 +11,7 @@ pub mod kv_double;
 pub mod lease_conformance;
 pub mod overlap;
 pub mod secret_conformance;
+pub mod standin;
 pub mod tools;
 
 /// A binary of this crate (`standin-client`, `leased-host`, …), next to the test binary
