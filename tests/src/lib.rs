@@ -4,6 +4,7 @@
 //! Nothing here is linked into a shipped binary.
 
 pub mod azurite;
+pub mod chaos;
 pub mod cluster;
 pub mod fake_rpc;
 pub mod fault_proxy;
