@@ -92,7 +92,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -106,12 +106,12 @@ impl Rng {
         lo + Duration::from_millis(if span == 0 {
             0
         } else {
-            self.next() % (span + 1)
+            self.next_u64() % (span + 1)
         })
     }
 
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
+        &items[(self.next_u64() % items.len() as u64) as usize]
     }
 }
 
@@ -125,26 +125,17 @@ pub fn run(options: &Options) -> Result<Summary, String> {
         let handles: Vec<_> = options
             .stores
             .iter()
-            .enumerate()
-            .map(|(i, store)| {
+            .map(|store| {
                 let store = *store;
-                // One seed per store, derived from the run's.
-                let seed = Rng::new(options.seed ^ (i as u64 + 1).wrapping_mul(0x5851_f42d)).next();
-                let programs = options.programs.clone();
+                // One seed per store, derived from the run's and the store alone, so that
+                // `--store blob` replays the blob half of a `--store sqlite,blob` run.
+                let salt: u64 = match store {
+                    StoreKind::Sqlite => 1,
+                    StoreKind::Blob => 2,
+                };
+                let seed = Rng::new(options.seed ^ salt.wrapping_mul(0x5851_f42d)).next_u64();
                 let say = &say;
-                scope.spawn(move || {
-                    world::run(
-                        store,
-                        seed,
-                        options.duration,
-                        options.every,
-                        options.identities,
-                        options.daemons,
-                        programs,
-                        &options.out,
-                        say,
-                    )
-                })
+                scope.spawn(move || world::run(store, seed, options, say))
             })
             .collect();
         handles

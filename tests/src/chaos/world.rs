@@ -192,19 +192,18 @@ struct World {
     azurite_down_drawn: Option<Duration>,
 }
 
-/// Runs one store's chaos for `duration`, injecting a fault every `every` (min, max).
-pub fn run(
-    store: StoreKind,
-    seed: u64,
-    duration: Duration,
-    every: (Duration, Duration),
-    identities: usize,
-    daemons: usize,
-    programs: Programs,
-    keep_logs_in: &Path,
-    say: &dyn Fn(&str),
-) -> Outcome {
-    let mut world = World::start(store, seed, identities, daemons, programs, say);
+/// Runs one store's chaos as `options` say, with the adversary seeded by `seed`.
+pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&str)) -> Outcome {
+    let (duration, every) = (options.duration, options.every);
+    let keep_logs_in = options.out.as_path();
+    let mut world = World::start(
+        store,
+        seed,
+        options.identities,
+        options.daemons,
+        options.programs.clone(),
+        say,
+    );
     let processes_before = 0;
     let started = mono_now();
     world.started = started;
@@ -437,10 +436,9 @@ impl World {
         self.identities
             .iter()
             .filter(|(_, a)| {
-                !self
-                    .last_signer
+                self.last_signer
                     .get(a)
-                    .is_some_and(|(_, at)| now.saturating_sub(*at) < SIGNING_NOW)
+                    .is_none_or(|(_, at)| now.saturating_sub(*at) >= SIGNING_NOW)
             })
             .map(|(n, _)| n.to_string())
             .collect()
@@ -580,11 +578,6 @@ impl World {
         }
         self.breaks
             .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        if let Some(rig) = &mut self.blob {
-            if rig.az.is_down() {
-                // Started again by StartAzurite; nothing to do until then.
-            }
-        }
     }
 
     fn run_later(&mut self, action: Later) {
@@ -615,10 +608,8 @@ impl World {
                     self.terminating.remove(&node);
                     // A stopped daemon may still be fencing and releasing: give it time.
                     let d = self.cluster.daemon(&node);
-                    if d.is_running() {
-                        if d.wait_exit(Duration::from_secs(5)).is_none() {
-                            d.kill9();
-                        }
+                    if d.is_running() && d.wait_exit(Duration::from_secs(5)).is_none() {
+                        d.kill9();
                     }
                     // Keep the log of the daemon that ran before.
                     let log = self.cluster.dir.path().join(format!("{node}.stderr"));
@@ -742,7 +733,7 @@ impl World {
         // Faults that take a daemon away need room for it.
         menu.retain(|(_, c)| room || !c.takes_a_daemon());
         let total: u32 = menu.iter().map(|(w, _)| w).sum();
-        let mut pick = (self.rng.next() % u64::from(total)) as u32;
+        let mut pick = (self.rng.next_u64() % u64::from(total)) as u32;
         let choice = menu
             .iter()
             .find(|(w, _)| {
@@ -841,7 +832,7 @@ impl World {
                 (n, id)
             }
             None => {
-                let want_holder = self.rng.next() % 4 != 0
+                let want_holder = !self.rng.next_u64().is_multiple_of(4)
                     || matches!(
                         kind,
                         Kind::GuardKill
@@ -979,7 +970,7 @@ impl World {
 
     /// A freeze: short (no fence due), between F and the lease's end, or past D.
     fn freeze_length(&mut self, d: Duration) -> Duration {
-        match self.rng.next() % 3 {
+        match self.rng.next_u64() % 3 {
             0 => self
                 .rng
                 .duration(Duration::from_millis(500), Duration::from_secs(4)),
