@@ -170,9 +170,14 @@ pub fn analyse(o: &Outcome, timing: &Timing) -> Analysis {
 fn cause<'a>(o: &'a Outcome, span: &Span, timing: &Timing) -> Option<&'a FaultRecord> {
     let slack = nanos(Duration::from_millis(200));
     let could = |f: &&FaultRecord| {
+        let from = if f.kind == Kind::Break {
+            f.cleared.max(f.at)
+        } else {
+            f.at
+        };
         f.at <= span.end + slack
             && f.at + slack >= span.start
-            && span.end <= f.at + nanos(timing.fence_window(f.kind)) + slack
+            && span.end <= from + nanos(timing.fence_window(f.kind)) + slack
     };
     let specific = o
         .faults
@@ -225,9 +230,15 @@ fn late_fence(o: &Outcome, spans: &[Span], f: &FaultRecord, timing: &Timing) -> 
     }
     let window = nanos(timing.fence_window(f.kind));
     let slack = nanos(Duration::from_millis(100));
+    // A break counts from when its command finished (it may have waited for the store).
+    let from = if f.kind == Kind::Break {
+        f.cleared.max(f.at)
+    } else {
+        f.at
+    };
     spans
         .iter()
-        .filter(|s| s.start + slack <= f.at && f.at <= s.end && s.end > f.at + window)
+        .filter(|s| s.start + slack <= f.at && f.at <= s.end && s.end > from + window)
         .filter(|s| s.end < o.teardown || f.at + window < o.teardown)
         .filter(|s| match (f.kind, &f.node, &f.identity) {
             (k, _, _) if k.is_storage() => true,
@@ -245,7 +256,7 @@ fn late_fence(o: &Outcome, spans: &[Span], f: &FaultRecord, timing: &Timing) -> 
                 s.node,
                 s.identity,
                 secs(s.end.saturating_sub(f.at)),
-                secs(window)
+                secs(window + from - f.at)
             )
         })
         .collect()
@@ -320,7 +331,7 @@ fn deadline_for_gap(
         let relevant = match (f.kind, &f.node, &f.identity) {
             (k, _, _) if k.is_storage() => f.cleared.max(f.at) >= lookback(k) && f.at <= n,
             (Kind::Break, _, Some(id)) => {
-                id == address && f.at >= lookback(Kind::Break) && f.at <= n
+                id == address && f.cleared.max(f.at) >= lookback(Kind::Break) && f.at <= n
             }
             (Kind::BadConfig, _, _) => f.cleared >= e && f.at <= n,
             (k, Some(target), _) if k.is_process() => {
@@ -515,6 +526,7 @@ impl Analysis {
             "liveness_violations": self.liveness,
             "late_fences": self.late_fences,
             "key_files_on_fenced_nodes": o.key_file_findings,
+            "key_files_while_daemon_frozen_and_guard_killed": o.key_file_known,
             "key_files_left": o.key_files_left,
             "key_bytes_in_logs": o.key_bytes_in_logs,
             "processes_before": o.processes_before,

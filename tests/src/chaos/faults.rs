@@ -102,9 +102,9 @@ impl Timing {
         let n = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let poll = n(self.poll_max() + self.slack);
         match kind {
-            Kind::DaemonKill | Kind::DaemonStop | Kind::GuardStop | Kind::Break => {
-                at + n(self.d) + poll
-            }
+            Kind::DaemonKill | Kind::DaemonStop | Kind::GuardStop => at + n(self.d) + poll,
+            // From when the `leased break` command finished: it may wait for the store.
+            Kind::Break => cleared.max(at) + n(self.d) + poll,
             Kind::DaemonTerm => at + n(self.grace + self.op_timeout) + poll,
             Kind::GuardKill | Kind::GuardTerm | Kind::ClientKill | Kind::ClientTerm => {
                 at + n(self.max_backoff + self.slack)

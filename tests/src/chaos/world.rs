@@ -81,6 +81,9 @@ pub struct Outcome {
     pub sign_log: String,
     /// A key file found on a node while another node signed that identity.
     pub key_file_findings: Vec<String>,
+    /// The same, on a node whose daemon was frozen and whose guard was killed: nothing of
+    /// the node runs to delete it until the daemon thaws (a known gap, reported apart).
+    pub key_file_known: Vec<String>,
     /// Key files left in a runtime directory after the teardown.
     pub key_files_left: Vec<String>,
     /// Files of the run that hold a key's bytes (hex).
@@ -164,7 +167,8 @@ struct World {
     /// Daemons told to stop (SIGTERM) and not yet reaped.
     terminating: BTreeMap<String, u64>,
     bad: Vec<BadDaemon>,
-    breaks: Vec<Child>,
+    /// `leased break` commands still running, with their fault.
+    breaks: Vec<(Child, usize)>,
     later: Vec<(u64, Later)>,
     faults: Vec<FaultRecord>,
     down: Vec<DownWindow>,
@@ -178,6 +182,10 @@ struct World {
     /// node → (address, last line).
     node_signing: BTreeMap<String, (String, u64)>,
     key_file_findings: Vec<String>,
+    /// Key files left while their node's daemon is frozen and its guard was killed.
+    key_file_known: Vec<String>,
+    /// Nodes whose guard this run killed while their daemon was frozen (until it thaws).
+    guard_killed_while_frozen: Vec<String>,
     /// Key-file findings of the last look, and those reported already.
     key_suspects: BTreeMap<(String, String, String, String), bool>,
     key_reported: Vec<(String, String, String, String)>,
@@ -288,6 +296,7 @@ pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&
         down: std::mem::take(&mut world.down),
         sign_log,
         key_file_findings: std::mem::take(&mut world.key_file_findings),
+        key_file_known: std::mem::take(&mut world.key_file_known),
         key_files_left,
         key_bytes_in_logs,
         processes_before,
@@ -395,6 +404,8 @@ impl World {
             last_signer: BTreeMap::new(),
             node_signing: BTreeMap::new(),
             key_file_findings: Vec::new(),
+            key_file_known: Vec::new(),
+            guard_killed_while_frozen: Vec::new(),
             key_suspects: BTreeMap::new(),
             key_reported: Vec::new(),
             unexpected: Vec::new(),
@@ -576,8 +587,19 @@ impl World {
                 }
             }
         }
-        self.breaks
-            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        // A break takes effect when its command is done (on `sqlite:` it may wait for a
+        // write lock): that is when the fault is cleared.
+        let mut done = Vec::new();
+        self.breaks.retain_mut(|(c, id)| {
+            let finished = matches!(c.try_wait(), Ok(Some(_)));
+            if finished {
+                done.push(*id);
+            }
+            !finished
+        });
+        for id in done {
+            self.faults[id].cleared = mono_now();
+        }
     }
 
     fn run_later(&mut self, action: Later) {
@@ -592,6 +614,7 @@ impl World {
             }
             Later::ContDaemon { node, fault } => {
                 if self.frozen_daemons.remove(&node).is_some() {
+                    self.guard_killed_while_frozen.retain(|n| n != &node);
                     self.cluster.daemon(&node).cont();
                     if let Some(from) = self.frozen_since.remove(&node) {
                         self.down.push(DownWindow {
@@ -948,6 +971,9 @@ impl World {
             Some(h) => format!("{what} pid {pid}: SIGSTOP for {:.1} s", h.as_secs_f64()),
             None => format!("{what} pid {pid}: {signal}"),
         };
+        if kind == Kind::GuardKill && self.frozen_daemons.contains_key(&node) {
+            self.guard_killed_while_frozen.push(node.clone());
+        }
         let id = self.new_fault(kind, group, Some(node), identity, holder, detail);
         let _ = kill(pid, signal);
         if let Some(h) = hold {
@@ -1032,7 +1058,6 @@ impl World {
             true,
             format!("leased break {name} --yes (output in {})", file_name(&out)),
         );
-        let _ = id;
         let file = fs::File::create(&out).expect("break log");
         let err = file.try_clone().expect("break log");
         match Command::new(&self.programs.leased)
@@ -1043,7 +1068,7 @@ impl World {
             .stderr(err)
             .spawn()
         {
-            Ok(child) => self.breaks.push(child),
+            Ok(child) => self.breaks.push((child, id)),
             Err(e) => self
                 .unexpected
                 .push(format!("cannot run leased break: {e}")),
@@ -1384,7 +1409,9 @@ impl World {
                     .filter(|(n, at)| *n != node && now.saturating_sub(*at) < SIGNING_NOW)
                     .map(|(n, _)| n.clone());
                 if let (false, Some(other)) = (mine, other) {
-                    let frozen = self.frozen_daemons.contains_key(&node);
+                    // Its daemon frozen and its guard killed by this run: see `known`.
+                    let frozen = self.frozen_daemons.contains_key(&node)
+                        && self.guard_killed_while_frozen.contains(&node);
                     seen.insert(
                         (node.clone(), file.clone(), address.clone(), other.clone()),
                         frozen,
@@ -1396,11 +1423,20 @@ impl World {
             let key = (node.clone(), file.clone(), address.clone(), other.clone());
             if self.key_suspects.contains_key(&key) && !self.key_reported.contains(&key) {
                 self.key_reported.push(key.clone());
-                self.key_file_findings.push(format!(
+                let finding = format!(
                     "+{:.1} s: {node}: key file {file} of {address} present while {other} signs it{}",
                     (now - self.started) as f64 / 1e9,
-                    if *frozen { " (its daemon frozen)" } else { "" }
-                ));
+                    if *frozen {
+                        " (its daemon frozen, its guard killed)"
+                    } else {
+                        ""
+                    }
+                );
+                if *frozen {
+                    self.key_file_known.push(finding);
+                } else {
+                    self.key_file_findings.push(finding);
+                }
             }
         }
         self.key_suspects = seen;
@@ -1460,7 +1496,7 @@ impl World {
                 b.daemon.kill9();
             }
         }
-        for c in &mut self.breaks {
+        for (c, _) in &mut self.breaks {
             let _ = c.kill();
             let _ = c.wait();
         }
