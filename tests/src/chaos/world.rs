@@ -877,6 +877,10 @@ impl World {
         match kind {
             Kind::DaemonKill | Kind::DaemonStop if guard_frozen => return None,
             Kind::GuardStop if self.frozen_daemons.contains_key(&node) => return None,
+            // A SIGTERM to a stopped guard stays pending until it resumes, so it would
+            // only be the thaw, with a fence window counted from the wrong moment; a
+            // stopped guard is stopped again or SIGTERMed only once it runs.
+            Kind::GuardTerm | Kind::GuardStop if guard_frozen => return None,
             _ => {}
         }
         let holder = identity.is_some();
