@@ -81,7 +81,7 @@ fn parse() -> Result<Options, String> {
     let mut out = None;
     let mut daemons = 8;
     let mut identities = 5;
-    let mut every = (Duration::from_millis(1500), Duration::from_millis(4500));
+    let mut every = (Duration::from_millis(1000), Duration::from_millis(3000));
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
