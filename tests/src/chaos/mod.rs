@@ -56,6 +56,9 @@ impl StoreKind {
     }
 }
 
+/// How long a segment of a long run's timeline is, in seconds.
+const SEGMENT_SECS: f64 = 300.0;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -178,8 +181,21 @@ pub fn run(options: &Options) -> Result<Summary, String> {
             a.overlaps.len(),
             options.seed
         );
-        if let Err(e) = timeline::draw(o, &a, &title, &png, 1600, 420) {
+        if let Err(e) = timeline::draw(o, &a, &title, &png, (1600, 420), None) {
             failures.push(format!("{}: the timeline: {e}", o.store.as_str()));
+        }
+        // A long run's whole timeline crowds its marks: five minutes from its middle too.
+        let whole = options.duration.as_secs_f64();
+        if whole > 2.0 * SEGMENT_SECS {
+            let from = (whole / 2.0 - SEGMENT_SECS / 2.0).floor();
+            let part = options
+                .out
+                .join(format!("timeline-{}-segment.png", o.store.as_str()));
+            let title = format!("{title}; seconds {from:.0} to {:.0}", from + SEGMENT_SECS);
+            let window = Some((from, from + SEGMENT_SECS));
+            if let Err(e) = timeline::draw(o, &a, &title, &part, (1600, 420), window) {
+                failures.push(format!("{}: the timeline: {e}", o.store.as_str()));
+            }
         }
         let mut j = a.to_json(o, &timing);
         j["timeline"] = json!(png.file_name().map(|n| n.to_string_lossy().into_owned()));

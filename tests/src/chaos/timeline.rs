@@ -80,20 +80,29 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
     }
 }
 
-/// Draws `o`'s timeline into `path` (PNG), `width` × `height` pixels.
+/// Draws `o`'s timeline into `path` (PNG), `width` × `height` pixels: the whole run, or
+/// only `window` (seconds from the start), where a long run's marks would crowd.
 pub fn draw(
     o: &Outcome,
     a: &Analysis,
     title: &str,
     path: &Path,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
+    window: Option<(f64, f64)>,
 ) -> Result<(), String> {
     let text = font();
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let end = o.teardown.max(o.started + 1);
-    let x_max = (end - o.started) as f64 / 1e9;
+    let whole = (end - o.started) as f64 / 1e9;
+    let (x_min, x_max) = match window {
+        Some((from, to)) if from < to => (from.max(0.0), to.min(whole)),
+        _ => (0.0, whole),
+    };
+    // An interval clipped to the window, if any of it shows.
+    let clip = |from: f64, to: f64| {
+        (to >= x_min && from <= x_max).then(|| (from.max(x_min), to.min(x_max)))
+    };
     let lanes = o.identities.len() + 1;
     let y_max = lanes as f64;
     let node_colour = |node: &str| -> RGBColor {
@@ -113,7 +122,7 @@ pub fn draw(
             .y_label_area_size(110);
     }
     let mut chart = builder
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .build_cartesian_2d(x_min..x_max, 0f64..y_max)
         .map_err(|e| e.to_string())?;
     if text {
         let names: Vec<String> = o
@@ -148,9 +157,12 @@ pub fn draw(
     // Storage faults: a band across every lane.
     for f in o.faults.iter().filter(|f| f.kind.is_storage()) {
         let to = f.cleared.max(f.at + 200_000_000);
+        let Some((from, to)) = clip(x(f.at), x(to)) else {
+            continue;
+        };
         chart
             .draw_series(std::iter::once(Rectangle::new(
-                [(x(f.at), 0.0), (x(to), y_max)],
+                [(from, 0.0), (to, y_max)],
                 RGBColor(255, 220, 220).filled(),
             )))
             .map_err(|e| e.to_string())?;
@@ -159,13 +171,16 @@ pub fn draw(
         let Some(y) = lane_of(&s.identity) else {
             continue;
         };
+        let Some((from, to)) = clip(x(s.start), x(s.end)) else {
+            continue;
+        };
         chart
             .draw_series(std::iter::once(Rectangle::new(
-                [(x(s.start), y + 0.2), (x(s.end), y + 0.8)],
+                [(from, y + 0.2), (to, y + 0.8)],
                 node_colour(&s.node).filled(),
             )))
             .map_err(|e| e.to_string())?;
-        if s.end < o.teardown {
+        if s.end < o.teardown && x(s.end) <= x_max {
             chart
                 .draw_series(std::iter::once(PathElement::new(
                     vec![(x(s.end), y + 0.1), (x(s.end), y + 0.9)],
@@ -175,7 +190,7 @@ pub fn draw(
         }
     }
     for f in &o.faults {
-        if f.kind.is_storage() {
+        if f.kind.is_storage() || clip(x(f.at), x(f.at)).is_none() {
             continue;
         }
         let y = match (&f.identity, f.holder || f.kind == Kind::Break) {
