@@ -212,6 +212,8 @@ pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&
         options.programs.clone(),
         say,
     );
+    // The baseline: a process of the run is one whose command line names one of its
+    // directories, which did not exist before `World::start` made them.
     let processes_before = 0;
     let started = mono_now();
     world.started = started;
