@@ -12,6 +12,13 @@
 //! secret store is what protects them at rest, or as keystore v3 documents under a password
 //! ([`SecretFormat::KeystoreV3`]), whose KDF runs on every core. Secret creation is paced to Key Vault's limit of
 //! 300 creates per 10 s, so the Azure backend inherits it.
+//!
+//! A lease record created for a key that already existed replaces a record that was lost
+//! (its container deleted, say). A daemon may still hold the lost record's lease and sign
+//! until its next renew tells it the lease is gone, up to R later; a standby acquiring the
+//! new record at once would sign beside it. So such a record is created leased for the
+//! longest lease a daemon may use (60 s), under a lease id nobody knows, and left to
+//! expire: by then every holder of the old record has fenced ([`create_lease_record`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,7 +32,7 @@ use zeroize::Zeroizing;
 
 use shared::keyfile::CONTENT_TYPE_RAW_HEX;
 use shared::keystore::{self, KdfParams};
-use shared::lease::{LeaseError, LeaseStore, RecordCreated};
+use shared::lease::{LeaseDuration, LeaseError, LeaseId, LeaseStore, RecordCreated, MAX_LEASE};
 use shared::secret::{
     CreateOutcome, Secret, SecretError, SecretProperties, SecretStore, SecretValue, Tags,
 };
@@ -247,7 +254,8 @@ pub async fn provision(
             ),
             None => store_new(plan, index, &id, key, secrets, limiter).await?,
         };
-        let record_created = leases.create_record(&id).await? == RecordCreated::Created;
+        let record_created =
+            create_lease_record(leases, &id, !key_created).await? == RecordCreated::Created;
         let identity = Identity {
             id,
             index,
@@ -259,6 +267,27 @@ pub async fn provision(
         out.push(identity);
     }
     Ok(out)
+}
+
+/// Creates `id`'s lease record unless it exists. When `key_existed`, a record created now
+/// replaces a lost one whose holder may still sign: it is leased at once for [`MAX_LEASE`],
+/// longer than any daemon's lease, and never released, so no daemon can acquire it before
+/// every holder of the lost record has learnt of the loss at a renew and fenced.
+pub async fn create_lease_record(
+    leases: &dyn LeaseStore,
+    id: &Name,
+    key_existed: bool,
+) -> Result<RecordCreated, LeaseError> {
+    let created = leases.create_record(id).await?;
+    if created == RecordCreated::Created && key_existed {
+        let lock = LeaseDuration::fixed(MAX_LEASE)?;
+        match leases.acquire(id, lock, Some(&LeaseId::random())).await {
+            // A daemon that got in first took it from a record nobody held.
+            Ok(_) | Err(LeaseError::HeldByOther { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
 }
 
 /// A key made ready for step three: decoded from the store, or fresh and encoded.

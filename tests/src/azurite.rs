@@ -55,8 +55,32 @@ pub struct Azurite {
     port: u16,
     logs: Logs,
     started_in: Duration,
+    options: AzuriteOptions,
+    /// Azurite was stopped by [`Azurite::stop`] and not started again yet.
+    down: bool,
     // Removed after the process is gone: fields drop after `Drop::drop`.
     _dir: tempfile::TempDir,
+}
+
+/// How [`Azurite::start_with`] runs Azurite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AzuriteOptions {
+    /// Keep containers, blobs and leases on disk (Azurite's `--location`, in its private
+    /// directory) rather than in memory, so that they survive [`Azurite::stop`] and
+    /// [`Azurite::start_again`].
+    pub persistent: bool,
+    /// Write Azurite's debug log (every request and why it was refused).
+    pub debug_log: bool,
+}
+
+impl Default for AzuriteOptions {
+    /// In memory, with the debug log: what [`Azurite::start`] runs.
+    fn default() -> Self {
+        Self {
+            persistent: false,
+            debug_log: true,
+        }
+    }
 }
 
 /// Azurite's two log files.
@@ -72,6 +96,11 @@ impl Azurite {
     /// Starts Azurite's Blob service on a free port of 127.0.0.1 and waits until it answers
     /// HTTP. Panics, with the end of Azurite's logs, if it does not within 30 s.
     pub fn start() -> Azurite {
+        Self::start_with(AzuriteOptions::default())
+    }
+
+    /// [`Azurite::start`], run as `options` say.
+    pub fn start_with(options: AzuriteOptions) -> Azurite {
         let begun = Instant::now();
         let launcher = tools::azurite_blob();
         let dir = tempfile::Builder::new()
@@ -84,14 +113,16 @@ impl Azurite {
                 output: dir.path().join(format!("output-{attempt}.log")),
                 debug: dir.path().join(format!("debug-{attempt}.log")),
             };
-            let mut child = spawn(&launcher, dir.path(), port, &logs);
-            match wait_ready(&mut child, port, &logs) {
+            let mut child = spawn(&launcher, dir.path(), port, &logs, options);
+            match wait_ready(&mut child, port, &logs, READY_TIMEOUT) {
                 Ok(()) => {
                     return Azurite {
                         child,
                         port,
                         logs,
                         started_in: begun.elapsed(),
+                        options,
+                        down: false,
                         _dir: dir,
                     }
                 }
@@ -157,6 +188,70 @@ impl Azurite {
     }
 }
 
+impl Azurite {
+    /// Stops Azurite as its service manager would (SIGTERM, SIGKILL after 2 s): storage is
+    /// down until [`Azurite::start_again`]. What it stored survives only if it is
+    /// [`AzuriteOptions::persistent`].
+    pub fn stop(&mut self) {
+        stop(&mut self.child);
+        self.down = true;
+    }
+
+    /// Starts a stopped Azurite again on the same port, with the same options and data,
+    /// without waiting for it: [`Azurite::poll_ready`] says when it answers.
+    pub fn start_again(&mut self) {
+        assert!(self.down, "Azurite is running");
+        let launcher = tools::azurite_blob();
+        let dir = self._dir.path().to_path_buf();
+        self.child = spawn(&launcher, &dir, self.port, &self.logs, self.options);
+        self.down = false;
+    }
+
+    /// After [`Azurite::start_again`]: whether Azurite answers HTTP yet. Panics, with the
+    /// end of its logs, if it exited.
+    pub fn poll_ready(&mut self) -> bool {
+        match wait_ready(&mut self.child, self.port, &self.logs, Duration::ZERO) {
+            Ok(()) => true,
+            Err(NotReady::TimedOut) => false,
+            Err(other) => panic!(
+                "Azurite did not come back on port {}: {other:?}\n{}",
+                self.port,
+                self.logs.tail(40)
+            ),
+        }
+    }
+
+    /// Azurite's private directory (its data, with [`AzuriteOptions::persistent`], and logs).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Deletes `container` like [`Azurite::delete_container`]; Azurite's refusal as an error
+    /// rather than a panic.
+    pub fn try_delete_container(&self, container: &str) -> Result<(), String> {
+        let answer = self.rest("DELETE", &format!("{container}?restype=container"), &[]);
+        if answer.status == 202 {
+            Ok(())
+        } else {
+            Err(format!(
+                "delete container {container}: Azurite answered {} ({})",
+                answer.status_line,
+                answer.error_code.as_deref().unwrap_or("no error code")
+            ))
+        }
+    }
+
+    /// Whether Azurite was stopped and not started again.
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// The process id of Azurite's launcher, which leads Azurite's process group.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Azurite {
     fn drop(&mut self) {
         stop(&mut self.child);
@@ -190,8 +285,13 @@ enum NotReady {
     TimedOut,
 }
 
-fn wait_ready(child: &mut Child, port: u16, logs: &Logs) -> Result<(), NotReady> {
-    let deadline = Instant::now() + READY_TIMEOUT;
+fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    logs: &Logs,
+    timeout: Duration,
+) -> Result<(), NotReady> {
+    let deadline = Instant::now() + timeout;
     loop {
         let output = fs::read_to_string(&logs.output).unwrap_or_default();
         if let Ok(Some(status)) = child.try_wait() {
@@ -243,18 +343,29 @@ pub fn connection_string_at(addr: SocketAddr) -> String {
     )
 }
 
-fn spawn(launcher: &Path, dir: &Path, port: u16, logs: &Logs) -> Child {
-    let out = fs::File::create(&logs.output).expect("create Azurite's output log");
+fn spawn(launcher: &Path, dir: &Path, port: u16, logs: &Logs, options: AzuriteOptions) -> Child {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&logs.output)
+        .expect("create Azurite's output log");
     let err = out.try_clone().expect("share Azurite's output log");
-    Command::new(launcher)
+    let mut command = Command::new(launcher);
+    command
         .arg("--blobHost")
         .arg("127.0.0.1")
         .arg("--blobPort")
-        .arg(port.to_string())
-        .arg("--debug")
-        .arg(&logs.debug)
+        .arg(port.to_string());
+    if options.debug_log {
+        command.arg("--debug").arg(&logs.debug);
+    }
+    if options.persistent {
+        command.arg("--location").arg(dir.join("data"));
+    } else {
+        command.arg("--inMemoryPersistence");
+    }
+    command
         .args([
-            "--inMemoryPersistence",
             // The SDK may send a newer x-ms-version than this Azurite knows.
             "--skipApiVersionCheck",
             "--loose",
@@ -264,7 +375,7 @@ fn spawn(launcher: &Path, dir: &Path, port: u16, logs: &Logs) -> Child {
             // The account always comes from the path, whatever Host a proxy passes on.
             "--disableProductStyleUrl",
         ])
-        // Azurite refuses --location with --inMemoryPersistence; anything it still
+        // Azurite refuses --location with --inMemoryPersistence; anything else it
         // writes lands in its working directory, the private one.
         .current_dir(dir)
         .stdin(Stdio::null())

@@ -46,6 +46,27 @@ pub struct ClusterSpec {
     /// Identities someone else provisioned (`orchestrator init`); `None`: the cluster
     /// provisions `identities` fresh ones itself.
     pub provisioned: Option<Vec<(Name, Address)>>,
+    /// The programs run for the daemon and its client.
+    pub programs: Programs,
+}
+
+/// The programs a cluster runs: by default this crate's `leased-host` and `standin-client`
+/// binaries; a multi-call binary (the chaos harness) names itself for both.
+#[derive(Debug, Clone)]
+pub struct Programs {
+    /// Runs `leased` (its `run`, `guard` and `client-exec` subcommands).
+    pub leased: PathBuf,
+    /// The stand-in client: a program and the arguments that precede the stand-in's own.
+    pub standin: Vec<String>,
+}
+
+impl Default for Programs {
+    fn default() -> Self {
+        Self {
+            leased: crate::bin_path("leased-host"),
+            standin: vec![crate::bin_path("standin-client").display().to_string()],
+        }
+    }
 }
 
 /// The stores a cluster uses.
@@ -76,6 +97,7 @@ impl Default for ClusterSpec {
             env: Vec::new(),
             stores: Stores::Local,
             provisioned: None,
+            programs: Programs::default(),
         }
     }
 }
@@ -140,6 +162,13 @@ impl Daemon {
             sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Its exit code if it has exited (reaping it), without waiting; -1 for a signal.
+    pub fn try_exit(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status.code().unwrap_or(-1))
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -231,8 +260,8 @@ impl Cluster {
             Stores::Local => String::new(),
             Stores::Specs { azure_toml, .. } => format!("\n[azure]\n{azure_toml}\n"),
         };
-        let mut command = vec![
-            crate::bin_path("standin-client").display().to_string(),
+        let mut command = self.spec.programs.standin.clone();
+        command.extend([
             "--address".into(),
             "{address}".into(),
             "--log".into(),
@@ -241,7 +270,7 @@ impl Cluster {
             node.into(),
             "--key-file".into(),
             "{key_file}".into(),
-        ];
+        ]);
         command.extend(self.spec.client_args.iter().cloned());
         let command: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
         format!(
@@ -286,7 +315,7 @@ impl Cluster {
         let listen = http.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
         fs::write(&config, edit(self.config_text(node, &runtime, &listen))).expect("write config");
         let stderr = root.join(format!("{node}.stderr"));
-        let mut command = Command::new(crate::bin_path("leased-host"));
+        let mut command = Command::new(&self.spec.programs.leased);
         if let Some(uid) = uid {
             std::os::unix::process::CommandExt::uid(&mut command, uid);
             std::os::unix::process::CommandExt::gid(&mut command, uid);

@@ -50,7 +50,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// Which requests a [`Rule`] applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +168,7 @@ impl FaultProxy {
             upstream,
             state: Mutex::new(State::default()),
             next_request_id: AtomicU64::new(1),
+            release: watch::Sender::new(0),
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -212,6 +213,15 @@ impl FaultProxy {
             return;
         }
         self.shared.state().rules.push(rule);
+    }
+
+    /// Resets the connection of every request black-holed so far, as a storage endpoint
+    /// that comes back drops what it never answered. Clients that gave up on them long ago
+    /// have closed their end; this frees the proxy's. Later requests are unaffected.
+    pub fn release_held(&self) {
+        self.shared
+            .release
+            .send_modify(|generation| *generation += 1);
     }
 
     /// Removes every rule; the default action stays.
@@ -285,6 +295,8 @@ struct Shared {
     upstream: SocketAddr,
     state: Mutex<State>,
     next_request_id: AtomicU64,
+    /// Bumped by [`FaultProxy::release_held`]: black-holed requests then reset.
+    release: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -450,7 +462,13 @@ async fn handle(
     match action {
         Action::Pass => {}
         Action::Delay(by) => tokio::time::sleep(by).await,
-        Action::BlackHole => return std::future::pending().await,
+        Action::BlackHole => {
+            let mut released = shared.release.subscribe();
+            // Held until released; the proxy's stop drops it with its connection.
+            let _ = released.changed().await;
+            reset.notify_one();
+            return std::future::pending().await;
+        }
         Action::Reset => {
             reset.notify_one();
             return std::future::pending().await;

@@ -4,6 +4,7 @@
 //! Nothing here is linked into a shipped binary.
 
 pub mod azurite;
+pub mod chaos;
 pub mod cluster;
 pub mod fake_rpc;
 pub mod fault_proxy;
@@ -13,6 +14,7 @@ pub mod memory_store;
 pub mod overlap;
 pub mod secret_conformance;
 pub mod sim;
+pub mod standin;
 pub mod tls;
 pub mod tools;
 

@@ -789,6 +789,76 @@ fn a_deleted_container_fences_the_holder_at_its_next_renew() {
     cluster.assert_no_overlap();
 }
 
+/// Issue 11, found by the chaos run (`chaos --store blob --seed 1`, a container deleted and
+/// re-created 1.4 s later): the container is deleted right after the holder's renew, and
+/// the records are re-created at once as a re-run of `orchestrator init` does. The holder
+/// only learns of the loss at its next renew, up to R later; a standby that acquired a
+/// fresh record at once would sign beside it. Re-created records of existing keys are
+/// created leased for the longest lease, so nobody signs again until every holder of the
+/// lost records has fenced.
+#[test]
+fn chaos_seed1_records_recreated_at_once_stay_locked_until_the_old_holders_fenced() {
+    let _serial = serial();
+    let rig = Rig::start("recreated");
+    let (cluster, identity, address) = rig.cluster(2, 4);
+    let holder = wait_signing(&cluster, &address, 0, Duration::from_secs(5)).node;
+    rig.wait_renewed(&identity, Instant::now());
+    let holders = cluster.signers_since(0);
+    let deleted = mono_now();
+    rig.az.delete_container(&rig.container);
+    let store = BlobLeaseStore::open(
+        &format!("{}/{}", rig.az.blob_endpoint(), rig.container),
+        &AzureOptions {
+            connection_string: Some(rig.az.connection_string()),
+            ..Default::default()
+        },
+        Budget::interactive(),
+    )
+    .expect("the emulator's container opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for (id, _) in &cluster.identities {
+            orchestrator::provision::create_lease_record(&store, id, true)
+                .await
+                .expect("re-create the record");
+        }
+    });
+    let recreated = mono_now();
+    eprintln!(
+        "records re-created {:.3} s after the deletion",
+        secs(recreated - deleted)
+    );
+    let stop = wait_client_stop(
+        &cluster,
+        &holder,
+        &address,
+        deleted,
+        R + Duration::from_secs(5),
+    );
+    eprintln!(
+        "{holder} stopped {:.3} s after the deletion",
+        secs(stop.at.saturating_sub(deleted))
+    );
+    // Every holder has fenced by its next renew; no other node has signed since.
+    sleep(R + Duration::from_secs(3));
+    for (a, old) in &holders {
+        let others: Vec<SignLine> = signing_between(&cluster, a, deleted, mono_now())
+            .into_iter()
+            .filter(|l| l.node != old.node)
+            .collect();
+        assert!(
+            others.is_empty(),
+            "{a} was signed by another node while the re-created record was locked: {:?}\n{}",
+            others.first(),
+            cluster.diagnostics()
+        );
+    }
+    cluster.assert_no_overlap();
+}
+
 /// The holder's client stopped at the first renew after `deleted` (due 1 s after it), far
 /// before F; nobody signed afterwards, there being no record to acquire.
 fn assert_fenced_at_next_renew(
