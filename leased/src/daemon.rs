@@ -266,6 +266,8 @@ struct Driver {
     /// every line about it, the guard's reports and the store calls' outcomes included,
     /// carries it, so one grep finds them.
     lease_span: Option<(Name, tracing::Span)>,
+    /// The daemon's span (`node`), the parent of every lease span.
+    node_span: tracing::Span,
 }
 
 impl Driver {
@@ -320,6 +322,7 @@ impl Driver {
             signer_epoch: Arc::new(AtomicU64::new(0)),
             last_list_error: Arc::new(std::sync::Mutex::new(None)),
             lease_span: None,
+            node_span: tracing::Span::current(),
         })
     }
 
@@ -460,10 +463,13 @@ impl Driver {
             Msg::Machine(event) => Some(event),
             Msg::Epoch { ticket, epoch } => {
                 if self.metadata.as_ref().is_some_and(|(t, _)| *t == ticket) {
-                    self.epoch = Some(epoch);
-                    if let Some((_, span)) = &self.lease_span {
-                        span.record("epoch", epoch);
+                    // Recorded once: every write under a lease carries the same epoch.
+                    if self.epoch != Some(epoch) {
+                        if let Some((_, span)) = &self.lease_span {
+                            span.record("epoch", epoch);
+                        }
                     }
+                    self.epoch = Some(epoch);
                 }
                 None
             }
@@ -630,12 +636,13 @@ impl Driver {
         match identity {
             Some(id) if self.lease_span.as_ref().is_some_and(|(on, _)| on == id) => {}
             Some(id) => {
+                // A child of the daemon's span, never of the lease span entered now.
                 let span = tracing::info_span!(
+                    parent: &self.node_span,
                     "lease",
                     identity = %id,
                     epoch = tracing::field::Empty
                 );
-                span.follows_from(tracing::Span::current());
                 self.lease_span = Some((id.clone(), span));
             }
             None => self.lease_span = None,

@@ -187,6 +187,19 @@ impl Daemon {
         })
     }
 
+    /// The client: the guard's child that is not its key janitor, if there is one now.
+    pub fn client_pid(&self) -> Option<Pid> {
+        let guard = self.guard_pid()?;
+        children_of(guard).into_iter().find(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    !c.split(|b| *b == 0)
+                        .any(|w| w == leased::guard::JANITOR_SUBCOMMAND.as_bytes())
+                })
+                .unwrap_or(false)
+        })
+    }
+
     /// What the daemon wrote to stderr so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()

@@ -458,6 +458,13 @@ fn every_line_about_an_identity_carries_it_and_trace_logs_hold_no_key() {
         .expect("the holder said what it acquired")
         .to_string();
     let tagged = format!("identity={identity}");
+    // One lease span at a time, its epoch said once.
+    for line in log.lines() {
+        assert!(
+            line.matches("lease{").count() <= 1 && line.matches("epoch=").count() <= 1,
+            "nested lease spans or a repeated epoch: {line}"
+        );
+    }
     let daemon_lines: Vec<&str> = log.lines().filter(|l| l.contains("daemon{")).collect();
     assert!(
         daemon_lines

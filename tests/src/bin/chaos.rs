@@ -23,7 +23,17 @@ const USAGE: &str = "usage: chaos --store sqlite|blob|sqlite,blob --minutes M --
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("standin-client") => return integration_tests::standin::main(&["standin-client"]),
-        Some("run" | "break" | "status" | "guard" | "client-exec") => return leased::cli::main(),
+        // `leased`'s own commands, the daemon's global `--log-format` before them, and the
+        // guard's hidden helpers (launcher, key janitor).
+        Some(
+            "run"
+            | "break"
+            | "status"
+            | "guard"
+            | "--log-format"
+            | leased::guard::LAUNCHER_SUBCOMMAND
+            | leased::guard::JANITOR_SUBCOMMAND,
+        ) => return leased::cli::main(),
         _ => {}
     }
     let options = match parse() {

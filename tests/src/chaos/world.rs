@@ -21,7 +21,7 @@ use shared::Name;
 use super::faults::{BadConfig, Compound, Kind, Timing};
 use super::{nanos, Rng, StoreKind};
 use crate::azurite::{self, Azurite, AzuriteOptions, ACCOUNT_NAME};
-use crate::cluster::{children_of, mono_now, Cluster, ClusterSpec, Daemon, Programs, Stores};
+use crate::cluster::{mono_now, Cluster, ClusterSpec, Daemon, Programs, Stores};
 use crate::fault_proxy::{Action, FaultProxy, Match, Rule};
 
 /// The lease records' container on `blob:`.
@@ -946,8 +946,7 @@ impl World {
                 self.signal_process(kind, pid, node, identity, holder, group, "guard")
             }
             Kind::ClientKill | Kind::ClientTerm | Kind::ClientStop => {
-                let guard = self.cluster.daemon(&node).guard_pid()?;
-                let client = *children_of(guard).first()?;
+                let client = self.cluster.daemon(&node).client_pid()?;
                 self.signal_process(kind, client, node, identity, holder, group, "client")
             }
             _ => None,
