@@ -1326,22 +1326,9 @@ async fn wait_group_gone(pgid: i32, limit: Duration) -> bool {
 
 /// Whether a process of group `pgid` is alive (not a zombie), read from `/proc`.
 fn group_alive(pgid: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
-            return false;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // The fields after the command name: state, parent, process group, …
-        let mut fields = stat.rsplit_once(')').map_or("", |x| x.1).split_whitespace();
-        let state = fields.next();
-        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        group == Some(pgid) && !matches!(state, Some("Z" | "X"))
-    })
+    crate::guard::processes()
+        .iter()
+        .any(|p| p.group == pgid && p.alive)
 }
 
 /// The epoch of one lease, decided once: shared by every metadata write under the lease.

@@ -1058,37 +1058,23 @@ fn descendants() -> Vec<Pid> {
 fn descendants_of(root: i32, except: u32) -> Vec<Pid> {
     let me = root;
     let janitor = i32::try_from(except).unwrap_or(0);
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    // (pid, parent, alive) of every process we can read.
-    let table: Vec<(i32, i32, bool)> = entries
-        .filter_map(|e| {
-            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may hold spaces and parentheses: the fields follow the last ')'.
-            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = fields.next()?;
-            let parent = fields.next()?.parse().ok()?;
-            Some((pid, parent, state != "Z" && state != "X"))
-        })
-        .collect();
+    let table = processes();
     let mut found = vec![me];
     let mut next = 0;
     while next < found.len() {
         let parent = found[next];
         let children: Vec<i32> = table
             .iter()
-            .filter(|(pid, p, _)| *p == parent && !found.contains(pid))
-            .map(|(pid, _, _)| *pid)
+            .filter(|p| p.parent == parent && !found.contains(&p.pid))
+            .map(|p| p.pid)
             .collect();
         found.extend(children);
         next += 1;
     }
     table
         .iter()
-        .filter(|(pid, _, alive)| *alive && *pid != me && *pid != janitor && found.contains(pid))
-        .map(|(pid, _, _)| Pid::from_raw(*pid))
+        .filter(|p| p.alive && p.pid != me && p.pid != janitor && found.contains(&p.pid))
+        .map(|p| Pid::from_raw(p.pid))
         .collect()
 }
 
@@ -1333,13 +1319,48 @@ async fn watch_daemon(guard: Pid, daemon: i32, patience: Duration) {
 
 /// The parent of `pid`, from `/proc`; `None` when it cannot be read (it is gone).
 fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    ProcStat::read(pid).map(|p| p.parent)
+}
+
+/// What `/proc/PID/stat` says of one process, as the guard, its janitor and the daemon
+/// need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcStat {
+    pub(crate) pid: i32,
+    pub(crate) parent: i32,
+    pub(crate) group: i32,
+    /// Not a zombie (nor dead): zombies count as gone, whoever must reap them.
+    pub(crate) alive: bool,
+}
+
+impl ProcStat {
+    /// `None` when the process is gone or its stat cannot be read.
+    pub(crate) fn read(pid: i32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: the fields follow the last ')'.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = fields.next()?;
+        let parent = fields.next()?.parse().ok()?;
+        let group = fields.next()?.parse().ok()?;
+        Some(Self {
+            pid,
+            parent,
+            group,
+            alive: state != "Z" && state != "X",
+        })
+    }
+}
+
+/// Every process whose stat can be read now.
+pub(crate) fn processes() -> Vec<ProcStat> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter_map(ProcStat::read)
+        .collect()
 }
 
 /// Overwrites a key or password file with zeros (so the tmpfs pages do not keep the

@@ -690,7 +690,7 @@ fn a_guard_that_fenced_leaves_no_janitor_behind() {
     let mut g = Guard::spawn(&setup.config("vm-1", &[]));
     let guard = pid_of(&g.guard);
     g.start_until(after(Duration::from_secs(60)), &setup);
-    let janitors = || children_of(guard);
+    let janitors = || integration_tests::cluster::children_of(guard);
     assert_eq!(
         janitors().len(),
         2,
@@ -722,21 +722,6 @@ fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
-}
-
-/// Live children of `parent`, from `/proc`.
-fn children_of(parent: Pid) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let mut f = stat.rsplit_once(')').map_or("", |x| x.1).split_whitespace();
-                let state = f.next();
-                f.next().and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw())
-                    && state != Some("Z")
-            })
-        })
-        .collect()
 }
 
 /// Found by the simulator (seed 11154021) and not drawn by it since: the daemon killed and

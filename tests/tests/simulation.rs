@@ -113,25 +113,7 @@ fn every_schedule_keeps_every_invariant() {
     let threads = threads();
     let report = sim::explore(base, count, threads, false, &|_| {});
     let s = &report.stats;
-    eprintln!(
-        "simulation: {} schedules from seed {base} in {:.1} s ({:.0}/s on {threads} threads); {} events, {} acquisitions, {} deadline fences, {} lease-lost fences, {} guard deadline kills, {} late-fence kills, {} backstop kills, {} renews answered after F, {} renews of an expired lease, {} failed hand-offs, {} crash loops, {} probes ({} skipped)",
-        report.schedules,
-        report.elapsed.as_secs_f64(),
-        report.per_second(),
-        s.events,
-        s.take_overs,
-        s.deadline_fences,
-        s.lost_fences,
-        s.guard_deadline_kills,
-        s.late_fence_kills,
-        s.backstop_kills,
-        s.late_renew_successes,
-        s.renews_after_expiry,
-        s.hand_off_failures,
-        s.crash_loops,
-        s.probes,
-        s.probes_skipped,
-    );
+    eprintln!("simulation: from seed {base}: {}", report.summary(threads));
     for (kind, line) in sim::probe_summary(s) {
         eprintln!("simulation: take-over after {kind:?}: {line}");
     }

@@ -58,23 +58,7 @@ fn main() -> ExitCode {
         }
     };
     let report = sim::explore(base, schedules, threads, keep_going, &progress);
-    let s = &report.stats;
-    eprintln!(
-        "simulate: {} schedules in {:.1} s: {:.0} schedules/s on {threads} threads; {} events, {} acquisitions, {} deadline fences, {} lease-lost fences, {} guard deadline kills, {} late-fence kills, {} backstop kills, {} renews answered after F, {} probes ({} skipped)",
-        report.schedules,
-        report.elapsed.as_secs_f64(),
-        report.per_second(),
-        s.events,
-        s.take_overs,
-        s.deadline_fences,
-        s.lost_fences,
-        s.guard_deadline_kills,
-        s.late_fence_kills,
-        s.backstop_kills,
-        s.late_renew_successes,
-        s.probes,
-        s.probes_skipped,
-    );
+    eprintln!("simulate: {}", report.summary(threads));
     for (kind, line) in sim::probe_summary(&report.stats) {
         eprintln!("simulate: take-over after {kind:?}: {line}");
     }

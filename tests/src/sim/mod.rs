@@ -52,6 +52,30 @@ pub struct Report {
 }
 
 impl Report {
+    /// One line of what the run did: schedules, speed and the events the checks are about.
+    pub fn summary(&self, threads: usize) -> String {
+        let s = &self.stats;
+        format!(
+            "{} schedules in {:.1} s ({:.0}/s on {threads} threads); {} events, {} acquisitions, {} deadline fences, {} lease-lost fences, {} guard deadline kills, {} late-fence kills, {} backstop kills, {} renews answered after F, {} renews of an expired lease, {} failed hand-offs, {} crash loops, {} probes ({} skipped)",
+            self.schedules,
+            self.elapsed.as_secs_f64(),
+            self.per_second(),
+            s.events,
+            s.take_overs,
+            s.deadline_fences,
+            s.lost_fences,
+            s.guard_deadline_kills,
+            s.late_fence_kills,
+            s.backstop_kills,
+            s.late_renew_successes,
+            s.renews_after_expiry,
+            s.hand_off_failures,
+            s.crash_loops,
+            s.probes,
+            s.probes_skipped,
+        )
+    }
+
     pub fn per_second(&self) -> f64 {
         self.schedules as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
