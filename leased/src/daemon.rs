@@ -548,8 +548,8 @@ impl Driver {
                     GuardEvent::Fenced {
                         reason,
                         stop,
+                        done_at,
                         elapsed,
-                        ..
                     } => {
                         guard.fenced = true;
                         if self.backstop.is_some_and(|(g, _)| g == generation) {
@@ -561,6 +561,9 @@ impl Driver {
                             stop.as_str(),
                             elapsed.as_millis()
                         ));
+                        if let Some(pgid) = guard.client_pgid {
+                            log_group_gone(pgid, done_at);
+                        }
                         None
                     }
                     GuardEvent::Error(text) => {
@@ -604,7 +607,9 @@ impl Driver {
                 // the backstop's SIGKILL by milliseconds).
                 let tx = self.tx.clone();
                 self.spawn(async move {
-                    if !wait_group_gone(pgid, GROUP_GONE_WAIT).await {
+                    if wait_group_gone(pgid, GROUP_GONE_WAIT).await {
+                        log_group_gone(pgid, MonoNanos::now());
+                    } else {
                         log(format!(
                             "the client's process group {pgid} survives SIGKILL after {} s",
                             GROUP_GONE_WAIT.as_secs()
@@ -1322,6 +1327,17 @@ async fn wait_group_gone(pgid: i32, limit: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Says when no process of the client's group `pgid` (the client's pid) was left: by
+/// then the client had stopped signing. The chaos run's overlap checker ends a killed
+/// client's signing there, rather than one stand-in period after its last line.
+fn log_group_gone(pgid: i32, at: MonoNanos) {
+    tracing::info!(
+        client_pid = pgid,
+        gone_mono_ns = at.as_nanos(),
+        "the client's process group is gone"
+    );
 }
 
 /// Whether a process of group `pgid` is alive (not a zombie), read from `/proc`.

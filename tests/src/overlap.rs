@@ -57,6 +57,8 @@ pub struct Signing {
     pub at: u64,
     /// A `stopped` line rather than a `signing` line.
     pub stop: bool,
+    /// The writing process (`pid=`), when the line names it.
+    pub pid: Option<u32>,
     /// Where it came from, for messages: `LABEL:LINE`.
     pub origin: String,
 }
@@ -125,10 +127,13 @@ pub fn parse_log(label: &str, text: &str) -> Result<Vec<Signing>, LogError> {
         };
         let at: u64 = at.parse().map_err(|_| bad())?;
         let mut writer = label.to_string();
+        let mut pid = None;
         for field in fields {
             let (k, v) = field.split_once('=').ok_or_else(bad)?;
-            if k == "node" {
-                writer = v.to_string();
+            match k {
+                "node" => writer = v.to_string(),
+                "pid" => pid = Some(v.parse().map_err(|_| bad())?),
+                _ => {}
             }
         }
         out.push(Signing {
@@ -136,10 +141,78 @@ pub fn parse_log(label: &str, text: &str) -> Result<Vec<Signing>, LogError> {
             writer,
             at,
             stop,
+            pid,
             origin,
         });
     }
     Ok(out)
+}
+
+/// A daemon saw no process of its client's group left (`client_pid=… gone_mono_ns=…` in
+/// its log): the client `pid` of `writer` signed nothing at or after `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupGone {
+    pub writer: String,
+    pub pid: u32,
+    pub at: u64,
+    /// Where it came from, for messages.
+    pub origin: String,
+}
+
+/// Reads the `GroupGone` records of one daemon log (`writer`'s).
+pub fn groups_gone(writer: &str, label: &str, log: &str) -> Vec<GroupGone> {
+    let mut out = Vec::new();
+    for (i, line) in log.lines().enumerate() {
+        let field = |name: &str| {
+            line.split_ascii_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
+        };
+        if let (Some(pid), Some(at)) = (field("client_pid"), field("gone_mono_ns")) {
+            if let Ok(pid) = u32::try_from(pid) {
+                out.push(GroupGone {
+                    writer: writer.to_string(),
+                    pid,
+                    at,
+                    origin: format!("{label}:{}", i + 1),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Ends killed clients' signing where their daemon saw their group gone, instead of
+/// `tail` after their last line: for each record, a `stopped` line at `at` for the
+/// identity the process signed last, when `at` falls after that process's last line and
+/// before any later line of its writer on that identity. A record that does not fit (no
+/// such process, or a line of its writer in between) changes nothing, so the check can
+/// only grow stricter than the tail where a record is wrong, never looser.
+pub fn end_at_groups_gone(signings: &[Signing], gone: &[GroupGone]) -> Vec<Signing> {
+    let mut out = signings.to_vec();
+    for g in gone {
+        let last = signings
+            .iter()
+            .filter(|s| s.writer == g.writer && s.pid == Some(g.pid))
+            .max_by_key(|s| (s.at, s.stop));
+        let Some(last) = last.filter(|l| !l.stop && l.at <= g.at) else {
+            continue;
+        };
+        let in_between = signings.iter().any(|s| {
+            s.writer == g.writer && s.identity == last.identity && s.at > last.at && s.at <= g.at
+        });
+        if !in_between {
+            out.push(Signing {
+                identity: last.identity.clone(),
+                writer: g.writer.clone(),
+                at: g.at,
+                stop: true,
+                pid: Some(g.pid),
+                origin: format!("{} (client {}'s group gone)", g.origin, g.pid),
+            });
+        }
+    }
+    out
 }
 
 /// Builds every writer's intervals for every identity.
@@ -349,6 +422,49 @@ mod tests {
             ("b", log("vm-2", A, &[120, 170])),
         ]);
         assert!(check(&s, CheckParams::default()).is_err());
+    }
+
+    /// A daemon log line as `leased` writes it (text format, inside its spans).
+    fn gone_line(pid: u32, at_ms: u64) -> String {
+        format!(
+            "2026-11-30T20:00:00.000000Z  INFO daemon{{node=vm-1}}:lease{{identity=v0 epoch=3}}: \
+             leased::daemon: the client's process group is gone client_pid={pid} gone_mono_ns={}\n",
+            at_ms * MS
+        )
+    }
+
+    #[test]
+    fn a_group_seen_gone_ends_a_killed_clients_interval_there() {
+        // The chaos run's case: vm-1's client SIGKILLed right after its line at 100 ms,
+        // its group gone at 104 ms, and vm-2 signing from 130 ms, inside the tail.
+        let s = parse(&[
+            ("a", log("vm-1", A, &[0, 50, 100])),
+            ("b", log("vm-2", A, &[130, 180])),
+        ]);
+        assert!(check(&s, CheckParams::default()).is_err(), "the tail alone");
+        let gone = groups_gone("vm-1", "vm-1.stderr", &gone_line(1, 104));
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].pid, gone[0].at), (1, 104 * MS));
+        let report = check(&end_at_groups_gone(&s, &gone), CheckParams::default())
+            .expect("no overlap once the group was seen gone");
+        assert_eq!(report.of(A)[0].end, 104 * MS);
+        // Seen gone only after vm-2 began: still an overlap.
+        let late = groups_gone("vm-1", "vm-1.stderr", &gone_line(1, 140));
+        assert!(check(&end_at_groups_gone(&s, &late), CheckParams::default()).is_err());
+    }
+
+    #[test]
+    fn a_group_record_that_does_not_fit_changes_nothing() {
+        let s = parse(&[
+            ("a", log("vm-1", A, &[0, 50, 100])),
+            ("b", log("vm-2", A, &[130, 180])),
+        ]);
+        // Another process, a time before the last line, and another writer.
+        for (writer, pid, at) in [("vm-1", 2, 104), ("vm-1", 1, 60), ("vm-3", 1, 104)] {
+            let gone = groups_gone(writer, "log", &gone_line(pid, at));
+            assert_eq!(end_at_groups_gone(&s, &gone), s, "{writer} {pid} {at}");
+        }
+        assert!(groups_gone("vm-1", "log", "client_pid=1 and nothing else\n").is_empty());
     }
 
     #[test]

@@ -164,6 +164,15 @@ fn item01_a_stuck_guard_is_backed_up_by_the_daemon_killing_the_client() {
         log.contains("guard did not confirm"),
         "the daemon did not say it killed the client itself:\n{log}"
     );
+    // It says when the client's group was gone: after its last line, before the standby's
+    // first (what the chaos run's checker ends a killed client's signing with).
+    let gone = integration_tests::overlap::groups_gone(&holder, "log", &log);
+    assert!(
+        gone.iter().any(|g| last <= g.at && g.at <= taken.at),
+        "no `client_pid=… gone_mono_ns=…` line between the holder's last line ({last}) and \
+         the standby's first ({}): {gone:?}\n{log}",
+        taken.at
+    );
     cluster.assert_no_overlap();
 }
 

@@ -72,6 +72,9 @@ pub fn analyse(o: &Outcome, timing: &Timing) -> Analysis {
             }
         }
     };
+    // A killed client's signing ends where its daemon saw its process group gone, when
+    // that came before the end the tail would give it.
+    let signings = overlap::end_at_groups_gone(&signings, &o.groups_gone);
     let overlaps = match overlap::check(&signings, CheckParams::default()) {
         Ok(_) => Vec::new(),
         Err(msg) => vec![msg],
@@ -84,16 +87,9 @@ pub fn analyse(o: &Outcome, timing: &Timing) -> Analysis {
     // and takes the identity back) starts a new span.
     let by_client: Vec<overlap::Signing> = signings
         .iter()
-        .zip(o.sign_log.lines().filter(|l| !l.trim().is_empty()))
-        .map(|(s, line)| {
-            let pid = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("pid="))
-                .unwrap_or("0");
-            overlap::Signing {
-                writer: format!("{} {pid}", s.writer),
-                ..s.clone()
-            }
+        .map(|s| overlap::Signing {
+            writer: format!("{} {}", s.writer, s.pid.unwrap_or(0)),
+            ..s.clone()
         })
         .collect();
     let spans: Vec<Span> = overlap::intervals(&by_client, loose)

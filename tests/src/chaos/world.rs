@@ -79,6 +79,8 @@ pub struct Outcome {
     pub down: Vec<DownWindow>,
     /// The sign log's text.
     pub sign_log: String,
+    /// Where the daemons saw their clients' process groups gone, from their logs.
+    pub groups_gone: Vec<crate::overlap::GroupGone>,
     /// A key file found on a node while another node signed that identity.
     pub key_file_findings: Vec<String>,
     /// The same, on a node whose daemon was frozen and whose guard was killed: nothing of
@@ -280,6 +282,7 @@ pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&
     let key_bytes_in_logs = world.key_bytes_in_logs();
     let processes_after = world.our_processes();
     let sign_log = fs::read_to_string(&world.cluster.sign_log).unwrap_or_default();
+    let groups_gone = world.groups_gone();
     let logs = world.keep_logs(keep_logs_in, &key_bytes_in_logs);
     Outcome {
         logs,
@@ -297,6 +300,7 @@ pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&
         faults: std::mem::take(&mut world.faults),
         down: std::mem::take(&mut world.down),
         sign_log,
+        groups_gone,
         key_file_findings: std::mem::take(&mut world.key_file_findings),
         key_file_known: std::mem::take(&mut world.key_file_known),
         key_files_left,
@@ -1522,6 +1526,25 @@ impl World {
 
     /// Copies the daemons' logs, the break commands' output and the sign log into `dir`
     /// (unless a key was found in them).
+    /// Every `client_pid=… gone_mono_ns=…` line of every daemon log of the run, the logs
+    /// of daemons that ran before a restart included (`NODE.N.stderr`).
+    fn groups_gone(&self) -> Vec<crate::overlap::GroupGone> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.cluster.dir.path()) else {
+            return out;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".stderr") else {
+                continue;
+            };
+            let node = stem.split('.').next().unwrap_or(stem);
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            out.extend(crate::overlap::groups_gone(node, &name, &text));
+        }
+        out
+    }
+
     fn keep_logs(&self, dir: &Path, key_hits: &[String]) -> Option<PathBuf> {
         if !key_hits.is_empty() {
             return None;
