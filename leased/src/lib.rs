@@ -13,7 +13,7 @@ pub mod daemon;
 pub mod engine_signer;
 pub mod guard;
 pub mod http;
-pub mod logging;
+pub use shared::logging;
 pub mod machine;
 pub mod notify;
 pub mod oncall;

@@ -132,9 +132,9 @@ fn generate(args: GenerateArgs) -> Result<(), Failure> {
     let bytes = keyfile::encode(&key, format, password.as_ref().map(|p| p.as_slice()), &kdf)
         .map_err(|e| Failure::data(e.to_string()))?;
     fsutil::write_new_private(&args.out, &bytes).map_err(|e| write_failure(&args.out, e))?;
-    eprintln!(
-        "orchestrator: wrote {format} key for {} to {} (mode 0600)",
-        key.address(),
+    tracing::info!(
+        address = %key.address(),
+        "wrote {format} key to {} (mode 0600)",
         args.out.display()
     );
     print_identity(&key, args.json, false)

@@ -810,9 +810,10 @@ impl Progress for StderrProgress {
         } else {
             "lease record existed"
         };
-        eprintln!(
-            "[{done}/{total}] {} {}: {key}, {record}",
-            identity.id, identity.address
+        tracing::info!(
+            identity = %identity.id,
+            address = %identity.address,
+            "[{done}/{total}] {key}, {record}"
         );
     }
 }

@@ -189,6 +189,50 @@ fn init_stores_tagged_identities_and_writes_genesis_networkinfo_and_deployment_o
 }
 
 #[test]
+fn progress_is_one_line_per_identity_in_text_or_json() {
+    let d = tempfile::tempdir().unwrap();
+    let o = orchestrator(&init_args(&[]), d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stderr(&o);
+    assert!(!text.contains('\u{1b}'), "ANSI codes on a pipe: {text:?}");
+    for (i, line) in text.lines().enumerate() {
+        assert!(line.contains(" INFO "), "no level: {line}");
+        assert!(
+            line.contains(&format!("[{}/3] key created, lease record created", i + 1)),
+            "{line}"
+        );
+        assert!(line.contains(&format!("identity=m0-v{i}")), "{line}");
+        assert!(line.contains(" address=0x"), "{line}");
+    }
+
+    let d = tempfile::tempdir().unwrap();
+    let o = orchestrator(&init_args(&["--log-format", "json"]), d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", stderr(&o));
+    for (i, event) in lines.iter().enumerate() {
+        assert_eq!(event["level"], "INFO", "{event}");
+        assert_eq!(event["fields"]["identity"], format!("m0-v{i}"), "{event}");
+        let message = event["fields"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("[{}/3] ", i + 1)), "{event}");
+    }
+
+    // RUST_LOG filters: at warn the progress is gone, the result on stdout stays.
+    let d = tempfile::tempdir().unwrap();
+    let o = orchestrator_with_env(
+        &init_args(&[]),
+        d.path(),
+        &[("RUST_LOG", Path::new("warn"))],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "RUST_LOG=warn still showed progress");
+    assert!(stdout(&o).contains("3 identities"), "{}", stdout(&o));
+}
+
+#[test]
 fn a_rerun_leaves_every_secret_file_lease_record_and_output_byte_identical() {
     let d = tempfile::tempdir().unwrap();
     let o = orchestrator(&init_args(&[]), d.path());

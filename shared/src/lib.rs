@@ -12,6 +12,7 @@ pub mod key;
 pub mod keyfile;
 pub mod keystore;
 pub mod lease;
+pub mod logging;
 pub mod name;
 pub mod net;
 pub mod secret;

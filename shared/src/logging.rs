@@ -1,5 +1,5 @@
-//! One `tracing` subscriber for every `leased` process (daemon, guard, on-call commands):
-//! events on stderr, one line each, with a level.
+//! One `tracing` subscriber for every process of the project (`leased`'s daemon, guard and
+//! on-call commands, and `orchestrator`): events on stderr, one line each, with a level.
 //!
 //! - Text by default, for journald: no ANSI colours unless stderr is a terminal, and no
 //!   timestamp when journald records the stream (it stamps every line itself).
