@@ -875,6 +875,9 @@ impl Driver {
                 }
             };
             let took = now().saturating_duration_since(sent_at);
+            if let RenewOutcome::Renewed { .. } = outcome {
+                tracing::debug!(took_ms = took.as_millis(), "renewed {identity}");
+            }
             telemetry.metrics(|m| {
                 m.observe_renew(took);
                 match outcome {

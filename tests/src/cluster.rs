@@ -41,6 +41,8 @@ pub struct ClusterSpec {
     pub http: bool,
     /// Extra environment for every daemon (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// `leased` options before `run` (e.g. `--log-format json`).
+    pub daemon_args: Vec<String>,
     /// Where the identities and leases live.
     pub stores: Stores,
     /// Identities someone else provisioned (`orchestrator init`); `None`: the cluster
@@ -95,6 +97,7 @@ impl Default for ClusterSpec {
             client_args: Vec::new(),
             http: false,
             env: Vec::new(),
+            daemon_args: Vec::new(),
             stores: Stores::Local,
             provisioned: None,
             programs: Programs::default(),
@@ -334,6 +337,7 @@ impl Cluster {
             std::os::unix::process::CommandExt::gid(&mut command, uid);
         }
         let child = command
+            .args(&self.spec.daemon_args)
             .args(["run", "--config"])
             .arg(&config)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))

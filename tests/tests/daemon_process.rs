@@ -526,3 +526,73 @@ fn hex_runs(text: &str, len: usize) -> Vec<String> {
         .map(str::to_ascii_lowercase)
         .collect()
 }
+
+/// `leased --log-format json run`: every line on stderr is one JSON object with a level and
+/// a message, and at `RUST_LOG=debug` the lines about the identity carry the node's and the
+/// identity's spans as fields a log shipper can index.
+#[test]
+fn json_logs_are_one_object_per_line_with_the_identity_spans() {
+    let _serial = serial();
+    let spec = ClusterSpec {
+        identities: 1,
+        daemons: 1,
+        env: vec![("RUST_LOG".into(), "debug".into())],
+        daemon_args: vec!["--log-format".into(), "json".into()],
+        ..ClusterSpec::default()
+    };
+    let (mut cluster, signers) = running(spec);
+    let (_, node) = first(&signers);
+    // A renew is a debug event: wait for the first (R after the acquire).
+    wait_for(Duration::from_secs(15), || {
+        cluster
+            .daemon_log(&node)
+            .contains("renewed m0-v0")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no renew logged:\n{}", cluster.daemon_log(&node)));
+    cluster.daemon(&node).term();
+    assert_eq!(
+        cluster.daemon(&node).wait_exit(Duration::from_secs(10)),
+        Some(0)
+    );
+    let log = cluster.daemon_log(&node);
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["level"] == "DEBUG"),
+        "RUST_LOG=debug showed no debug event:\n{log}"
+    );
+    for e in &events {
+        assert!(e["level"].is_string(), "no level: {e}");
+        assert!(e["fields"]["message"].is_string(), "no message: {e}");
+    }
+    let in_span = |e: &serde_json::Value, name: &str, field: &str, value: &str| {
+        e["spans"].as_array().is_some_and(|spans| {
+            spans
+                .iter()
+                .any(|s| s["name"] == name && s[field].as_str() == Some(value))
+        })
+    };
+    let acquired = events
+        .iter()
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("acquired m0-v0"))
+        })
+        .unwrap_or_else(|| panic!("no `acquired m0-v0` event:\n{log}"));
+    assert!(in_span(acquired, "daemon", "node", &node), "{acquired}");
+    assert!(
+        in_span(acquired, "lease", "identity", "m0-v0"),
+        "{acquired}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| in_span(e, "lease", "identity", "m0-v0"))
+            .any(|e| e["level"] == "DEBUG"),
+        "no debug event inside the identity's span:\n{log}"
+    );
+}

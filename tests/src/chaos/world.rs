@@ -370,6 +370,8 @@ impl World {
             client_args: Vec::new(),
             http: false,
             env: Vec::new(),
+            // Text logs: `groups_gone` reads them.
+            daemon_args: Vec::new(),
             stores,
             provisioned: None,
             programs: programs.clone(),
