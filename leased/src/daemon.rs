@@ -776,7 +776,7 @@ impl Driver {
         let last_error = self.last_list_error.clone();
         self.telemetry.metrics(|m| m.store_request("list"));
         self.spawn(async move {
-            let result = off_loop(timeout, async move { store.list().await }).await;
+            let result = within(timeout, async move { store.list().await }).await;
             // A standby lists every poll: log a failure when it changes, and the recovery.
             let error = match &result {
                 Some(Ok(_)) => None,
@@ -824,7 +824,7 @@ impl Driver {
             let id = identity.clone();
             let sent_at = now();
             let call = async move { store.acquire(&id, duration, Some(&LeaseId::random())).await };
-            let outcome = match off_loop(timeout, call).await {
+            let outcome = match within(timeout, call).await {
                 Some(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
                 None => AcquireOutcome::Transient,
             };
@@ -850,7 +850,7 @@ impl Driver {
             let sent_at = now();
             let identity = lease.identity.clone();
             let call = async move { store.renew(&lease.identity, &lease.id).await };
-            let outcome = match off_loop(timeout, call).await {
+            let outcome = match within(timeout, call).await {
                 Some(result) => {
                     let outcome = RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at);
                     // Say why, so that the fence or the retries that follow are explained.
@@ -929,12 +929,12 @@ impl Driver {
                         .write_metadata(&lease.identity, &lease.id, &metadata)
                         .await
                 };
-                if let Some(Err(e)) = off_loop(timeout, write).await {
+                if let Some(Err(e)) = within(timeout, write).await {
                     log(format!("recording why {identity} is given up: {e}"));
                 }
             }
             let call = async move { store.release(&lease.identity, &lease.id).await };
-            match off_loop(timeout, call).await {
+            match within(timeout, call).await {
                 Some(Ok(())) => log(format!("released {identity}")),
                 Some(Err(e)) => log(format!("release of {identity}: {e}")),
                 None => log(format!("release of {identity}: timed out")),
@@ -1009,7 +1009,7 @@ impl Driver {
                     .await
                     .map(|()| value)
             };
-            match off_loop(timeout, write).await {
+            match within(timeout, write).await {
                 Some(Ok(value)) => {
                     if announce {
                         log(format!("acquired {identity} (epoch {value})"));
@@ -1045,7 +1045,7 @@ impl Driver {
         self.telemetry.metrics(|m| m.store_request("get_secret"));
         self.spawn(async move {
             let id = lease.identity.clone();
-            let fetched = match off_loop(timeout, async move { secrets.get(&id).await }).await {
+            let fetched = match within(timeout, async move { secrets.get(&id).await }).await {
                 Some(Ok(secret)) => Ok(secret),
                 Some(Err(e)) => Err(e.to_string()),
                 None => Err("the secret store did not answer in time".into()),
@@ -1374,18 +1374,13 @@ async fn lease_epoch(
     Ok(epoch)
 }
 
-/// Runs `work` (a store call) on the blocking pool and waits for it at most `timeout`;
-/// `None` when it did not finish in time. On the loop's own thread a backend that blocks
-/// inside its future (SQLite waiting out its busy timeout) could not be cut short by a
-/// timer, and would stall the loop; here only the worker thread waits.
-async fn off_loop<T, F>(timeout: Duration, work: F) -> Option<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let runtime = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || runtime.block_on(work));
-    tokio::time::timeout(timeout, task).await.ok()?.ok()
+/// Waits for `work` (a store call) at most `timeout`; `None` when it did not finish in
+/// time, and the call is dropped. No extra thread is needed for the timer to cut a call
+/// short: the stores that block (SQLite waiting out its busy timeout, the `dir:` store's
+/// files) do that work on the blocking pool themselves, and the Azure stores' calls are
+/// asynchronous, so the loop's thread never waits inside one.
+async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(timeout, work).await.ok()
 }
 
 /// Decodes the secret, encodes it in the client's format (a keystore's KDF is the slow
@@ -1534,6 +1529,57 @@ mod tests {
         let mut metadata = Metadata::new();
         metadata.insert(meta::EPOCH.into(), epoch.to_string());
         store.write_metadata(name, id, &metadata).await.unwrap();
+    }
+
+    /// A store call stuck behind another process's SQLite write lock is cut short at its
+    /// timeout, and the loop's thread (a current-thread runtime, as the daemon's) keeps
+    /// running meanwhile: the store waits on the blocking pool, never on the loop.
+    #[test]
+    fn a_store_call_stuck_behind_a_write_lock_is_cut_short_without_stalling_the_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let store = SqliteLeaseStore::open(&path)
+            .unwrap()
+            .with_busy_timeout(Duration::from_secs(5))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = Name::new("m0-v0").unwrap();
+        rt.block_on(store.create_record(&name)).unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        rt.block_on(async {
+            let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let counter = Arc::clone(&ticks);
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            let started = std::time::Instant::now();
+            let duration = LeaseDuration::from_secs(15).unwrap();
+            let answer = within(
+                Duration::from_millis(300),
+                store.acquire(&name, duration, None),
+            )
+            .await;
+            let took = started.elapsed();
+            ticker.abort();
+            assert!(
+                answer.is_none(),
+                "the acquire got through a held write lock"
+            );
+            assert!(
+                took < Duration::from_secs(2),
+                "cut short only after {took:?}"
+            );
+            let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(ticks >= 10, "the loop ran {ticks} 10 ms ticks in {took:?}");
+        });
+        other.execute_batch("ROLLBACK").unwrap();
     }
 
     /// Issue 11, found by the simulation (seed 11000015): the address write read the epoch
