@@ -14,8 +14,7 @@
 //! key is never in argv and never printed; the test fails if the client's log shows it.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -303,52 +302,54 @@ fn free_tcp_and_udp_port() -> u16 {
 }
 
 // ---------------------------------------------------------------------------------------
-// JSON-RPC over HTTP/1.1, one request per connection.
+// JSON-RPC over HTTP, through reqwest (the shared loopback transport).
 
 /// The `result` of a JSON-RPC call; `Err` for anything that polling may outlast (the
-/// client not listening yet) or that the caller reports.
+/// client not listening yet) or that the caller reports. 2 s to connect, 10 s in all.
 fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }).to_string();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let io = |e: std::io::Error| format!("{method} via {addr}: {e}");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).map_err(io)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(io)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("{method}: a runtime: {e}"))?;
+    runtime.block_on(async {
+        let client =
+            shared::net::http_client_builder(Duration::from_secs(2), Duration::from_secs(10))?
+                .no_proxy()
+                .build()
+                .map_err(|e| format!("{method}: HTTP client set-up failed: {e}"))?;
+        let http = |e: reqwest::Error| format!("{method} via {addr}: {}", error_chain(&e));
+        let answer = client
+            .post(format!("http://{addr}/"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(http)?;
+        let status = answer.status();
+        let text = answer.text().await.map_err(http)?;
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("{method}: HTTP status {status}: {text}"));
+        }
+        let reply: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{method}: reply is not JSON ({e})"))?;
+        match reply.get("error") {
+            Some(error) => Err(format!("{method}: {error}")),
+            None => Ok(reply["result"].clone()),
+        }
+    })
+}
 
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{method}: incomplete HTTP response: {text:?}"))?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.starts_with("HTTP/1.1 200") {
-        return Err(format!("{method}: HTTP status {status:?}: {body}"));
+/// An error and its causes, one after another.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-    if head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:"))
-    {
-        return Err(format!(
-            "{method}: chunked responses are not handled: {head}"
-        ));
-    }
-    let reply: Value =
-        serde_json::from_str(body).map_err(|e| format!("{method}: reply is not JSON ({e})"))?;
-    match reply.get("error") {
-        Some(error) => Err(format!("{method}: {error}")),
-        None => Ok(reply["result"].clone()),
-    }
+    text
 }
 
 // ---------------------------------------------------------------------------------------

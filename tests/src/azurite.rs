@@ -18,8 +18,8 @@
 //! and opens one upstream connection per request.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -396,18 +396,36 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether `addr` answers a `GET /` with any HTTP status.
+/// Whether `addr` answers a `GET /` with any HTTP status, within 500 ms to connect and
+/// 2 s in all.
 fn answers_http(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let mut head = [0u8; 12];
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .and_then(|()| stream.write_all(request.as_bytes()))
-        .and_then(|()| stream.read_exact(&mut head))
-        .is_ok_and(|()| head.starts_with(b"HTTP/1."))
+    on_own_runtime(async move {
+        let client = shared::net::http_client_builder(Duration::from_millis(500), PROBE_TIMEOUT)
+            .and_then(|b| b.no_proxy().build().map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("an HTTP client for the readiness probe: {e}"));
+        client.get(format!("http://{addr}/")).send().await.is_ok()
+    })
+}
+
+/// How long the readiness probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `future` to completion on a thread and a runtime of its own: Azurite's helpers
+/// are synchronous, and are called from synchronous tests and from inside a test's
+/// runtime (where another runtime cannot block) alike.
+fn on_own_runtime<T: Send>(future: impl Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for an HTTP request to Azurite")
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Azurite {
@@ -462,41 +480,60 @@ impl Azurite {
     }
 
     /// One SAS-signed request to this emulator, straight to its port (never through a
-    /// proxy a test put in front of it), on a connection of its own.
+    /// proxy a test put in front of it), on a connection of its own. Panics if Azurite
+    /// does not answer within [`REST_TIMEOUT`].
     fn rest(&self, method: &str, resource: &str, headers: &[(&str, &str)]) -> RestAnswer {
         let separator = if resource.contains('?') { '&' } else { '?' };
-        let target = format!(
-            "/{ACCOUNT_NAME}/{resource}{separator}{}",
+        let url = format!(
+            "http://{}/{ACCOUNT_NAME}/{resource}{separator}{}",
+            self.addr(),
             self.account_sas()
         );
-        let mut request = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\nx-ms-version: {REST_VERSION}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n",
-            self.addr()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
         let what = format!("{method} /{ACCOUNT_NAME}/{resource}");
-        let mut stream = TcpStream::connect_timeout(&self.addr(), REST_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{what}: cannot connect to Azurite: {e}"));
-        let mut answer = Vec::new();
-        stream
-            .set_read_timeout(Some(REST_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(REST_TIMEOUT)))
-            .and_then(|()| stream.write_all(request.as_bytes()))
-            .and_then(|()| stream.read_to_end(&mut answer))
-            .unwrap_or_else(|e| panic!("{what}: no answer from Azurite: {e}"));
-        RestAnswer::parse(&String::from_utf8_lossy(&answer))
-            .unwrap_or_else(|| panic!("{what}: not an HTTP answer\n{}", self.log_tail(20)))
+        let method = hyper::Method::from_bytes(method.as_bytes())
+            .unwrap_or_else(|e| panic!("{what}: not an HTTP method: {e}"));
+        on_own_runtime(async move {
+            let client = shared::net::loopback_http_client(REST_TIMEOUT)?;
+            let mut request = client
+                .request(method, url)
+                .header("x-ms-version", REST_VERSION)
+                .header(hyper::header::CONTENT_LENGTH, "0");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            // Without the URL, which carries the SAS.
+            let answer = request
+                .send()
+                .await
+                .map_err(|e| error_chain(&e.without_url()))?;
+            Ok(RestAnswer::of(
+                answer.status(),
+                answer.extensions().get::<hyper::ext::ReasonPhrase>(),
+                answer.headers(),
+            ))
+        })
+        .unwrap_or_else(|e: String| {
+            panic!("{what}: no answer from Azurite: {e}\n{}", self.log_tail(20))
+        })
     }
+}
+
+/// An error and its causes, one after another.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The `x-ms-version` of [`Azurite`]'s own REST requests.
 const REST_VERSION: &str = "2021-06-08";
 
-/// How long one of [`Azurite`]'s own REST requests may take.
+/// How long one of [`Azurite`]'s own REST requests may take, connecting included.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What Azurite answered to one of [`Azurite`]'s own REST requests.
@@ -505,30 +542,29 @@ struct RestAnswer {
     status: u16,
     /// `x-ms-error-code`, on a refusal.
     error_code: Option<String>,
+    /// The status and Azurite's reason phrase, e.g. `409 There is currently no lease on
+    /// the blob.`
     status_line: String,
 }
 
 impl RestAnswer {
-    fn parse(text: &str) -> Option<RestAnswer> {
-        let head = text.split("\r\n\r\n").next()?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next()?.to_owned();
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")?
-            .get(..3)?
-            .parse()
-            .ok()?;
-        let error_code = lines.find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("x-ms-error-code")
-                .then(|| value.trim().to_owned())
-        });
-        Some(RestAnswer {
-            status,
-            error_code,
-            status_line,
-        })
+    fn of(
+        status: hyper::StatusCode,
+        reason: Option<&hyper::ext::ReasonPhrase>,
+        headers: &hyper::HeaderMap,
+    ) -> RestAnswer {
+        let reason = reason
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+            .or_else(|| status.canonical_reason().map(str::to_owned))
+            .unwrap_or_default();
+        RestAnswer {
+            status: status.as_u16(),
+            error_code: headers
+                .get("x-ms-error-code")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            status_line: format!("{} {reason}", status.as_u16()),
+        }
     }
 
     fn expect_status(&self, status: u16, what: &str) {
@@ -545,20 +581,43 @@ impl RestAnswer {
 mod tests {
     use super::*;
 
+    /// The REST helpers against a real Azurite: a 2xx, and a refusal's status, reason and
+    /// `x-ms-error-code` (what `delete_blob` tells an unleased blob by), from plain code
+    /// and from inside a test's runtime alike.
     #[test]
-    fn rest_answers_parse_status_and_error_code() {
-        let answer = RestAnswer::parse(
-            "HTTP/1.1 409 There is currently no lease on the blob.\r\nServer: Azurite-Blob/3.35.0\r\n\
-             X-Ms-Error-Code: LeaseNotPresentWithLeaseOperation\r\n\r\n<?xml …",
-        )
-        .expect("an HTTP answer");
-        assert_eq!(answer.status, 409);
+    fn rest_answers_carry_status_and_error_code() {
+        let azurite = Azurite::start();
+        azurite
+            .rest("PUT", "rest?restype=container", &[])
+            .expect_status(201, "create container");
+        azurite
+            .rest("PUT", "rest/b", &[("x-ms-blob-type", "BlockBlob")])
+            .expect_status(201, "put blob");
+
+        let refused = azurite.request_break("rest", "b", 0);
+        assert_eq!(refused.status, 409, "{refused:?}");
         assert_eq!(
-            answer.error_code.as_deref(),
+            refused.error_code.as_deref(),
             Some("LeaseNotPresentWithLeaseOperation")
         );
-        let accepted = RestAnswer::parse("HTTP/1.1 202 Accepted\r\n\r\n").expect("an answer");
-        assert_eq!((accepted.status, accepted.error_code), (202, None));
-        assert!(RestAnswer::parse("garbage").is_none());
+        assert!(
+            refused.status_line.starts_with("409 ") && refused.status_line.len() > 4,
+            "{refused:?}"
+        );
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let missing = runtime.block_on(async {
+            azurite.delete_blob("rest", "b");
+            azurite.try_delete_container("absent")
+        });
+        let missing = missing.expect_err("deleted a container that is not there");
+        assert!(
+            missing.contains("404") && missing.contains("ContainerNotFound"),
+            "{missing}"
+        );
+        azurite.delete_container("rest");
     }
 }

@@ -579,19 +579,22 @@ fn provision(
     })
 }
 
-/// A plain HTTP/1.1 GET on loopback; the body, if the answer was 200.
+/// A GET of `path` on loopback through reqwest (the shared loopback transport), with 2 s
+/// to connect and to answer; the body, if the answer was 200.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    block_on(async {
+        let client = shared::net::loopback_http_client(Duration::from_secs(2))
+            .expect("a loopback HTTP client");
+        let answer = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .ok()?;
+        if answer.status() != 200 {
+            return None;
+        }
+        answer.text().await.ok()
+    })
 }
 
 /// Resident memory of a process, in KiB (`VmRSS` of /proc/PID/status).

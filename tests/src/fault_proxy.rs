@@ -169,6 +169,7 @@ impl FaultProxy {
             state: Mutex::new(State::default()),
             next_request_id: AtomicU64::new(1),
             release: watch::Sender::new(0),
+            received: watch::Sender::new(0),
         });
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -240,6 +241,26 @@ impl FaultProxy {
         self.shared.state().log.clone()
     }
 
+    /// Waits until the proxy has received `n` requests in all (each read whole, its action
+    /// chosen and logged; a delayed request's delay has begun), for at most `timeout`; the
+    /// log then. Panics, with the log, if it has not. For a test that must know a request
+    /// reached the proxy before it sends the next.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<ProxiedRequest> {
+        let mut received = self.shared.received.subscribe();
+        // The borrow `wait_for` returns ends with this statement, before the log is read.
+        let reached = matches!(
+            tokio::time::timeout(timeout, received.wait_for(|&count| count >= n)).await,
+            Ok(Ok(_))
+        );
+        let log = self.log();
+        assert!(
+            reached,
+            "the fault proxy received {} of {n} requests within {timeout:?}: {log:?}",
+            log.len()
+        );
+        log
+    }
+
     /// When the proxy received the last request with this `x-ms-lease-action` (any case)
     /// that it forwarded and the upstream answered with a 2xx.
     pub fn last_success(&self, lease_action: &str) -> Option<Instant> {
@@ -297,6 +318,8 @@ struct Shared {
     next_request_id: AtomicU64,
     /// Bumped by [`FaultProxy::release_held`]: black-holed requests then reset.
     release: watch::Sender<u64>,
+    /// How many requests the log holds, for [`FaultProxy::wait_for_requests`].
+    received: watch::Sender<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -344,7 +367,12 @@ impl Shared {
             upstream_status: None,
             upstream_error: None,
         });
-        (action, state.log.len() - 1)
+        let received = state.log.len();
+        // Not under the state's lock: the two locks are never held together.
+        drop(state);
+        self.received
+            .send_modify(|count| *count = (*count).max(received));
+        (action, received - 1)
     }
 
     fn record(&self, index: usize, update: impl FnOnce(&mut ProxiedRequest)) {

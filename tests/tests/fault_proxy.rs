@@ -4,17 +4,19 @@
 //! Every test asserts both what the client got and whether the upstream saw the request,
 //! so that a proxy that forwarded everything, or nothing, fails.
 
+use std::future::Future;
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use integration_tests::azurite::Azurite;
@@ -167,14 +169,41 @@ async fn get(addr: SocketAddr, path: &str) -> Answer {
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-/// Writes a bare request on a new connection; the stream, for reading what comes back.
-async fn raw_request(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+/// Sends a GET on a new connection and returns its outcome unawaited, for watching how the
+/// proxy ends a request, or never does. The request goes out at once; a connection closed
+/// without an answer ends it in an error that `is_incomplete_message`, a reset in one with
+/// [`ErrorKind::ConnectionReset`] among its causes ([`io_error_kind`]).
+async fn start_get(
+    addr: SocketAddr,
+    path: &str,
+) -> impl Future<Output = Result<Response<Incoming>, hyper::Error>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("write the request");
-    stream
+        .expect("handshake");
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let answer = sender.send_request(request);
+    async move {
+        // The connection lives as long as its sender.
+        let _sender = sender;
+        answer.await
+    }
+}
+
+/// The kind of the I/O error among `error`'s causes, if there is one.
+fn io_error_kind(error: &hyper::Error) -> Option<ErrorKind> {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = e.source();
+    }
+    None
 }
 
 fn entry(proxy: &FaultProxy, path: &str) -> ProxiedRequest {
@@ -400,8 +429,8 @@ async fn a_delay_holds_only_its_own_request() {
     let addr = proxy.addr();
     let begun = Instant::now();
     let slow = tokio::spawn(async move { get(addr, "/slow").await });
-    // Let the slow request reach the proxy first.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The slow request has reached the proxy, and its delay begun, before the fast one.
+    proxy.wait_for_requests(1, Duration::from_secs(5)).await;
     assert_eq!(get(addr, "/fast").await.status, 200);
     assert!(
         !slow.is_finished(),
@@ -440,10 +469,10 @@ async fn a_black_hole_never_answers_nor_forwards_and_holds_nothing_else() {
     assert_eq!(get(proxy.addr(), "/open").await.status, 200);
 
     // The connection stays open: no answer, no close, no reset.
-    let mut held = raw_request(proxy.addr(), "/hole/raw").await;
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_millis(500), held.read(&mut buf)).await;
-    assert!(read.is_err(), "the held connection yielded {read:?}");
+    let held = start_get(proxy.addr(), "/hole/held").await;
+    tokio::pin!(held);
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut held).await;
+    assert!(early.is_err(), "the held request ended: {early:?}");
 
     assert_eq!(
         upstream.saw("/hole"),
@@ -451,17 +480,19 @@ async fn a_black_hole_never_answers_nor_forwards_and_holds_nothing_else() {
         "a black-holed request was forwarded"
     );
     assert_eq!(upstream.saw("/open"), 1);
-    let logged = entry(&proxy, "/hole/raw");
+    let logged = entry(&proxy, "/hole/held");
     assert_eq!(logged.action_taken, "black-hole");
     assert_eq!(logged.responded_at, None);
     assert_eq!(logged.upstream_status, None);
 
-    // Stopping the proxy closes the held connection.
+    // Stopping the proxy closes the held connection: no answer, and no reset.
     drop(proxy);
-    let read = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held request outlived the proxy");
     assert!(
-        matches!(read, Ok(Ok(0))),
-        "expected end of stream once the proxy stopped, got {read:?}"
+        matches!(&ended, Err(e) if e.is_incomplete_message() && io_error_kind(e).is_none()),
+        "expected the connection closed without an answer once the proxy stopped, got {ended:?}"
     );
 }
 
@@ -474,15 +505,16 @@ async fn reset_closes_the_connection_with_an_rst() {
         Action::Reset,
     ));
 
-    let mut stream = raw_request(proxy.addr(), "/reset").await;
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("the proxy neither answered nor closed the connection");
-    // A FIN would read as Ok(0), an answer as Ok(n).
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        start_get(proxy.addr(), "/reset").await,
+    )
+    .await
+    .expect("the proxy neither answered nor closed the connection");
+    // An answer would be Ok, a FIN an incomplete message with no I/O error.
     assert_eq!(
-        read.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset)
+        answer.map(|_| ()).map_err(|e| io_error_kind(&e)),
+        Err(Some(ErrorKind::ConnectionReset))
     );
     assert_eq!(upstream.saw("/reset"), 0, "a reset request was forwarded");
     assert_eq!(entry(&proxy, "/reset").action_taken, "reset");
@@ -499,14 +531,15 @@ async fn an_unreachable_upstream_resets_the_client() {
         .expect("a free port");
     let proxy = FaultProxy::start(closed);
 
-    let mut stream = raw_request(proxy.addr(), "/anything").await;
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("the proxy neither answered nor closed the connection");
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        start_get(proxy.addr(), "/anything").await,
+    )
+    .await
+    .expect("the proxy neither answered nor closed the connection");
     assert_eq!(
-        read.map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::ConnectionReset)
+        answer.map(|_| ()).map_err(|e| io_error_kind(&e)),
+        Err(Some(ErrorKind::ConnectionReset))
     );
     let logged = entry(&proxy, "/anything");
     assert_eq!(logged.action_taken, "pass");
@@ -520,30 +553,30 @@ async fn an_unreachable_upstream_resets_the_client() {
     );
 }
 
-/// No runtime in the test: the proxy brings its own.
+/// No runtime in the test: the proxy brings its own. It is started, set and read here
+/// outside any runtime; only the client, started after it, runs on one of its own.
 #[test]
 fn works_from_synchronous_code() {
-    use std::io::{Read, Write};
     let closed = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let proxy = FaultProxy::start(closed);
     proxy.set_default(status(503));
 
-    let mut stream = std::net::TcpStream::connect(proxy.addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET /sync HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        proxy.addr()
-    )
-    .expect("write the request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
-    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
-    assert!(answer.contains("<Code>ServerBusy</Code>"), "{answer}");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the client's runtime");
+    let answer = client
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), get(proxy.addr(), "/sync")).await
+        })
+        .expect("an answer within 5 s");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(
+        answer.body.contains("<Code>ServerBusy</Code>"),
+        "{answer:?}"
+    );
     assert_eq!(entry(&proxy, "/sync").action_taken, "status 503");
 }
 
