@@ -23,6 +23,7 @@
 //! with a clean environment (`[client] env` only), and neither this process nor the guard
 //! is dumpable.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -246,7 +247,7 @@ struct Driver {
     /// A fence the machine waits for, answered when the guard is gone.
     fence_waiting: Option<Ticket>,
     /// Holder metadata written under the current lease, extended with the address later.
-    metadata: Option<(Ticket, Metadata)>,
+    metadata: Option<(Ticket, BTreeMap<String, String>)>,
     /// The epoch of the current lease, once a metadata write has read the record's: every
     /// metadata write under that lease carries it (see [`lease_epoch`]).
     epoch_cell: Option<(Ticket, EpochCell)>,
@@ -926,7 +927,7 @@ impl Driver {
                     let epoch = lease_epoch(&cell, store.as_ref(), &lease.identity).await?;
                     metadata.insert(meta::EPOCH.into(), epoch.to_string());
                     store
-                        .write_metadata(&lease.identity, &lease.id, &metadata)
+                        .write_metadata(&lease.identity, &lease.id, &Metadata::try_from(metadata)?)
                         .await
                 };
                 if let Some(Err(e)) = within(timeout, write).await {
@@ -945,7 +946,7 @@ impl Driver {
 
     /// Holder metadata, written under the lease as soon as it is acquired.
     fn write_holder_metadata(&mut self, lease: Lease) {
-        let mut metadata = Metadata::new();
+        let mut metadata = BTreeMap::new();
         metadata.insert(meta::HOLDER_NODE.into(), self.config.node.clone());
         metadata.insert(meta::HOLDER_HOST.into(), hostname());
         metadata.insert(meta::HOLDER_BOOT_ID.into(), boot_id());
@@ -990,7 +991,12 @@ impl Driver {
     /// Writes `metadata` under `lease`, best-effort: a lost lease shows at the next renew.
     /// The epoch is the lease's (see [`lease_epoch`]); `announce` logs it, for the first
     /// write of a lease.
-    fn put_metadata(&mut self, lease: Lease, mut metadata: Metadata, announce: bool) {
+    fn put_metadata(
+        &mut self,
+        lease: Lease,
+        mut metadata: BTreeMap<String, String>,
+        announce: bool,
+    ) {
         let cell = self.epoch_cell_for(lease.ticket);
         let store = self.leases.clone();
         let timeout = self.op_timeout;
@@ -1005,7 +1011,7 @@ impl Driver {
                 let value = lease_epoch(&cell, store.as_ref(), &lease.identity).await?;
                 metadata.insert(meta::EPOCH.into(), value.to_string());
                 store
-                    .write_metadata(&lease.identity, &lease.id, &metadata)
+                    .write_metadata(&lease.identity, &lease.id, &Metadata::try_from(metadata)?)
                     .await
                     .map(|()| value)
             };
@@ -1469,7 +1475,7 @@ fn sweep_key_files(runtime_dir: &Path) {
     }
 }
 
-/// `text` as a metadata value (`shared::lease::check_metadata`): printable ASCII without
+/// `text` as a metadata value (`shared::lease::Metadata`): printable ASCII without
 /// leading or trailing spaces (what an HTTP header, and so Azure blob metadata, can carry),
 /// at most 200 characters.
 fn metadata_text(text: &str) -> String {
@@ -1527,7 +1533,7 @@ mod tests {
 
     async fn write_epoch(store: &dyn LeaseStore, name: &Name, id: &LeaseId, epoch: u64) {
         let mut metadata = Metadata::new();
-        metadata.insert(meta::EPOCH.into(), epoch.to_string());
+        metadata.insert(meta::EPOCH, epoch.to_string()).unwrap();
         store.write_metadata(name, id, &metadata).await.unwrap();
     }
 

@@ -60,7 +60,7 @@ use serde::Serialize;
 use shared::azure::{AzureOptions, CredentialKind};
 use shared::exit::{Failure, Status};
 use shared::lease::{
-    meta, LeaseDuration, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason,
+    meta, BreakPeriod, LeaseDuration, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason,
     MAX_BREAK_PERIOD, MAX_LEASE, MIN_LEASE,
 };
 use shared::spec::LeaseStoreSpec;
@@ -153,8 +153,8 @@ pub struct BreakArgs {
     /// rest of the current lease, the only safe choice while the holder's VM may still be
     /// running. A period shorter than the time the holder may still sign is refused unless
     /// --force-overlap is given.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=60))]
-    pub period: Option<u64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_break_period)]
+    pub period: Option<BreakPeriod>,
     /// Break with a --period shorter than the time the holder may still sign, although a
     /// standby may then sign while the holder still does: two signers on one identity.
     /// Only for a holder whose VM is known to be off. Prints the window as a warning.
@@ -295,9 +295,9 @@ impl Overlap {
 
 /// The overlap a break with `period` allows, when its holder may sign for `bound` more;
 /// `None` when there is no holder or the period outlasts it.
-pub fn overlap(bound: Option<SignBound>, period: Duration) -> Option<Overlap> {
+pub fn overlap(bound: Option<SignBound>, period: BreakPeriod) -> Option<Overlap> {
     let holder = bound?;
-    let standby_in = ceil_secs(period);
+    let standby_in = period.as_secs();
     (standby_in < holder.secs).then_some(Overlap { standby_in, holder })
 }
 
@@ -642,22 +642,16 @@ pub struct BreakReport {
     pub outcome: BreakOutcome,
 }
 
-/// Breaks the lease on `identity`; `period` (0–60 s) as [`LeaseStore::break_lease`]:
-/// `None` keeps it locked for the rest of the current lease.
+/// Breaks the lease on `identity`; `period` as [`LeaseStore::break_lease`]: `None` keeps it
+/// locked for the rest of the current lease.
 ///
 /// An identity with no record is [`LeaseError::NotFound`]; one with no lease to break is
 /// [`BreakOutcome::NoLease`], not an error: it is already acquirable.
 pub async fn break_identity(
     store: &dyn LeaseStore,
     identity: &Name,
-    period: Option<Duration>,
+    period: Option<BreakPeriod>,
 ) -> Result<BreakReport, LeaseError> {
-    if let Some(p) = period.filter(|p| *p > MAX_BREAK_PERIOD) {
-        return Err(LeaseError::Invalid(format!(
-            "break period {}s is outside 0-60 seconds",
-            p.as_secs_f64()
-        )));
-    }
     // Read first, so that an unknown identity is named as such and the report can say
     // whom the break took the lease from.
     let before = store.read(identity).await?;
@@ -740,7 +734,7 @@ fn wrap(text: &str, indent: &str) -> String {
 
 /// What `leased break` prints without `--yes`: what breaking this identity would do, with
 /// its current row. `period` is the `--period` given, if any. Nothing here touches a store.
-pub fn explain_break(row: &StatusRow, period: Option<Duration>) -> String {
+pub fn explain_break(row: &StatusRow, period: Option<BreakPeriod>) -> String {
     let id = printable(&row.identity);
     let holder = row.holder.as_deref().map(printable);
     let who = holder.as_deref().unwrap_or("the holder");
@@ -923,6 +917,16 @@ fn exit(result: Result<(), Failure>) -> ExitCode {
     }
 }
 
+/// `--period`: whole seconds, 0 to 60, as a [`BreakPeriod`].
+fn parse_break_period(s: &str) -> Result<BreakPeriod, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "a break period is whole seconds from 0 to {}",
+            MAX_BREAK_PERIOD.as_secs()
+        )
+    })
+}
+
 fn parse_credential(s: &str) -> Result<CredentialKind, String> {
     match s {
         "managed-identity" => Ok(CredentialKind::ManagedIdentity),
@@ -1004,16 +1008,7 @@ pub fn run_break(args: BreakArgs) -> ExitCode {
     exit((|| {
         let identity = Name::new(args.identity.as_str())
             .map_err(|e| Failure::new(Status::Usage, format!("identity: {e}")))?;
-        let period = match args.period {
-            Some(p) if Duration::from_secs(p) > MAX_BREAK_PERIOD => {
-                return Err(Failure::new(
-                    Status::Usage,
-                    format!("--period {p}: the break period is 0-60 seconds"),
-                ))
-            }
-            p => p.map(Duration::from_secs),
-        };
-        let request = BreakRequest::from_args(&args, identity, period);
+        let request = BreakRequest::from_args(&args, identity, args.period);
         let store = open_store(&args.leases, &azure_options(args.azure_credential))?;
         runtime()?.block_on(break_on(
             store.as_ref(),
@@ -1045,7 +1040,7 @@ struct BreakRequest {
     identity: Name,
     /// `--yes`: without it nothing is changed.
     yes: bool,
-    period: Option<Duration>,
+    period: Option<BreakPeriod>,
     force_overlap: bool,
     /// The arguments naming the store (`--leases SPEC`, a credential), shell-quoted, for
     /// the command that breaks anyway.
@@ -1053,7 +1048,7 @@ struct BreakRequest {
 }
 
 impl BreakRequest {
-    fn from_args(args: &BreakArgs, identity: Name, period: Option<Duration>) -> Self {
+    fn from_args(args: &BreakArgs, identity: Name, period: Option<BreakPeriod>) -> Self {
         let mut store_args = format!("--leases {}", shell_word(&args.leases));
         if let Some(kind) = args.azure_credential {
             store_args.push_str(" --azure-credential ");
@@ -1133,7 +1128,10 @@ async fn break_on(
                 .await
                 .map_err(lease_failure)?;
             let mut text = render_break(&report);
-            if let Some(p) = req.period.filter(|p| report.outcome.acquirable_in() > *p) {
+            if let Some(p) = req
+                .period
+                .filter(|p| report.outcome.acquirable_in() > p.as_duration())
+            {
                 text.push_str(&wrap(
                     &format!(
                         "It stays locked longer than --period {}: the lease had more time \
@@ -1171,8 +1169,9 @@ async fn force_break(
             .map_err(stdout_failure);
     }
     let left = first.outcome.acquirable_in();
-    let period = Duration::from_secs(o.standby_in);
-    let outcome = if period < left {
+    // `standby_in` is the seconds of a --period, so this cannot fail.
+    let period = BreakPeriod::from_secs(o.standby_in).map_err(lease_failure)?;
+    let outcome = if period.as_duration() < left {
         match store.break_lease(id, Some(period)).await {
             Ok(l) if l.is_zero() => BreakOutcome::Broken,
             Ok(l) => BreakOutcome::Breaking { acquirable_in: l },

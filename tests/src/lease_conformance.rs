@@ -23,8 +23,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use shared::lease::{
-    meta, LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore, LostReason,
-    Metadata, RecordCreated, MAX_LEASE, MIN_LEASE,
+    meta, BreakPeriod, LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore,
+    LostReason, Metadata, RecordCreated, MAX_BREAK_PERIOD, MAX_LEASE, MAX_METADATA_BYTES,
+    MIN_LEASE,
 };
 use shared::Name;
 
@@ -84,11 +85,19 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// A break period of `d`, which the case knows to be valid.
+fn period(d: Duration) -> Option<BreakPeriod> {
+    Some(BreakPeriod::new(d).unwrap())
+}
+
+/// Metadata of `pairs`, which the case knows to be valid.
+#[track_caller]
 fn metadata(pairs: &[(&str, &str)]) -> Metadata {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    try_metadata(pairs).unwrap()
+}
+
+fn try_metadata(pairs: &[(&str, &str)]) -> Result<Metadata, LeaseError> {
+    Metadata::from_pairs(pairs.iter().copied())
 }
 
 // --- assertions -------------------------------------------------------------------------
@@ -218,7 +227,7 @@ async fn breaking(h: &dyn LeaseHarness) -> (Name, LeaseId) {
     let (name, id) = leased(h).await;
     let left = h
         .store()
-        .break_lease(&name, Some(BREAK_PERIOD))
+        .break_lease(&name, period(BREAK_PERIOD))
         .await
         .unwrap();
     assert_about(h, "break period", left, BREAK_PERIOD);
@@ -231,7 +240,7 @@ async fn broken(h: &dyn LeaseHarness) -> (Name, LeaseId) {
     let (name, id) = leased(h).await;
     let left = h
         .store()
-        .break_lease(&name, Some(Duration::ZERO))
+        .break_lease(&name, period(Duration::ZERO))
         .await
         .unwrap();
     assert_eq!(left, Duration::ZERO);
@@ -679,7 +688,7 @@ pub async fn break_available_is_lost(h: &dyn LeaseHarness) {
     );
     let (name, _) = released(h).await;
     assert_lost(
-        s.break_lease(&name, Some(Duration::ZERO)).await,
+        s.break_lease(&name, period(Duration::ZERO)).await,
         &name,
         LostReason::NotPresent,
     );
@@ -719,7 +728,7 @@ pub async fn break_infinite_lease_by_default_is_immediate(h: &dyn LeaseHarness) 
 pub async fn break_with_a_period_locks_for_that_period(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, _) = leased(h).await;
-    let left = s.break_lease(&name, Some(secs(20))).await.unwrap();
+    let left = s.break_lease(&name, period(secs(20))).await.unwrap();
     assert_about(h, "time until acquirable", left, secs(20));
     let rec = read(h, &name).await;
     assert_eq!(rec.state, LeaseState::Breaking);
@@ -737,7 +746,11 @@ pub async fn break_with_a_period_locks_for_that_period(h: &dyn LeaseHarness) {
 
 pub async fn break_period_is_capped_by_the_rest_of_the_lease(h: &dyn LeaseHarness) {
     let (name, _) = leased_for(h, short()).await;
-    let left = h.store().break_lease(&name, Some(MAX_LEASE)).await.unwrap();
+    let left = h
+        .store()
+        .break_lease(&name, period(MAX_LEASE))
+        .await
+        .unwrap();
     assert_about(h, "time until acquirable", left, MIN_LEASE);
     h.advance(MIN_LEASE).await;
     assert_state(h, &name, LeaseState::Broken).await;
@@ -747,7 +760,7 @@ pub async fn break_with_zero_period_is_immediate(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, id) = leased(h).await;
     assert_eq!(
-        s.break_lease(&name, Some(Duration::ZERO)).await.unwrap(),
+        s.break_lease(&name, period(Duration::ZERO)).await.unwrap(),
         Duration::ZERO
     );
     let rec = read(h, &name).await;
@@ -760,16 +773,16 @@ pub async fn break_with_zero_period_is_immediate(h: &dyn LeaseHarness) {
 pub async fn break_breaking_can_only_shorten(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, _) = breaking(h).await;
-    let left = s.break_lease(&name, Some(MAX_LEASE)).await.unwrap();
+    let left = s.break_lease(&name, period(MAX_LEASE)).await.unwrap();
     assert_about(h, "a longer period is ignored", left, BREAK_PERIOD);
     let left = s.break_lease(&name, None).await.unwrap();
     assert_about(h, "no period keeps the break", left, BREAK_PERIOD);
-    let left = s.break_lease(&name, Some(secs(20))).await.unwrap();
+    let left = s.break_lease(&name, period(secs(20))).await.unwrap();
     assert_about(h, "a shorter period shortens", left, secs(20));
     let rec = read(h, &name).await;
     assert_eq!(rec.state, LeaseState::Breaking);
     assert_remaining(h, &rec, Some(secs(20)));
-    let left = s.break_lease(&name, Some(Duration::ZERO)).await.unwrap();
+    let left = s.break_lease(&name, period(Duration::ZERO)).await.unwrap();
     assert_eq!(left, Duration::ZERO);
     assert_state(h, &name, LeaseState::Broken).await;
 }
@@ -778,7 +791,7 @@ pub async fn break_expired_is_immediate(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, id) = expired(h).await;
     assert_eq!(
-        s.break_lease(&name, Some(MAX_LEASE)).await.unwrap(),
+        s.break_lease(&name, period(MAX_LEASE)).await.unwrap(),
         Duration::ZERO
     );
     assert_state(h, &name, LeaseState::Broken).await;
@@ -790,21 +803,62 @@ pub async fn break_broken_stays_broken(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, _) = broken(h).await;
     assert_eq!(
-        s.break_lease(&name, Some(MAX_LEASE)).await.unwrap(),
+        s.break_lease(&name, period(MAX_LEASE)).await.unwrap(),
         Duration::ZERO
     );
     assert_eq!(s.break_lease(&name, None).await.unwrap(), Duration::ZERO);
     assert_state(h, &name, LeaseState::Broken).await;
 }
 
+/// A break period is 0-60 whole seconds, as Azure's `x-ms-lease-break-period`: the one rule
+/// is [`BreakPeriod`]'s, which refuses anything else before any store sees it, so no store
+/// can take a period another refuses.
 pub async fn break_period_outside_0_to_60_whole_seconds_is_invalid(h: &dyn LeaseHarness) {
-    let s = h.store();
-    let (name, id) = leased(h).await;
-    for bad in [secs(61), Duration::from_millis(1500), secs(3600)] {
-        assert_invalid(s.break_lease(&name, Some(bad)).await);
+    for bad in [
+        secs(61),
+        secs(3600),
+        Duration::from_millis(1500),
+        Duration::from_millis(60_001),
+        Duration::from_nanos(1),
+    ] {
+        assert_invalid(BreakPeriod::new(bad));
     }
-    assert_state(h, &name, LeaseState::Leased).await;
-    s.renew(&name, &id).await.unwrap();
+    for bad in [61, 3600, u64::MAX] {
+        assert_invalid(BreakPeriod::from_secs(bad));
+    }
+    for bad in ["61", "-1", "1.5", "", " 5", "5s", "ten"] {
+        assert_invalid(bad.parse::<BreakPeriod>());
+    }
+    // The edges are periods.
+    assert_eq!(BreakPeriod::from_secs(0).unwrap(), BreakPeriod::ZERO);
+    assert_eq!(
+        BreakPeriod::new(MAX_BREAK_PERIOD).unwrap(),
+        BreakPeriod::MAX
+    );
+    assert_eq!("60".parse::<BreakPeriod>().unwrap(), BreakPeriod::MAX);
+    assert_eq!(BreakPeriod::MAX.as_duration(), secs(60));
+    // Nothing above touched the store.
+    let (name, id) = leased(h).await;
+    h.store().renew(&name, &id).await.unwrap();
+}
+
+/// The edges of the range reach the store as they are: 60 s locks an infinite lease (no
+/// rest of a lease to cap it) for the full 60 s, and 0 s then breaks it at once.
+pub async fn break_period_edges_0_and_60_seconds_are_honoured(h: &dyn LeaseHarness) {
+    let s = h.store();
+    let (name, id) = leased_for(h, LeaseDuration::Infinite).await;
+    let left = s.break_lease(&name, Some(BreakPeriod::MAX)).await.unwrap();
+    assert_about(h, "the longest break period", left, MAX_BREAK_PERIOD);
+    let rec = read(h, &name).await;
+    assert_eq!(rec.state, LeaseState::Breaking);
+    assert_remaining(h, &rec, Some(MAX_BREAK_PERIOD));
+    assert_lost(s.renew(&name, &id).await, &name, LostReason::Broken);
+    assert_eq!(
+        s.break_lease(&name, Some(BreakPeriod::ZERO)).await.unwrap(),
+        Duration::ZERO
+    );
+    assert_state(h, &name, LeaseState::Broken).await;
+    s.acquire(&name, short(), None).await.unwrap();
 }
 
 // --- metadata -----------------------------------------------------------------------------
@@ -930,53 +984,130 @@ pub async fn metadata_survives_release_and_the_next_holder_sees_it(h: &dyn Lease
     assert_eq!(rec.metadata, next);
 }
 
+/// `md`, as written, is what every way of reading the record gives back: a read, a read on
+/// another handle, and the list.
+async fn assert_reads_back(h: &dyn LeaseHarness, name: &Name, md: &Metadata) {
+    assert_eq!(&read(h, name).await.metadata, md, "read back");
+    let other = h.open_another();
+    assert_eq!(
+        &other.read(name).await.unwrap().metadata,
+        md,
+        "read back on another handle"
+    );
+    let list = other.list().await.unwrap();
+    let listed = list.iter().find(|r| &r.identity == name).unwrap();
+    assert_eq!(&listed.metadata, md, "listed");
+}
+
+/// The metadata rule is [`Metadata`]'s, applied before any store sees the metadata, so
+/// that what one store takes every store takes, and Blob Storage does: names are C#
+/// identifiers (letters, digits and `_`, not starting with a digit).
 pub async fn metadata_with_a_bad_name_is_invalid(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, id) = leased(h).await;
-    for bad in ["holder-host", "9lives", "has space", ""] {
-        assert_invalid(s.write_metadata(&name, &id, &metadata(&[(bad, "x")])).await);
+    let before = metadata(&[(meta::EPOCH, "1")]);
+    for bad in [
+        "holder-host",
+        "9lives",
+        "has space",
+        "",
+        "caf\u{e9}",
+        "a.b",
+        "x$",
+    ] {
+        assert_invalid(try_metadata(&[(bad, "x")]));
+        let mut md = before.clone();
+        assert_invalid(md.insert(bad, "x"));
+        assert_eq!(md, before, "a refused insert of {bad:?} changed nothing");
     }
-    assert!(read(h, &name).await.metadata.is_empty());
+    // The edges of the rule: one character, a leading underscore, digits after the first.
+    // Only lower-case names, and not the bare `_`: the rule allows both, but the blob
+    // backend reads names back in lower case (Azurite, both read and list) and lists a
+    // name `_` as `$text`, so those do not round-trip on every store yet.
+    let md = metadata(&[("x", "a"), ("_x", "b"), ("_9", "c"), ("holder_host_2", "d")]);
+    s.write_metadata(&name, &id, &md).await.unwrap();
+    assert_reads_back(h, &name, &md).await;
 }
 
-/// One rule for every store (`shared::lease::check_metadata`), so that what works on
-/// `sqlite:` works on Blob Storage: names that differ only in case are one HTTP header.
+/// Names that differ only in case are one HTTP header, and so invalid together, as is a
+/// name given twice. Replacing a name's value is not a repeat.
 pub async fn metadata_names_that_differ_only_in_case_are_invalid(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, id) = leased(h).await;
-    let md = metadata(&[("holder_host", "vm-1"), ("Holder_Host", "vm-2")]);
-    assert_invalid(s.write_metadata(&name, &id, &md).await);
-    assert!(read(h, &name).await.metadata.is_empty());
+    assert_invalid(try_metadata(&[
+        ("holder_host", "vm-1"),
+        ("Holder_Host", "vm-2"),
+    ]));
+    assert_invalid(try_metadata(&[(meta::EPOCH, "1"), (meta::EPOCH, "2")]));
+    let mut md = metadata(&[("holder_host", "vm-1")]);
+    assert_invalid(md.insert("HOLDER_HOST", "vm-2"));
+    assert_eq!(md, metadata(&[("holder_host", "vm-1")]));
+    assert_eq!(
+        md.insert("holder_host", "vm-2").unwrap().as_deref(),
+        Some("vm-1")
+    );
+    // Names that differ in more than case stand side by side.
+    md.insert("holder_hosts", "vm-3").unwrap();
+    assert_eq!(
+        md,
+        metadata(&[("holder_host", "vm-2"), ("holder_hosts", "vm-3")])
+    );
+    s.write_metadata(&name, &id, &md).await.unwrap();
+    assert_reads_back(h, &name, &md).await;
 }
 
 /// Values travel as HTTP header values: printable ASCII, no leading or trailing space.
 pub async fn metadata_values_must_be_printable_ascii_without_edge_spaces(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, id) = leased(h).await;
-    for bad in ["caf\u{e9}", "a\nb", "tab\there", " lead", "trail ", " "] {
-        assert_invalid(
-            s.write_metadata(&name, &id, &metadata(&[("note", bad)]))
-                .await,
-        );
+    for bad in [
+        "caf\u{e9}",
+        "a\nb",
+        "tab\there",
+        "nul\0",
+        "del\u{7f}",
+        " lead",
+        "trail ",
+        " ",
+        "  both  ",
+    ] {
+        assert_invalid(try_metadata(&[("note", bad)]));
+        let mut md = metadata(&[(meta::EPOCH, "1")]);
+        assert_invalid(md.insert("note", bad));
+        assert_eq!(md, metadata(&[(meta::EPOCH, "1")]));
     }
-    assert!(read(h, &name).await.metadata.is_empty());
-    // Inner spaces and every printable character are fine.
-    let md = metadata(&[("note", "a b ~!@#$%^&*()[]{}<>?/|\\'\";:,.=+-_`")]);
+    // Inner spaces, every printable character, and the shortest values are fine.
+    let md = metadata(&[
+        ("note", "a b ~!@#$%^&*()[]{}<>?/|\\'\";:,.=+-_`"),
+        ("spaced", "a  b"),
+        ("one", "x"),
+        ("empty", ""),
+    ]);
     s.write_metadata(&name, &id, &md).await.unwrap();
-    assert_eq!(read(h, &name).await.metadata, md);
+    assert_reads_back(h, &name, &md).await;
 }
 
-/// At most 8 KiB of names and values together, as on Blob Storage.
+/// At most 8 KiB of names and values together, as on Blob Storage; exactly 8 KiB is fine.
 pub async fn metadata_over_8_kib_is_invalid(h: &dyn LeaseHarness) {
     let s = h.store();
     let (name, id) = leased(h).await;
-    let limit = shared::lease::MAX_METADATA_BYTES;
+    let limit = MAX_METADATA_BYTES;
     let over = "x".repeat(limit - "big".len() + 1);
-    assert_invalid(
-        s.write_metadata(&name, &id, &metadata(&[("big", &over)]))
-            .await,
-    );
-    assert!(read(h, &name).await.metadata.is_empty());
+    assert_invalid(try_metadata(&[("big", &over)]));
+    // An insert that would pass the limit is refused, one that reaches it is not.
+    let half = "y".repeat(limit / 2 - "a".len());
+    let mut md = metadata(&[("a", &half)]);
+    assert_invalid(md.insert("b", format!("{half}y")));
+    assert_eq!(md, metadata(&[("a", &half)]));
+    md.insert("b", half.as_str()).unwrap();
+    let total: usize = md.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert_eq!(total, limit);
+    s.write_metadata(&name, &id, &md).await.unwrap();
+    assert_reads_back(h, &name, &md).await;
+    // One value of exactly the limit, with its name.
+    let exact = metadata(&[("big", &"z".repeat(limit - "big".len()))]);
+    s.write_metadata(&name, &id, &exact).await.unwrap();
+    assert_reads_back(h, &name, &exact).await;
 }
 
 // --- records ------------------------------------------------------------------------------
@@ -1103,7 +1234,8 @@ pub async fn invalid_requests_are_rejected(h: &dyn LeaseHarness) {
         assert_invalid(s.acquire(&name, LeaseDuration::Fixed(bad), None).await);
     }
     assert_state(h, &name, LeaseState::Available).await;
-    assert_invalid(s.break_lease(&name, Some(secs(61))).await);
+    assert_invalid(BreakPeriod::from_secs(61));
+    assert_invalid(try_metadata(&[("bad-name", "x")]));
 }
 
 pub async fn handles_see_each_others_writes(h: &dyn LeaseHarness) {
@@ -1369,6 +1501,7 @@ macro_rules! lease_conformance_suite {
             break_expired_is_immediate,
             break_broken_stays_broken,
             break_period_outside_0_to_60_whole_seconds_is_invalid,
+            break_period_edges_0_and_60_seconds_are_honoured,
             metadata_written_under_the_lease_is_read_back,
             metadata_with_another_id_is_lost,
             metadata_while_breaking_needs_the_holders_id,

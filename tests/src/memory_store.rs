@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::lease::{
-    LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore, LostReason, Metadata,
-    RecordCreated, StoreClock, MAX_BREAK_PERIOD,
+    BreakPeriod, LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore,
+    LostReason, Metadata, RecordCreated, StoreClock,
 };
 use shared::Name;
 
@@ -299,18 +299,9 @@ impl MemoryLeaseStore {
     pub fn break_now(
         &self,
         identity: &Name,
-        period: Option<Duration>,
+        period: Option<BreakPeriod>,
     ) -> Result<Duration, LeaseError> {
-        let period = match period {
-            Some(p) if p > MAX_BREAK_PERIOD || p.subsec_nanos() != 0 => {
-                return Err(LeaseError::Invalid(format!(
-                    "break period {}s is outside 0-{} whole seconds",
-                    p.as_secs_f64(),
-                    MAX_BREAK_PERIOD.as_secs()
-                )))
-            }
-            p => p.map(|p| p.as_millis() as u64),
-        };
+        let period = period.map(|p| p.as_duration().as_millis() as u64);
         let (mut records, now) = self.at_now()?;
         let record = found(&mut records, identity)?;
         let (id, until) = match record.phase.effective(now) {
@@ -343,7 +334,6 @@ impl MemoryLeaseStore {
         lease: &LeaseId,
         metadata: &Metadata,
     ) -> Result<(), LeaseError> {
-        shared::lease::check_metadata(metadata)?;
         let (mut records, now) = self.at_now()?;
         let record = found(&mut records, identity)?;
         match record.phase.effective(now) {
@@ -506,7 +496,7 @@ impl LeaseStore for MemoryLeaseStore {
     async fn break_lease(
         &self,
         identity: &Name,
-        period: Option<Duration>,
+        period: Option<BreakPeriod>,
     ) -> Result<Duration, LeaseError> {
         self.break_now(identity, period)
     }

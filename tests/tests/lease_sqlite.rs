@@ -228,7 +228,7 @@ async fn two_handles_see_each_others_writes() {
         .acquire(&n, LeaseDuration::from_secs(60).unwrap(), None)
         .await
         .unwrap();
-    let md: Metadata = [(meta::EPOCH.to_string(), "1".to_string())].into();
+    let md = Metadata::from_pairs([(meta::EPOCH, "1")]).unwrap();
     a.write_metadata(&n, &id, &md).await.unwrap();
 
     let seen = b.read(&n).await.unwrap();

@@ -45,8 +45,8 @@ use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use futures::StreamExt;
 
 use super::{
-    check_metadata, LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore,
-    LostReason, Metadata, RecordCreated, MAX_BREAK_PERIOD,
+    BreakPeriod, LeaseDuration, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore,
+    LostReason, Metadata, RecordCreated,
 };
 use crate::azure::{self, sas::SasPolicy, AzureOptions, Budget, Failure};
 use crate::name::Name;
@@ -367,20 +367,11 @@ impl LeaseStore for BlobLeaseStore {
     async fn break_lease(
         &self,
         identity: &Name,
-        period: Option<Duration>,
+        period: Option<BreakPeriod>,
     ) -> Result<Duration, LeaseError> {
-        let break_period = match period {
-            None => None,
-            Some(p) if p <= MAX_BREAK_PERIOD && p.subsec_nanos() == 0 => Some(p.as_secs() as i32),
-            Some(p) => {
-                return Err(LeaseError::Invalid(format!(
-                    "break period {}s is outside 0-60 whole seconds",
-                    p.as_secs_f64()
-                )))
-            }
-        };
         let options = BlobClientBreakLeaseOptions {
-            break_period,
+            // 0-60, so it fits.
+            break_period: period.map(|p| p.as_secs() as i32),
             ..Default::default()
         };
         let blob = self.container.blob_client(identity.as_str());
@@ -400,8 +391,10 @@ impl LeaseStore for BlobLeaseStore {
         lease: &LeaseId,
         metadata: &Metadata,
     ) -> Result<(), LeaseError> {
-        check_metadata(metadata)?;
-        let map: HashMap<String, String> = metadata.clone().into_iter().collect();
+        let map: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let options = BlobClientSetMetadataOptions {
             lease_id: Some(lease.as_str().to_string()),
             ..Default::default()
@@ -429,14 +422,17 @@ impl LeaseStore for BlobLeaseStore {
         let state = state_from(header(headers, "x-ms-lease-state"))
             .map_err(|e| backend(format!("{}/{identity}: {e}", self.url)))?;
         let duration = duration_from(state, header(headers, "x-ms-lease-duration"));
-        let metadata = headers
-            .iter()
-            .filter_map(|(name, value)| {
-                name.as_str()
-                    .strip_prefix("x-ms-meta-")
-                    .map(|k| (k.to_string(), value.as_str().to_string()))
-            })
-            .collect();
+        // As the blob holds it (see `Metadata::from_store`): another tool may have set it.
+        let metadata = Metadata::from_store(
+            headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    name.as_str()
+                        .strip_prefix("x-ms-meta-")
+                        .map(|k| (k.to_string(), value.as_str().to_string()))
+                })
+                .collect(),
+        );
         Ok(LeaseRecord {
             identity: identity.clone(),
             state,
@@ -485,12 +481,13 @@ impl LeaseStore for BlobLeaseStore {
                 .map_err(|e| backend(format!("{}/{identity}: {e}", self.url)))?;
             let duration_text = props.lease_duration.map(|d| d.to_string());
             let duration = duration_from(state, duration_text.as_deref());
-            let metadata = item
-                .metadata
-                .and_then(|m| m.values)
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            let metadata = Metadata::from_store(
+                item.metadata
+                    .and_then(|m| m.values)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            );
             out.push(LeaseRecord {
                 identity,
                 state,

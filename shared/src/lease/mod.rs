@@ -72,6 +72,73 @@ impl fmt::Display for LeaseDuration {
     }
 }
 
+/// How long a break keeps a lease locked before it is broken: 0–60 whole seconds, as
+/// Azure's `x-ms-lease-break-period` takes it. Checked when made, so every store takes any
+/// `BreakPeriod` as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BreakPeriod(u8);
+
+impl BreakPeriod {
+    /// Broken at once.
+    pub const ZERO: Self = Self(0);
+    /// The longest break period Azure accepts, [`MAX_BREAK_PERIOD`].
+    pub const MAX: Self = Self(MAX_BREAK_PERIOD.as_secs() as u8);
+
+    /// `secs` seconds; invalid above 60.
+    pub fn from_secs(secs: u64) -> Result<Self, LeaseError> {
+        Self::new(Duration::from_secs(secs))
+    }
+
+    /// `d`; invalid above 60 s or when not whole seconds.
+    pub fn new(d: Duration) -> Result<Self, LeaseError> {
+        if d > MAX_BREAK_PERIOD || d.subsec_nanos() != 0 {
+            return Err(LeaseError::Invalid(format!(
+                "break period {}s is outside 0-{} whole seconds",
+                d.as_secs_f64(),
+                MAX_BREAK_PERIOD.as_secs()
+            )));
+        }
+        Ok(Self(d.as_secs() as u8))
+    }
+
+    pub fn as_secs(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    pub fn as_duration(self) -> Duration {
+        Duration::from_secs(self.as_secs())
+    }
+}
+
+impl TryFrom<Duration> for BreakPeriod {
+    type Error = LeaseError;
+
+    fn try_from(d: Duration) -> Result<Self, LeaseError> {
+        Self::new(d)
+    }
+}
+
+impl std::str::FromStr for BreakPeriod {
+    type Err = LeaseError;
+
+    /// Whole seconds, as a command line gives them: `0` to `60`.
+    fn from_str(s: &str) -> Result<Self, LeaseError> {
+        let secs = s.parse::<u64>().map_err(|_| {
+            LeaseError::Invalid(format!(
+                "break period {s:?} is not a whole number of seconds (0-{})",
+                MAX_BREAK_PERIOD.as_secs()
+            ))
+        })?;
+        Self::from_secs(secs)
+    }
+}
+
+impl fmt::Display for BreakPeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
 /// A lease id: a GUID, as Azure requires for `x-ms-proposed-lease-id`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct LeaseId(String);
@@ -166,19 +233,160 @@ impl fmt::Display for LeaseState {
     }
 }
 
-/// User metadata stored with a lease record (Azure: blob metadata). Keys must be valid
-/// C# identifiers there, so the well-known keys use underscores.
-pub type Metadata = BTreeMap<String, String>;
-
 /// Azure's limit on a blob's metadata, names and values together.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 
-/// The one metadata rule every store applies before it writes, so that what works on
-/// `sqlite:` works on Blob Storage: names are C# identifiers (letters, digits and `_`, not
-/// starting with a digit), unique ignoring case (they travel as HTTP header names); values
-/// are printable ASCII without leading or trailing spaces (header values); at most
-/// [`MAX_METADATA_BYTES`] in all.
-pub fn check_metadata(metadata: &Metadata) -> Result<(), LeaseError> {
+/// User metadata stored with a lease record (Azure: blob metadata), valid by construction:
+/// every way to build or change one applies the one rule all stores share, so that what a
+/// store accepts locally (`sqlite:`, the in-memory test store) Blob Storage accepts too.
+///
+/// The rule: names are C# identifiers (letters, digits and `_`, not starting with a digit),
+/// unique ignoring case (they travel as HTTP header names); values are printable ASCII
+/// without leading or trailing spaces (header values); at most [`MAX_METADATA_BYTES`] of
+/// names and values in all. A break of it is [`LeaseError::Invalid`].
+///
+/// The one exception is metadata read back from a store (`LeaseRecord::metadata`), which
+/// is taken as the store holds it (the stores' `Metadata::from_store`): reading a record must
+/// never fail because another writer was laxer.
+///
+/// Serialized as a JSON object of strings; deserializing applies the rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>")]
+pub struct Metadata(BTreeMap<String, String>);
+
+impl Metadata {
+    /// No metadata.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Metadata of `pairs`; a name given twice is invalid, as one differing only in case
+    /// is.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, LeaseError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut map = BTreeMap::new();
+        for (name, value) in pairs {
+            let name = name.into();
+            if map.contains_key(&name) {
+                return Err(LeaseError::Invalid(format!(
+                    "metadata name {name:?} is given twice"
+                )));
+            }
+            map.insert(name, value.into());
+        }
+        Self::try_from(map)
+    }
+
+    /// Metadata as a store read it back, without applying the rule. Only for the stores'
+    /// read paths: a blob may carry metadata another tool wrote, and an SQLite file may hold
+    /// what an older `leased` wrote before the rule was shared (edge spaces in values, once
+    /// allowed there); a record that holds such metadata must still be readable, and
+    /// on-call tools must be able to show it. Outside this crate every `Metadata` comes
+    /// from the checked constructors or from a store read; only writing a record's metadata
+    /// back unchanged could hand a store unchecked metadata (nothing does), and an
+    /// [`insert`](Self::insert) into it checks the whole.
+    pub(crate) fn from_store(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+
+    /// Sets `name` to `value`, replacing its value if it is there; invalid (and nothing
+    /// changed) when the result would break the rule. Returns the value it replaced.
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Option<String>, LeaseError> {
+        let (name, value) = (name.into(), value.into());
+        let mut next = self.0.clone();
+        let old = next.insert(name, value);
+        check_metadata(&next)?;
+        self.0 = next;
+        Ok(old)
+    }
+
+    /// Removes `name`, returning its value if it was there.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// The value of `name` (exactly that name: case matters, as names are stored as given).
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.0.get(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// Names and values, by name.
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, String> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for Metadata {
+    type Error = LeaseError;
+
+    /// Applies the rule (see [`Metadata`]).
+    fn try_from(map: BTreeMap<String, String>) -> Result<Self, LeaseError> {
+        check_metadata(&map)?;
+        Ok(Self(map))
+    }
+}
+
+impl From<Metadata> for BTreeMap<String, String> {
+    fn from(metadata: Metadata) -> Self {
+        metadata.0
+    }
+}
+
+impl serde::Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'a> IntoIterator for &'a Metadata {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::ops::Index<&str> for Metadata {
+    type Output = String;
+
+    /// The value of `name`; panics when there is none, as a map's index does.
+    fn index(&self, name: &str) -> &String {
+        &self.0[name]
+    }
+}
+
+/// The metadata rule (see [`Metadata`]); its only caller is the type, so that it is applied
+/// in one place.
+fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), LeaseError> {
     let invalid = |why: String| Err(LeaseError::Invalid(why));
     let mut names = std::collections::BTreeSet::new();
     let mut bytes = 0;
@@ -251,6 +459,8 @@ pub struct LeaseRecord {
     /// For `Leased`: time left on the lease as the store sees it. For `Breaking`: time left
     /// until it becomes `Broken`. Otherwise `None`.
     pub remaining: Option<Duration>,
+    /// As the store holds it, not checked again on the way back (a record must stay
+    /// readable whoever wrote it; see [`Metadata`]).
     pub metadata: Metadata,
 }
 
@@ -317,7 +527,7 @@ pub enum LeaseError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// The request itself is wrong (bad duration, bad lease id, bad break period).
+    /// The request itself is wrong (bad duration, lease id, break period or metadata).
     #[error("invalid lease request: {0}")]
     Invalid(String),
     /// The store cannot serve requests (corrupt file, permissions, misconfiguration).
@@ -382,16 +592,18 @@ pub trait LeaseStore: Send + Sync {
         proposed: &LeaseId,
     ) -> Result<LeaseId, LeaseError>;
 
-    /// Breaks the lease without its id. `period` (0–60 s) is how long it stays locked;
-    /// `None` means the rest of a fixed lease, or at once for an infinite one. A second
-    /// break may only shorten a running break. Returns the time until it can be acquired.
+    /// Breaks the lease without its id. `period` is how long it stays locked (capped by the
+    /// rest of a fixed lease); `None` is Azure's default: the rest of a fixed lease, or at
+    /// once for an infinite one. A second break may only shorten a running break. Returns
+    /// the time until it can be acquired.
     async fn break_lease(
         &self,
         identity: &Name,
-        period: Option<Duration>,
+        period: Option<BreakPeriod>,
     ) -> Result<Duration, LeaseError>;
 
-    /// Replaces the record's metadata; allowed only under the live lease `lease`.
+    /// Replaces the record's metadata; allowed only under the live lease `lease`. The
+    /// metadata is valid by construction ([`Metadata`]), so every store takes what one does.
     async fn write_metadata(
         &self,
         identity: &Name,
@@ -593,6 +805,116 @@ mod tests {
         assert!(LeaseDuration::from_secs(60).is_ok());
         assert!(LeaseDuration::from_secs(61).is_err());
         assert!(LeaseDuration::fixed(Duration::from_millis(15_500)).is_err());
+    }
+
+    #[test]
+    fn break_periods_are_0_to_60_whole_seconds() {
+        assert_eq!(BreakPeriod::from_secs(0).unwrap(), BreakPeriod::ZERO);
+        assert_eq!(BreakPeriod::from_secs(60).unwrap(), BreakPeriod::MAX);
+        assert_eq!(BreakPeriod::MAX.as_duration(), MAX_BREAK_PERIOD);
+        assert_eq!(BreakPeriod::from_secs(17).unwrap().as_secs(), 17);
+        assert_eq!(BreakPeriod::from_secs(17).unwrap().to_string(), "17s");
+        assert_eq!(
+            BreakPeriod::try_from(Duration::from_secs(5)).unwrap(),
+            BreakPeriod::from_secs(5).unwrap()
+        );
+        assert_eq!("60".parse::<BreakPeriod>().unwrap(), BreakPeriod::MAX);
+        for bad in [61, 256, u64::MAX] {
+            assert!(BreakPeriod::from_secs(bad).is_err(), "{bad}");
+        }
+        let err = BreakPeriod::new(Duration::from_millis(1500)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid lease request: break period 1.5s is outside 0-60 whole seconds"
+        );
+        for bad in ["61", "-1", "1.5", "", "x", " 1"] {
+            assert!(matches!(
+                bad.parse::<BreakPeriod>(),
+                Err(LeaseError::Invalid(_))
+            ));
+        }
+    }
+
+    fn md(pairs: &[(&str, &str)]) -> Result<Metadata, LeaseError> {
+        Metadata::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn metadata_is_valid_by_construction() {
+        let good = md(&[("holder_host", "vm-1"), ("epoch", "7"), ("_x9", "")]).unwrap();
+        assert_eq!(good.get("epoch").map(String::as_str), Some("7"));
+        assert_eq!(&good["holder_host"], "vm-1");
+        assert_eq!(good.len(), 3);
+        assert!(Metadata::new().is_empty());
+        let names: Vec<&String> = good.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["_x9", "epoch", "holder_host"]);
+        let map = good.clone().into_inner();
+        assert_eq!(Metadata::try_from(map.clone()).unwrap(), good);
+        assert_eq!(good.as_map(), &map);
+        for bad in [
+            &[("holder-host", "x")][..],
+            &[("9lives", "x")],
+            &[("", "x")],
+            &[("Epoch", "1"), ("epoch", "2")],
+            &[("epoch", "1"), ("epoch", "1")],
+            &[("note", "caf\u{e9}")],
+            &[("note", "a\nb")],
+            &[("note", " a")],
+            &[("note", "a ")],
+            &[("big", &"x".repeat(MAX_METADATA_BYTES - 2))],
+        ] {
+            assert!(matches!(md(bad), Err(LeaseError::Invalid(_))), "{bad:?}");
+            let map: BTreeMap<String, String> = bad
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if map.len() == bad.len() {
+                assert!(Metadata::try_from(map).is_err(), "{bad:?}");
+            }
+        }
+        assert!(md(&[("big", &"x".repeat(MAX_METADATA_BYTES - 3))]).is_ok());
+    }
+
+    #[test]
+    fn a_refused_insert_changes_nothing() {
+        let mut m = md(&[("epoch", "1")]).unwrap();
+        assert_eq!(m.insert("epoch", "2").unwrap().as_deref(), Some("1"));
+        assert_eq!(m.insert("holder_pid", "42").unwrap(), None);
+        let before = m.clone();
+        for (name, value) in [("EPOCH", "3"), ("a-b", "x"), ("note", " x"), ("note", "\t")] {
+            assert!(m.insert(name, value).is_err(), "{name:?} {value:?}");
+            assert_eq!(m, before);
+        }
+        assert_eq!(m.remove("epoch").as_deref(), Some("2"));
+        assert!(!m.contains_key("epoch"));
+    }
+
+    #[test]
+    fn metadata_serializes_as_a_json_object_and_deserializing_checks_it() {
+        let m = md(&[("epoch", "7"), ("holder_node", "vm-1")]).unwrap();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"epoch":"7","holder_node":"vm-1"}"#);
+        assert_eq!(serde_json::from_str::<Metadata>(&json).unwrap(), m);
+        for bad in [
+            r#"{"a-b":"x"}"#,
+            r#"{"a":" x"}"#,
+            r#"{"a":"1","A":"2"}"#,
+            "[1]",
+        ] {
+            assert!(serde_json::from_str::<Metadata>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_from_a_store_is_taken_as_it_is() {
+        let foreign: BTreeMap<String, String> =
+            [("note".to_string(), " spaced ".to_string())].into();
+        let m = Metadata::from_store(foreign);
+        assert_eq!(m.get("note").map(String::as_str), Some(" spaced "));
+        // Building on it applies the rule to the whole.
+        let mut m2 = m.clone();
+        assert!(m2.insert("epoch", "1").is_err());
+        assert_eq!(m2, m);
     }
 
     #[test]

@@ -2178,7 +2178,9 @@ impl World<'_> {
             _ => unreachable!("not a metadata write"),
         };
         if let Some(epoch) = epoch {
-            metadata.insert(meta::EPOCH.into(), epoch.to_string());
+            metadata
+                .insert(meta::EPOCH, epoch.to_string())
+                .expect(Self::VALID_METADATA);
         }
         let op = Op::Write {
             identity,
@@ -2219,10 +2221,16 @@ impl World<'_> {
         }
     }
 
+    /// What a failed metadata insert says: the simulator's names and values keep the
+    /// metadata rule, as the daemon's do.
+    const VALID_METADATA: &'static str = "the simulated daemon's metadata keeps the rule";
+
     /// The holder metadata, cut to what the checks read (who, and then the epoch).
     fn holder_metadata(&self, node: usize) -> Metadata {
         let mut metadata = Metadata::new();
-        metadata.insert(meta::HOLDER_NODE.into(), self.nodes[node].name.clone());
+        metadata
+            .insert(meta::HOLDER_NODE, self.nodes[node].name.clone())
+            .expect(Self::VALID_METADATA);
         metadata
     }
 
@@ -2242,8 +2250,12 @@ impl World<'_> {
         match note {
             Some(reason) => {
                 let mut metadata = self.holder_metadata(node);
-                metadata.insert(meta::LAST_FENCE.into(), reason.as_str().into());
-                metadata.insert(meta::LAST_FENCE_DETAIL.into(), String::new());
+                metadata
+                    .insert(meta::LAST_FENCE, reason.as_str())
+                    .expect(Self::VALID_METADATA);
+                metadata
+                    .insert(meta::LAST_FENCE_DETAIL, "")
+                    .expect(Self::VALID_METADATA);
                 let kind = CallKind::Note {
                     lease,
                     identity,
@@ -2354,7 +2366,9 @@ impl World<'_> {
                 if d.metadata == Some(lease.ticket) {
                     let identity = self.identity_index(&lease.identity);
                     let mut metadata = self.holder_metadata(node);
-                    metadata.insert(meta::ADDRESS.into(), format!("0xaddress{identity}"));
+                    metadata
+                        .insert(meta::ADDRESS, format!("0xaddress{identity}"))
+                        .expect(Self::VALID_METADATA);
                     let kind = CallKind::Meta {
                         lease: lease.clone(),
                         identity,

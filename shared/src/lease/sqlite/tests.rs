@@ -384,36 +384,6 @@ fn request_checks() {
     assert!(check_duration(LeaseDuration::Fixed(Duration::from_millis(15_001))).is_err());
     assert!(check_duration(fixed(15)).is_ok());
     assert!(check_duration(LeaseDuration::Infinite).is_ok());
-
-    assert_eq!(check_break_period(None), Ok(None));
-    assert_eq!(check_break_period(Some(Duration::ZERO)), Ok(Some(0)));
-    assert_eq!(
-        check_break_period(Some(Duration::from_secs(60))),
-        Ok(Some(60 * SEC))
-    );
-    assert!(check_break_period(Some(Duration::from_secs(61))).is_err());
-    assert!(check_break_period(Some(Duration::from_millis(1500))).is_err());
-
-    let md = |pairs: &[(&str, &str)]| -> Metadata {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    assert!(check_metadata(&md(&[("holder_host", "vm-1"), ("epoch", "7"), ("_x9", "")])).is_ok());
-    for bad in [
-        md(&[("holder-host", "x")]),
-        md(&[("9lives", "x")]),
-        md(&[("", "x")]),
-        md(&[("Epoch", "1"), ("epoch", "2")]),
-        md(&[("note", "caf\u{e9}")]),
-        md(&[("note", "a\nb")]),
-        md(&[("note", " a")]),
-        md(&[("note", "a ")]),
-        md(&[("big", &"x".repeat(crate::lease::MAX_METADATA_BYTES))]),
-    ] {
-        assert!(check_metadata(&bad).is_err(), "{bad:?}");
-    }
 }
 
 #[test]
@@ -461,6 +431,11 @@ fn rows_round_trip_and_inconsistent_rows_are_refused() {
     let mut r = raw("available", None, None, None, None);
     r.metadata = "[1]".into();
     assert!(r.decode().is_err());
+    // Metadata an older leased wrote before the rule was shared (a value with a trailing
+    // space) is read back as it is: the record stays readable.
+    r.metadata = r#"{"last_fence_detail":"timed out "}"#.into();
+    let row = r.decode().unwrap();
+    assert_eq!(row.metadata.get("last_fence_detail").unwrap(), "timed out ");
 }
 
 #[test]
@@ -600,7 +575,7 @@ async fn a_reboot_expires_every_fixed_lease_and_ends_every_break() {
     let a = store.acquire(&fixed_one, fixed(60), None).await.unwrap();
     store.acquire(&breaking_one, fixed(60), None).await.unwrap();
     store
-        .break_lease(&breaking_one, Some(Duration::from_secs(60)))
+        .break_lease(&breaking_one, Some(BreakPeriod::MAX))
         .await
         .unwrap();
     store
