@@ -12,6 +12,9 @@
 //! | breaking  | held (breaking)       | lost: broken        | lost: breaking     | ok / mismatch | shorten only |
 //! | broken    | ok                    | lost: broken        | lost: not present  | ok / mismatch | broken       |
 //!
+//! The conformance suite runs this table cell for cell from its own copy (`TABLE` in
+//! `tests/src/lease_conformance.rs`), and a test there fails when the two differ: edit both.
+//!
 //! Note the `expired` row: a renew with the old id succeeds on an expired lease that nobody
 //! took. The daemon must therefore never "renew back" after it fenced; it re-enters only by
 //! a fresh acquire (docs/architecture.md).
