@@ -184,18 +184,26 @@ pub fn groups_gone(writer: &str, label: &str, log: &str) -> Vec<GroupGone> {
 
 /// Ends killed clients' signing where their daemon saw their group gone, instead of
 /// `tail` after their last line: for each record, a `stopped` line at `at` for the
-/// identity the process signed last, when `at` falls after that process's last line and
-/// before any later line of its writer on that identity. A record that does not fit (no
-/// such process, or a line of its writer in between) changes nothing, so the check can
-/// only grow stricter than the tail where a record is wrong, never looser.
-pub fn end_at_groups_gone(signings: &[Signing], gone: &[GroupGone]) -> Vec<Signing> {
+/// identity the process signed last, when `at` falls within `tail` after that process's
+/// last line and before any later line of its writer on that identity. A record that does
+/// not fit (no such process, a line of its writer in between, or later than the tail's
+/// end, which then ends the interval first) changes nothing: a record can only shorten a
+/// tail, never add signing time.
+pub fn end_at_groups_gone(
+    signings: &[Signing],
+    gone: &[GroupGone],
+    tail: Duration,
+) -> Vec<Signing> {
+    let tail = nanos(tail);
     let mut out = signings.to_vec();
     for g in gone {
         let last = signings
             .iter()
             .filter(|s| s.writer == g.writer && s.pid == Some(g.pid))
             .max_by_key(|s| (s.at, s.stop));
-        let Some(last) = last.filter(|l| !l.stop && l.at <= g.at) else {
+        let Some(last) =
+            last.filter(|l| !l.stop && l.at <= g.at && g.at < l.at.saturating_add(tail))
+        else {
             continue;
         };
         let in_between = signings.iter().any(|s| {
@@ -445,12 +453,29 @@ mod tests {
         let gone = groups_gone("vm-1", "vm-1.stderr", &gone_line(1, 104));
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].pid, gone[0].at), (1, 104 * MS));
-        let report = check(&end_at_groups_gone(&s, &gone), CheckParams::default())
+        let report = check(&end_at_groups_gone(&s, &gone, MS50), CheckParams::default())
             .expect("no overlap once the group was seen gone");
         assert_eq!(report.of(A)[0].end, 104 * MS);
         // Seen gone only after vm-2 began: still an overlap.
         let late = groups_gone("vm-1", "vm-1.stderr", &gone_line(1, 140));
-        assert!(check(&end_at_groups_gone(&s, &late), CheckParams::default()).is_err());
+        assert!(check(&end_at_groups_gone(&s, &late, MS50), CheckParams::default()).is_err());
+    }
+
+    const MS50: Duration = Duration::from_millis(50);
+
+    /// Found by the 30-minute chaos run: a client frozen (SIGSTOP) long before it was
+    /// killed is seen gone long after its last line, while another node signs; the record
+    /// must not open a signing interval of its own there.
+    #[test]
+    fn a_group_seen_gone_after_the_tail_adds_no_signing() {
+        let s = parse(&[
+            ("a", log("vm-1", A, &[0, 50, 100])),
+            ("b", log("vm-2", A, &[5_000, 5_050, 5_100])),
+        ]);
+        let gone = groups_gone("vm-1", "vm-1.stderr", &gone_line(1, 5_020));
+        let ended = end_at_groups_gone(&s, &gone, MS50);
+        assert_eq!(ended, s);
+        check(&ended, CheckParams::default()).expect("no overlap");
     }
 
     #[test]
@@ -462,7 +487,11 @@ mod tests {
         // Another process, a time before the last line, and another writer.
         for (writer, pid, at) in [("vm-1", 2, 104), ("vm-1", 1, 60), ("vm-3", 1, 104)] {
             let gone = groups_gone(writer, "log", &gone_line(pid, at));
-            assert_eq!(end_at_groups_gone(&s, &gone), s, "{writer} {pid} {at}");
+            assert_eq!(
+                end_at_groups_gone(&s, &gone, MS50),
+                s,
+                "{writer} {pid} {at}"
+            );
         }
         assert!(groups_gone("vm-1", "log", "client_pid=1 and nothing else\n").is_empty());
     }

@@ -74,7 +74,8 @@ pub fn analyse(o: &Outcome, timing: &Timing) -> Analysis {
     };
     // A killed client's signing ends where its daemon saw its process group gone, when
     // that came before the end the tail would give it.
-    let signings = overlap::end_at_groups_gone(&signings, &o.groups_gone);
+    let signings =
+        overlap::end_at_groups_gone(&signings, &o.groups_gone, CheckParams::default().tail);
     let overlaps = match overlap::check(&signings, CheckParams::default()) {
         Ok(_) => Vec::new(),
         Err(msg) => vec![msg],
