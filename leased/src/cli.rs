@@ -21,16 +21,8 @@ use crate::config::{Config, Overrides};
 #[derive(Debug, Parser)]
 #[command(name = "leased", version, about, long_about)]
 struct Cli {
-    /// How log lines on stderr look: text (one line per event, for journald) or json (one
-    /// object per line, for log shippers). RUST_LOG filters them, e.g. RUST_LOG=debug.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value_t,
-        value_name = "FORMAT"
-    )]
-    log_format: crate::logging::LogFormat,
+    #[command(flatten)]
+    log: crate::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,7 +78,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return shared::exit::clap_error("leased", e),
     };
-    crate::logging::init(cli.log_format);
+    crate::logging::init(cli.log.log_format);
     match cli.command {
         Command::Run(args) => run(args),
         Command::Status(args) => crate::oncall::run_status(args),

@@ -272,9 +272,8 @@ impl GuardArgs {
 #[derive(Debug, clap::Parser)]
 #[command(about = "The fence guard, started by the daemon (see leased::guard)")]
 struct GuardCli {
-    /// How log lines on stderr look (as `leased --log-format`).
-    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
-    log_format: crate::logging::LogFormat,
+    #[command(flatten)]
+    log: crate::logging::LogArgs,
     #[command(flatten)]
     args: GuardArgs,
 }
@@ -304,7 +303,7 @@ where
     }
     match GuardCli::try_parse_from(args) {
         Ok(cli) => {
-            crate::logging::init(cli.log_format);
+            crate::logging::init(cli.log.log_format);
             run_guard(cli.args.into_config())
         }
         Err(e) => {

@@ -31,16 +31,8 @@ pub use exit::Failure;
 #[derive(Debug, Parser)]
 #[command(name = "orchestrator", version, about, long_about)]
 struct Cli {
-    /// How progress lines on stderr look: text (one line per event) or json (one object per
-    /// line, for a pipeline's log shipper). RUST_LOG filters them, e.g. RUST_LOG=warn.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value_t,
-        value_name = "FORMAT"
-    )]
-    log_format: shared::logging::LogFormat,
+    #[command(flatten)]
+    log: shared::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,7 +70,7 @@ where
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(e),
     };
-    shared::logging::init(cli.log_format);
+    shared::logging::init(cli.log.log_format);
     let result = match cli.command {
         Command::Key(cmd) => key_cmd::run(cmd),
         Command::Init(args) => network_cmd::run_init(args),

@@ -318,7 +318,12 @@ fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
                 .no_proxy()
                 .build()
                 .map_err(|e| format!("{method}: HTTP client set-up failed: {e}"))?;
-        let http = |e: reqwest::Error| format!("{method} via {addr}: {}", error_chain(&e));
+        let http = |e: reqwest::Error| {
+            format!(
+                "{method} via {addr}: {}",
+                integration_tests::error_chain(&e)
+            )
+        };
         let answer = client
             .post(format!("http://{addr}/"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -338,18 +343,6 @@ fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
             None => Ok(reply["result"].clone()),
         }
     })
-}
-
-/// An error and its causes, one after another.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,6 +16,21 @@ use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
+/// The `--log-format` option every binary takes (flattened into its command line).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct LogArgs {
+    /// How log lines on stderr look: text (one line per event, for journald) or json (one
+    /// object per line, for log shippers). RUST_LOG filters them, e.g. RUST_LOG=debug.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
 /// The filter when `RUST_LOG` is unset or unusable.
 pub const DEFAULT_FILTER: &str = "warn,leased=info,shared=info,orchestrator=info";
 

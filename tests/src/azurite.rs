@@ -505,7 +505,7 @@ impl Azurite {
             let answer = request
                 .send()
                 .await
-                .map_err(|e| error_chain(&e.without_url()))?;
+                .map_err(|e| crate::error_chain(&e.without_url()))?;
             Ok(RestAnswer::of(
                 answer.status(),
                 answer.extensions().get::<hyper::ext::ReasonPhrase>(),
@@ -516,18 +516,6 @@ impl Azurite {
             panic!("{what}: no answer from Azurite: {e}\n{}", self.log_tail(20))
         })
     }
-}
-
-/// An error and its causes, one after another.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The `x-ms-version` of [`Azurite`]'s own REST requests.

@@ -40,3 +40,15 @@ pub fn bin_path(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// An error and its causes, one after another (an HTTP client's error says little alone).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
