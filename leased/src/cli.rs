@@ -98,7 +98,7 @@ fn run(args: RunArgs) -> ExitCode {
         listen: args.listen,
     };
     match Config::load(&args.config, &overrides) {
-        Ok(config) => crate::daemon::run(config),
+        Ok(config) => crate::daemon::run_daemon(config),
         Err(problems) => {
             let lines: Vec<String> = problems
                 .as_slice()

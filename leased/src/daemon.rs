@@ -69,6 +69,11 @@ const STAGING_PREFIX: &str = ".handoff-";
 /// The key files a client may be handed, by format (all swept at start-up and exit).
 const KEY_FILE_NAMES: [&str; 2] = ["validator.key", "validator-keystore.json"];
 
+/// Where the daemon reads the time. Its times are on `CLOCK_MONOTONIC`'s origin, because
+/// the guard's deadlines are absolute times on that clock: the binary passes [`now`]; a
+/// test whose guards are not real processes may pass another (tokio's paused time).
+pub type Clock = fn() -> MonoTime;
+
 /// Now, on `CLOCK_MONOTONIC` (the guard's clock), as a machine time.
 pub fn now() -> MonoTime {
     MonoTime::from_duration(MonoNanos::now().as_duration())
@@ -80,8 +85,9 @@ fn log(message: impl std::fmt::Display) {
     tracing::info!("{message}");
 }
 
-/// Runs the daemon until SIGTERM/SIGINT has fenced and released; returns the exit status.
-pub fn run(config: Config) -> ExitCode {
+/// The binary's daemon: runs [`run`] on `CLOCK_MONOTONIC` until SIGTERM or SIGINT has
+/// fenced and released; returns the exit status.
+pub fn run_daemon(config: Config) -> ExitCode {
     let node = config.node.clone();
     // Every line this process logs carries the node; the loop runs on this thread.
     let span = tracing::info_span!("daemon", node = %node);
@@ -125,10 +131,10 @@ pub fn run(config: Config) -> ExitCode {
     // Whatever a daemon that died left behind must not be used, nor outlive this start.
     sweep_key_files(&runtime_dir);
     let code = runtime.block_on(async move {
-        match Driver::new(config).await {
-            Ok(driver) => driver.run().await,
-            Err(message) => {
-                log(message);
+        match shutdown_signals() {
+            Ok(shutdown) => run(config, shutdown, now).await,
+            Err(e) => {
+                log(format!("cannot watch SIGTERM and SIGINT: {e}"));
                 EXIT_UNAVAILABLE.into()
             }
         }
@@ -139,6 +145,35 @@ pub fn run(config: Config) -> ExitCode {
     runtime.shutdown_timeout(EXIT_DRAIN);
     sweep_key_files(&runtime_dir);
     code
+}
+
+/// Completes at the first SIGTERM or SIGINT (systemd's stop, or Ctrl-C).
+fn shutdown_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// The daemon's loop on `config`, reading the time from `clock`: leases, hands off,
+/// renews and fences until `shutdown` completes, then fences, releases and returns the
+/// exit status. Opens the stores and the HTTP listener first (exit 69 if it cannot).
+pub async fn run<S>(config: Config, shutdown: S, clock: Clock) -> ExitCode
+where
+    S: std::future::Future<Output = ()>,
+{
+    match Driver::new(config, clock).await {
+        Ok(driver) => driver.run(shutdown).await,
+        Err(message) => {
+            log(message);
+            EXIT_UNAVAILABLE.into()
+        }
+    }
 }
 
 /// The single-instance lock: an exclusive `flock` on a file in the runtime directory, held
@@ -222,6 +257,7 @@ struct LastFence {
 
 struct Driver {
     config: Config,
+    clock: Clock,
     leases: Arc<dyn LeaseStore>,
     secrets: Arc<dyn SecretStore>,
     op_timeout: Duration,
@@ -272,7 +308,7 @@ struct Driver {
 }
 
 impl Driver {
-    async fn new(config: Config) -> Result<Self, String> {
+    async fn new(config: Config, clock: Clock) -> Result<Self, String> {
         // Every store call ends well before the next renew is due (docs/architecture.md).
         let op_timeout = (config.lease.renew_every / 2).min(Duration::from_secs(5));
         let leases = config
@@ -289,15 +325,16 @@ impl Driver {
         telemetry.update_snapshot(|s| {
             s.node = config.node.clone();
             s.lease = config.lease.duration;
-            s.heartbeat = Some(now());
+            s.heartbeat = Some(clock());
         });
         let listener = http::bind(config.http.listen)
             .await
             .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
-        tokio::spawn(http::serve(listener, telemetry.clone(), now));
+        tokio::spawn(http::serve(listener, telemetry.clone(), clock));
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Self {
             config,
+            clock,
             leases,
             secrets,
             op_timeout,
@@ -327,25 +364,14 @@ impl Driver {
         })
     }
 
-    async fn run(mut self) -> ExitCode {
-        let mut sigterm =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    log(format!("cannot watch SIGTERM: {e}"));
-                    return EXIT_UNAVAILABLE.into();
-                }
-            };
-        let mut sigint =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-                Ok(s) => s,
-                Err(e) => {
-                    log(format!("cannot watch SIGINT: {e}"));
-                    return EXIT_UNAVAILABLE.into();
-                }
-            };
+    async fn run<S>(mut self, shutdown: S) -> ExitCode
+    where
+        S: std::future::Future<Output = ()>,
+    {
+        let clock = self.clock;
+        let mut shutdown = std::pin::pin!(shutdown);
         let seed = random_seed();
-        let (mut machine, actions) = Machine::start(self.config.machine_params(seed), now());
+        let (mut machine, actions) = Machine::start(self.config.machine_params(seed), clock());
         log(format!(
             "started: pool {:?}, lease {}s, renew every {}s, margin {}s, http {}",
             self.config.identity.pool,
@@ -365,15 +391,14 @@ impl Driver {
         while !exit {
             let sleep_for = self
                 .wake
-                .map(|w| w.saturating_duration_since(now()))
+                .map(|w| w.saturating_duration_since(clock()))
                 .unwrap_or(Duration::from_secs(3600));
             let backstop_in = self.backstop.map_or(Duration::ZERO, |(_, at)| {
-                at.saturating_duration_since(now())
+                at.saturating_duration_since(clock())
             });
             let event = tokio::select! {
                 biased;
-                _ = sigterm.recv() => Some(Event::Terminate),
-                _ = sigint.recv() => Some(Event::Terminate),
+                _ = &mut shutdown, if !terminating => Some(Event::Terminate),
                 _ = tokio::time::sleep(backstop_in), if self.backstop.is_some() => {
                     self.run_backstop();
                     None
@@ -392,7 +417,7 @@ impl Driver {
                 }
                 _ = heartbeat.tick() => {
                     // The loop is alive and not wedged: only it pings the watchdog.
-                    self.telemetry.update_snapshot(|s| s.heartbeat = Some(now()));
+                    self.telemetry.update_snapshot(|s| s.heartbeat = Some(clock()));
                     if watchdog.is_some() {
                         notify::send(notify::Notice::Watchdog);
                     }
@@ -408,7 +433,7 @@ impl Driver {
                 log("SIGTERM: fencing, releasing, stopping");
                 notify::send(notify::Notice::Stopping);
             }
-            let actions = machine.handle(now(), event);
+            let actions = machine.handle(clock(), event);
             let span = self.span();
             let _in = span.enter();
             exit = self.execute(&machine, actions);
@@ -530,7 +555,7 @@ impl Driver {
                         self.telemetry.metrics(|m| m.client_starts.inc());
                         if let Some((t, at)) = self.acquired_at.take() {
                             if t == ticket {
-                                let took = now().saturating_duration_since(at);
+                                let took = (self.clock)().saturating_duration_since(at);
                                 self.telemetry.metrics(|m| m.observe_hand_off(took));
                             }
                         }
@@ -761,7 +786,7 @@ impl Driver {
                 s.t_ok = renewal.map(|r| r.t_ok);
                 s.fence_at = renewal.map(|r| r.fence_at);
                 s.serving = state.is_serving();
-                s.heartbeat = Some(now());
+                s.heartbeat = Some((self.clock)());
                 line = s.status_line();
             });
             line
@@ -820,10 +845,11 @@ impl Driver {
         let timeout = self.op_timeout;
         let duration = self.config.lease_duration();
         let telemetry = self.telemetry.clone();
+        let clock = self.clock;
         telemetry.metrics(|m| m.store_request("acquire"));
         self.spawn(async move {
             let id = identity.clone();
-            let sent_at = now();
+            let sent_at = clock();
             let call = async move { store.acquire(&id, duration, Some(&LeaseId::random())).await };
             let outcome = match within(timeout, call).await {
                 Some(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
@@ -845,10 +871,11 @@ impl Driver {
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
         let telemetry = self.telemetry.clone();
+        let clock = self.clock;
         telemetry.metrics(|m| m.store_request("renew"));
         self.spawn(async move {
             let ticket = lease.ticket;
-            let sent_at = now();
+            let sent_at = clock();
             let identity = lease.identity.clone();
             let call = async move { store.renew(&lease.identity, &lease.id).await };
             let outcome = match within(timeout, call).await {
@@ -875,7 +902,7 @@ impl Driver {
                     RenewOutcome::Transient
                 }
             };
-            let took = now().saturating_duration_since(sent_at);
+            let took = clock().saturating_duration_since(sent_at);
             if let RenewOutcome::Renewed { .. } = outcome {
                 tracing::debug!(took_ms = took.as_millis(), "renewed {identity}");
             }
@@ -1046,7 +1073,7 @@ impl Driver {
             .join(format!("{STAGING_PREFIX}{generation}"));
         let format = self.config.client.format;
         let password_file = self.config.client.password_file.clone();
-        let started = now();
+        let started = (self.clock)();
         let wants_signer_key = self.config.client.engine_signer_rpc.is_some();
         self.telemetry.metrics(|m| m.store_request("get_secret"));
         self.spawn(async move {
@@ -1100,7 +1127,7 @@ impl Driver {
         let Some(deadline) = self.deadline else {
             return Err("no fence deadline yet; refusing to start the client".into());
         };
-        if now() >= deadline {
+        if (self.clock)() >= deadline {
             return Err("the fence deadline passed during the hand-off".into());
         }
         let key_file = key_path(&self.config);
@@ -1182,7 +1209,7 @@ impl Driver {
             _ => String::new(),
         };
         self.telemetry.update_snapshot(|s| {
-            s.last_fence = Some((reason.as_str().to_string(), detail.clone(), now()));
+            s.last_fence = Some((reason.as_str().to_string(), detail.clone(), (self.clock)()));
         });
         self.last_fence = Some(LastFence {
             ticket: lease.ticket,
@@ -1201,7 +1228,7 @@ impl Driver {
                 }
             }
         });
-        let at = now();
+        let at = (self.clock)();
         let grace = self.config.client.fence_grace;
         // Past F the lease may be someone else's already: no grace for the client.
         let late = self.deadline.is_some_and(|d| at > d + LATE_FENCE);
