@@ -299,6 +299,7 @@ impl Config {
     /// The state machine's settings; `seed` varies the candidate order and poll jitter.
     pub fn machine_params(&self, seed: u64) -> Params {
         let mut p = Params::new(self.node.clone(), self.lease.duration);
+        p.pool.clone_from(&self.identity.pool);
         p.renew_every = self.lease.renew_every;
         p.margin = self.lease.margin;
         p.renew_retry = machine::default_renew_retry(self.lease.renew_every);

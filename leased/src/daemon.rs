@@ -798,7 +798,6 @@ impl Driver {
         let store = self.leases.clone();
         let tx = self.tx.clone();
         let timeout = self.op_timeout;
-        let pool = self.config.identity.pool.clone();
         let last_error = self.last_list_error.clone();
         self.telemetry.metrics(|m| m.store_request("list"));
         self.spawn(async move {
@@ -827,9 +826,7 @@ impl Driver {
                     ticket,
                     available: records
                         .into_iter()
-                        .filter(|r| {
-                            r.identity.as_str().starts_with(&pool) && r.state.is_acquirable()
-                        })
+                        .filter(|r| r.state.is_acquirable())
                         .map(|r| r.identity)
                         .collect(),
                 },

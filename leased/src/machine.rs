@@ -79,6 +79,9 @@ impl fmt::Display for MonoTime {
 pub struct Params {
     /// This node's name; it makes the candidate order node-specific.
     pub node: String,
+    /// The identities this node may take: those whose name starts with this (`m0-`); empty
+    /// for every identity.
+    pub pool: String,
     /// D, the lease duration.
     pub lease: Duration,
     /// R, the renew period.
@@ -118,6 +121,7 @@ impl Params {
         let standby_poll = Duration::from_millis(500);
         Self {
             node: node.into(),
+            pool: String::new(),
             lease,
             renew_every,
             margin: default_margin(lease),
@@ -267,8 +271,8 @@ impl RenewOutcome {
 pub enum Event {
     /// A wake-up asked for by [`Action::ScheduleWake`]; any time-driven work is done.
     Tick,
-    /// Answer to [`Action::ListCandidates`]: the identities of this node's pool that the
-    /// store shows as acquirable (available, expired or broken).
+    /// Answer to [`Action::ListCandidates`]: the identities the store shows as acquirable
+    /// (available, expired or broken). The machine keeps those of its pool.
     Listed {
         ticket: Ticket,
         available: Vec<Name>,
@@ -851,6 +855,7 @@ impl Machine {
                 self.cooldowns.retain(|(_, until)| *until > now);
                 let allowed: Vec<Name> = available
                     .into_iter()
+                    .filter(|n| n.as_str().starts_with(&self.params.pool))
                     .filter(|n| !self.cooldowns.iter().any(|(c, _)| c == n))
                     .collect();
                 let seed = self.next_random();

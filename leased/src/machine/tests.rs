@@ -182,6 +182,37 @@ fn start_lists_the_store_at_once() {
     );
 }
 
+/// The pool is the machine's decision: of what the store lists, only the identities whose
+/// name starts with the pool prefix are ever tried.
+#[test]
+fn only_identities_of_the_pool_are_tried() {
+    let mut p = params();
+    p.pool = "m1-".into();
+    let (mut m, a) = Machine::start(p, t(0));
+    let ticket = list_ticket(&a);
+    let listed = |ticket| Event::Listed {
+        ticket,
+        available: vec![name("m0-v1"), name("m1-v1"), name("m10-v1")],
+    };
+    let a = m.handle(t(10), listed(ticket));
+    assert_eq!(tried(&a), ["m1-v1"]);
+    let a = m.handle(
+        t(20),
+        Event::AcquireResult {
+            ticket,
+            identity: name("m1-v1"),
+            outcome: AcquireOutcome::HeldByOther,
+        },
+    );
+    // Nothing else of the pool: a standby poll, not another member's identity.
+    assert!(tried(&a).is_empty(), "{a:?}");
+    // Without a pool, every listed identity is a candidate.
+    let (mut m, a) = Machine::start(params(), t(0));
+    let ticket = list_ticket(&a);
+    let a = m.handle(t(10), listed(ticket));
+    assert_eq!(tried(&a).len(), 1);
+}
+
 #[test]
 fn seeking_walks_the_candidate_order_then_waits_and_lists_again() {
     let (mut m, a) = Machine::start(params(), t(0));
