@@ -15,7 +15,7 @@
 //! | daemon SIGTERM | G + 1 s: fence first (the daemon's backstop 0.5 s after the grace if the guard is frozen) | the release frees it at once: fault + G + T + P·1.25 + S |
 //! | daemon SIGSTOP | D − M + G + 0.5 s: the guard holds F = t_ok + D − M, t_ok ≤ fault | fault + D + P·1.25 + S |
 //! | guard kill -9 or SIGTERM | 0.5 s: the client dies with its guard, or is fenced | a restart after at most 8 s of backoff (or a crash-loop release): fault + 8 s + S |
-//! | guard SIGSTOP | not stopped: the client keeps its right to sign | only if something else fences it: fault + D + P·1.25 + S |
+//! | guard SIGSTOP, thawed at c | not stopped: the client keeps its right to sign | only if something else fences it: fault + D + P·1.25 + S; and a guard thawed after its deadline fences at once (its deadline comes before the extensions queued in its pipe), so the client is restarted: c + 8 s + S |
 //! | client kill -9 or SIGTERM | at once | restarted after the backoff: fault + 8 s + S |
 //! | client SIGSTOP for s | at once (frozen) | it resumes: fault + s + S |
 //! | `leased break` (default period) | R + T + G + 2 s: lost at the next renew (its answer within T), the guard's grace or the daemon's backstop 0.5 s later, and 1 s for the command to start and reach the store | the break period ends by fault + D: fault + D + P·1.25 + S |
@@ -103,7 +103,13 @@ impl Timing {
         let n = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let poll = n(self.poll_max() + self.slack);
         match kind {
-            Kind::DaemonKill | Kind::DaemonStop | Kind::GuardStop => at + n(self.d) + poll,
+            Kind::DaemonKill | Kind::DaemonStop => at + n(self.d) + poll,
+            // Found by the 30-minute run (seed 2830828511): a guard frozen past its
+            // deadline fenced its (also frozen) client as it thawed, and the restart came
+            // 2.3 s after the client's own thaw.
+            Kind::GuardStop => {
+                (at + n(self.d) + poll).max(cleared + n(self.max_backoff + self.slack))
+            }
             // From when the `leased break` command finished: it may wait for the store.
             Kind::Break => cleared.max(at) + n(self.d) + poll,
             Kind::DaemonTerm => at + n(self.grace + self.op_timeout) + poll,
@@ -290,5 +296,27 @@ impl BadConfig {
             BadConfig::MissingSecrets => "missing-secrets",
             BadConfig::EmptyPool => "empty-pool",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// The 30-minute run's case (seed 2830828511): the guard frozen at +431.0 s for 24.1 s,
+    /// past its deadline, and its client frozen meanwhile; the identity was signed again
+    /// 4.0 s after the guard's thaw. A short freeze keeps the lease's bound.
+    #[test]
+    fn a_guard_frozen_past_its_deadline_is_allowed_the_restart_after_its_thaw() {
+        let t = Timing::for_lease(Duration::from_secs(15));
+        let (at, cleared) = (431 * S, 455 * S + S / 7);
+        let deadline = t.takeover_deadline(Kind::GuardStop, at, cleared);
+        assert!(deadline >= cleared + 4 * S, "{}", deadline as f64 / 1e9);
+        assert_eq!(
+            t.takeover_deadline(Kind::GuardStop, at, at + S),
+            at + u64::try_from((t.d + t.poll_max() + t.slack).as_nanos()).unwrap()
+        );
     }
 }
