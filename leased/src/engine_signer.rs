@@ -41,7 +41,8 @@ async fn call(url: &str, body: Vec<u8>, timeout: Duration) -> Result<(), String>
             "{url}: the engine-signer RPC must be http:// on loopback"
         ));
     }
-    let client = shared::net::loopback_http_client(timeout).map_err(|e| format!("{url}: {e}"))?;
+    let client =
+        shared::net::loopback_http_client(timeout, timeout).map_err(|e| format!("{url}: {e}"))?;
     let answer = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -308,16 +308,10 @@ fn free_tcp_and_udp_port() -> u16 {
 /// client not listening yet) or that the caller reports. 2 s to connect, 10 s in all.
 fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
     let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }).to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("{method}: a runtime: {e}"))?;
-    runtime.block_on(async {
+    integration_tests::on_own_runtime(async {
         let client =
-            shared::net::http_client_builder(Duration::from_secs(2), Duration::from_secs(10))?
-                .no_proxy()
-                .build()
-                .map_err(|e| format!("{method}: HTTP client set-up failed: {e}"))?;
+            shared::net::loopback_http_client(Duration::from_secs(2), Duration::from_secs(10))
+                .map_err(|e| format!("{method}: {e}"))?;
         let http = |e: reqwest::Error| {
             format!(
                 "{method} via {addr}: {}",

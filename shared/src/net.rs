@@ -24,10 +24,13 @@ use crate::fsutil;
 const MAX_CA_FILE: usize = 1 << 20;
 
 /// A plain-HTTP client for a peer on loopback (the local Ethereum client's JSON-RPC): no
-/// proxy, no redirects, and `timeout` for connecting and for the whole request. It trusts
-/// no certificate at all: a loopback peer is reached over `http://` only.
-pub fn loopback_http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    http_client_builder(timeout, timeout)?
+/// proxy, no redirects, `connect` for connecting and `timeout` for the whole request. It
+/// trusts no certificate at all: a loopback peer is reached over `http://` only.
+pub fn loopback_http_client(
+    connect: Duration,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    http_client_builder(connect, timeout)?
         .no_proxy()
         .build()
         .map_err(|e| format!("HTTP client set-up failed: {e}"))

@@ -18,7 +18,6 @@
 //! and opens one upstream connection per request.
 
 use std::fs;
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -399,9 +398,8 @@ fn free_port() -> u16 {
 /// Whether `addr` answers a `GET /` with any HTTP status, within 500 ms to connect and
 /// 2 s in all.
 fn answers_http(addr: SocketAddr) -> bool {
-    on_own_runtime(async move {
-        let client = shared::net::http_client_builder(Duration::from_millis(500), PROBE_TIMEOUT)
-            .and_then(|b| b.no_proxy().build().map_err(|e| e.to_string()))
+    crate::on_own_runtime(async move {
+        let client = shared::net::loopback_http_client(Duration::from_millis(500), PROBE_TIMEOUT)
             .unwrap_or_else(|e| panic!("an HTTP client for the readiness probe: {e}"));
         client.get(format!("http://{addr}/")).send().await.is_ok()
     })
@@ -409,24 +407,6 @@ fn answers_http(addr: SocketAddr) -> bool {
 
 /// How long the readiness probe waits for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Runs `future` to completion on a thread and a runtime of its own: Azurite's helpers
-/// are synchronous, and are called from synchronous tests and from inside a test's
-/// runtime (where another runtime cannot block) alike.
-fn on_own_runtime<T: Send>(future: impl Future<Output = T> + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for an HTTP request to Azurite")
-                    .block_on(future)
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
 
 impl Azurite {
     /// An account SAS for the emulator account's Blob service, as a query string without
@@ -492,8 +472,8 @@ impl Azurite {
         let what = format!("{method} /{ACCOUNT_NAME}/{resource}");
         let method = hyper::Method::from_bytes(method.as_bytes())
             .unwrap_or_else(|e| panic!("{what}: not an HTTP method: {e}"));
-        on_own_runtime(async move {
-            let client = shared::net::loopback_http_client(REST_TIMEOUT)?;
+        crate::on_own_runtime(async move {
+            let client = shared::net::loopback_http_client(REST_TIMEOUT, REST_TIMEOUT)?;
             let mut request = client
                 .request(method, url)
                 .header("x-ms-version", REST_VERSION)

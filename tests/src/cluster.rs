@@ -583,8 +583,9 @@ fn provision(
 /// to connect and to answer; the body, if the answer was 200.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     block_on(async {
-        let client = shared::net::loopback_http_client(Duration::from_secs(2))
-            .expect("a loopback HTTP client");
+        let client =
+            shared::net::loopback_http_client(Duration::from_secs(2), Duration::from_secs(2))
+                .expect("a loopback HTTP client");
         let answer = client
             .get(format!("http://{addr}{path}"))
             .send()

@@ -52,3 +52,21 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Runs `future` to completion on a thread and a runtime of its own, for synchronous
+/// helpers (Azurite's, a JSON-RPC poll) that are called from synchronous tests and from
+/// inside a test's runtime (where another runtime cannot block) alike.
+pub fn on_own_runtime<T: Send>(future: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime of its own")
+                    .block_on(future)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
