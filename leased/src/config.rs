@@ -310,6 +310,7 @@ impl Config {
         p.crash_loop_max_exits = self.client.crash_loop_max_exits;
         p.crash_loop_window = self.client.crash_loop_window;
         p.start_timeout = self.client.start_timeout;
+        p.engine_signer = self.client.engine_signer_rpc.is_some();
         p.seed = seed;
         p
     }

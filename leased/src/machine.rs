@@ -107,6 +107,9 @@ pub struct Params {
     /// How long a hand-off (key fetched, file written, client executed) may take before it
     /// counts as failed: an identity must not sit held by a node whose client never runs.
     pub start_timeout: Duration,
+    /// The client takes its key over an engine-signer RPC: after every start of the client
+    /// the driver is told to set the signer, and retries are decided here.
+    pub engine_signer: bool,
     /// Seed for the candidate order and the poll jitter; zero jitter makes tests exact.
     pub seed: u64,
 }
@@ -133,6 +136,7 @@ impl Params {
             crash_loop_max_exits: 5,
             crash_loop_window: Duration::from_secs(60),
             start_timeout: DEFAULT_START_TIMEOUT,
+            engine_signer: false,
             seed: 0,
         }
     }
@@ -145,6 +149,9 @@ impl Params {
 
 /// The default [`Params::start_timeout`].
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait between attempts to set the engine signer while the client's RPC comes up.
+pub const SIGNER_RETRY: Duration = Duration::from_millis(250);
 
 /// M's default for lease duration `lease`: D/3, never below 2 s.
 pub fn default_margin(lease: Duration) -> Duration {
@@ -160,6 +167,19 @@ pub fn default_renew_retry(renew_every: Duration) -> Duration {
 /// answer about an earlier round or an earlier lease is recognised and ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket(u64);
+
+impl Ticket {
+    /// The ticket's number, unique within one machine (for file names and logs).
+    pub fn number(self) -> u64 {
+        self.0
+    }
+
+    /// A ticket for a test that feeds the driver's parts directly.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u64) -> Self {
+        Self(n)
+    }
+}
 
 impl fmt::Display for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,16 +310,27 @@ pub enum Event {
         ticket: Ticket,
         outcome: RenewOutcome,
     },
+    /// Answer to [`Action::ReadEpoch`]: the epoch the lease record shows (the previous
+    /// lease's), or `None` when it could not be read.
+    EpochRead {
+        ticket: Ticket,
+        record_epoch: Option<u64>,
+    },
     /// Answer to [`Action::BeginQuarantine`]: the key may be handed over.
     QuarantineDone { ticket: Ticket },
-    /// Answer to [`Action::FetchKeyAndHandOff`] or [`Action::RestartClient`]: the client
-    /// runs with the key.
-    ClientStarted { ticket: Ticket },
-    /// Answer to [`Action::FetchKeyAndHandOff`] or [`Action::RestartClient`]: the key could
-    /// not be fetched or written, or the client could not be started.
-    HandOffFailed { ticket: Ticket },
-    /// The supervised client exited on its own.
-    ClientExited { ticket: Ticket },
+    /// The client of hand-off `run` runs with the key (answers
+    /// [`Action::FetchKeyAndHandOff`] and [`Action::RestartClient`]).
+    ClientStarted { run: Ticket },
+    /// Hand-off `run` failed: the key could not be fetched or written, or the client could
+    /// not be started.
+    HandOffFailed { run: Ticket },
+    /// The client of hand-off `run` exited on its own; its guard is still up.
+    ClientExited { run: Ticket },
+    /// The guard of hand-off `run` is gone (it exited, was killed, or fenced on its own at
+    /// its deadline), and no process of its client is left.
+    GuardGone { run: Ticket },
+    /// Answer to [`Action::SetEngineSigner`]: whether the client took the key.
+    EngineSignerResult { attempt: Ticket, set: bool },
     /// Answer to [`Action::Fence`]: the client no longer signs, the key file is gone and the
     /// key is wiped from memory.
     FenceDone { ticket: Ticket },
@@ -320,9 +351,13 @@ pub enum Action {
     /// Acquire a lease on `identity` with a fresh lease id (never a previous one); answer
     /// with [`Event::AcquireResult`].
     TryAcquire { ticket: Ticket, identity: Name },
-    /// Write holder metadata (host, boot id, pid, acquired-at, epoch = previous + 1) under
-    /// the lease. Best-effort, no answer: a lost lease shows up at the next renew.
-    WriteHolderMetadata { lease: Lease },
+    /// Read the lease record's epoch; answer with [`Event::EpochRead`].
+    ReadEpoch { lease: Lease },
+    /// Write the holder metadata (host, boot id, pid, acquired-at, and the address once
+    /// known) under the lease, with `epoch`, this lease's number. Every later metadata write
+    /// under this lease carries the same epoch. Best-effort, no answer: a lost lease shows up
+    /// at the next renew.
+    WriteMetadata { lease: Lease, epoch: u64 },
     /// Wait at least `min_wait` (and run any doppelganger check) before the key is handed
     /// over; answer with [`Event::QuarantineDone`].
     BeginQuarantine { lease: Lease, min_wait: Duration },
@@ -332,12 +367,22 @@ pub enum Action {
     /// Tell the guard that the client may run until `deadline` (F) and no longer. The guard
     /// kills the client at that time even if the daemon is frozen.
     ExtendGuard { deadline: MonoTime },
-    /// Fetch the key, write the key file, start the client (or set the engine signer);
-    /// answer with [`Event::ClientStarted`] or [`Event::HandOffFailed`].
-    FetchKeyAndHandOff { lease: Lease },
-    /// Start the client again with the key file already in place; answer as for
+    /// Hand-off `run`: fetch the key, hand it over as the client takes it, start a guard
+    /// that runs the client; answer with [`Event::ClientStarted`] or
+    /// [`Event::HandOffFailed`], and later [`Event::ClientExited`] and [`Event::GuardGone`],
+    /// all tagged `run`.
+    FetchKeyAndHandOff { lease: Lease, run: Ticket },
+    /// Tell the guard of `run`, which is still up, to start the client again; answer as for
     /// [`Action::FetchKeyAndHandOff`].
-    RestartClient { lease: Lease },
+    RestartClient { lease: Lease, run: Ticket },
+    /// Give the running client its key over the engine-signer RPC, once; answer with
+    /// [`Event::EngineSignerResult`]. `last_try`: the machine will not try again if this
+    /// attempt fails.
+    SetEngineSigner {
+        lease: Lease,
+        attempt: Ticket,
+        last_try: bool,
+    },
     /// Stop signing now: clear the engine signer, SIGTERM then SIGKILL the client, delete
     /// the key file, wipe the key; answer with [`Event::FenceDone`]. May arrive while a
     /// hand-off is still in progress, which it must cancel.
@@ -353,6 +398,29 @@ pub enum Action {
     },
     /// The machine has stopped; exit 0.
     Exit,
+}
+
+impl Action {
+    /// The identity the action is about, if any: its lines are logged in its span.
+    pub fn identity(&self) -> Option<&Name> {
+        match self {
+            Self::TryAcquire { identity, .. } => Some(identity),
+            Self::ReadEpoch { lease }
+            | Self::WriteMetadata { lease, .. }
+            | Self::BeginQuarantine { lease, .. }
+            | Self::SendRenew { lease }
+            | Self::FetchKeyAndHandOff { lease, .. }
+            | Self::RestartClient { lease, .. }
+            | Self::SetEngineSigner { lease, .. }
+            | Self::Fence { lease, .. }
+            | Self::Release { lease } => Some(&lease.identity),
+            Self::ListCandidates { .. }
+            | Self::ExtendGuard { .. }
+            | Self::ScheduleWake { .. }
+            | Self::NotifyStatus { .. }
+            | Self::Exit => None,
+        }
+    }
 }
 
 /// The state names, for status lines and metrics.
@@ -459,6 +527,30 @@ pub enum ClientPhase {
     Backoff { until: MonoTime },
 }
 
+/// The current hand-off of a Holding node: the guard it started runs the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Tags the hand-off and everything its guard reports; answers about an earlier
+    /// hand-off are ignored.
+    pub ticket: Ticket,
+    /// The hand-off's guard may still be up: a client that exited is started again by it.
+    /// Once it is gone, a restart is a new hand-off.
+    pub guard_up: bool,
+    /// The engine signer of the running client.
+    pub signer: SignerPhase,
+}
+
+/// Setting the engine signer of a running client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerPhase {
+    /// Nothing to do (no engine signer, or no client running).
+    Idle,
+    /// Attempt `attempt` is out; after `give_up` no new attempt starts.
+    Setting { attempt: Ticket, give_up: MonoTime },
+    /// The last attempt failed; the next starts at `at`.
+    RetryAt { at: MonoTime, give_up: MonoTime },
+}
+
 /// What a fenced node is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FencePhase {
@@ -491,6 +583,7 @@ pub enum State {
         lease: Lease,
         renewal: Renewal,
         client: ClientPhase,
+        run: Run,
         /// Times of the client's exits within the crash-loop window.
         recent_exits: Vec<MonoTime>,
         /// When the key hand-off began.
@@ -564,6 +657,29 @@ impl State {
     }
 }
 
+/// [`State::Holding`]'s fields, while an event is handled.
+struct Holding {
+    lease: Lease,
+    renewal: Renewal,
+    client: ClientPhase,
+    run: Run,
+    recent_exits: Vec<MonoTime>,
+    since: MonoTime,
+}
+
+impl Holding {
+    fn into_state(self) -> State {
+        State::Holding {
+            lease: self.lease,
+            renewal: self.renewal,
+            client: self.client,
+            run: self.run,
+            recent_exits: self.recent_exits,
+            since: self.since,
+        }
+    }
+}
+
 /// The control loop. Feed it events with [`Machine::handle`] and execute what it returns.
 #[derive(Debug)]
 pub struct Machine {
@@ -574,6 +690,8 @@ pub struct Machine {
     /// Identities this node gave up because of a local failure, and until when it leaves
     /// them to other nodes.
     cooldowns: Vec<(Name, MonoTime)>,
+    /// The epoch of the live lease (its ticket): `None` until the record has been read.
+    epoch: Option<(Ticket, Option<u64>)>,
 }
 
 impl Machine {
@@ -588,6 +706,7 @@ impl Machine {
             next_ticket: 0,
             rng,
             cooldowns: Vec::new(),
+            epoch: None,
         };
         let mut out = Vec::new();
         m.after_event(now, &mut out);
@@ -605,6 +724,14 @@ impl Machine {
         &self.params
     }
 
+    /// The epoch of the lease this node holds, once decided.
+    pub fn epoch(&self) -> Option<u64> {
+        let (ticket, epoch) = self.epoch?;
+        (self.state.renewal().is_some() && self.state.lease()?.ticket == ticket)
+            .then_some(epoch)
+            .flatten()
+    }
+
     /// Handles `event`, which happened at `now`, and returns what to do, in order.
     ///
     /// `now` must not go backwards between calls.
@@ -614,6 +741,9 @@ impl Machine {
         let state = std::mem::replace(&mut self.state, State::Stopped);
         // Deadlines first: past F nothing the event says may keep the key out.
         let state = self.enforce_deadline(state, now, &mut out);
+        self.state = state;
+        self.number_the_lease(&event, &mut out);
+        let state = std::mem::replace(&mut self.state, State::Stopped);
         self.state = self.step(state, now, event, &mut out);
         self.after_event(now, &mut out);
         if (self.state.kind(), self.state.identity().cloned()) != before {
@@ -629,6 +759,44 @@ impl Machine {
             out.extend(wake);
         }
         out
+    }
+
+    /// The epoch arithmetic. A lease's epoch is the record's epoch as the lease's first
+    /// successful read finds it, plus one, decided once and carried by every metadata write
+    /// under the lease. Deciding once is what keeps epochs from going back: the writes under
+    /// one lease (holder, address, why it was given up) race each other, and a read before
+    /// each write could write an older value over a newer one. The previous holder's writes
+    /// all landed before this lease began (a write needs a live lease), so the first read
+    /// sees the final value of every earlier lease. A failed read is tried again after the
+    /// next successful renew.
+    fn number_the_lease(&mut self, event: &Event, out: &mut Vec<Action>) {
+        let Some(lease) = self.state.renewal().and(self.state.lease()) else {
+            return;
+        };
+        let lease = lease.clone();
+        match (event, self.epoch) {
+            (
+                Event::EpochRead {
+                    ticket,
+                    record_epoch: Some(read),
+                },
+                Some((t, None)),
+            ) if *ticket == lease.ticket && t == lease.ticket => {
+                let epoch = read.saturating_add(1);
+                self.epoch = Some((t, Some(epoch)));
+                out.push(Action::WriteMetadata { lease, epoch });
+            }
+            (
+                Event::RenewResult {
+                    ticket,
+                    outcome: RenewOutcome::Renewed { .. },
+                },
+                Some((t, None)),
+            ) if *ticket == lease.ticket && t == lease.ticket => {
+                out.push(Action::ReadEpoch { lease });
+            }
+            _ => {}
+        }
     }
 
     fn status(&self) -> Action {
@@ -651,6 +819,15 @@ impl Machine {
     fn new_ticket(&mut self) -> Ticket {
         self.next_ticket += 1;
         Ticket(self.next_ticket)
+    }
+
+    /// A new hand-off, whose guard is (about to be) up.
+    fn new_run(&mut self) -> Run {
+        Run {
+            ticket: self.new_ticket(),
+            guard_up: true,
+            signer: SignerPhase::Idle,
+        }
     }
 
     /// splitmix64: a tiny deterministic generator, so the machine stays pure and seeded.
@@ -745,6 +922,7 @@ impl Machine {
                 lease,
                 mut renewal,
                 mut client,
+                mut run,
                 recent_exits,
                 since,
             } => {
@@ -761,16 +939,33 @@ impl Machine {
                 }
                 if let ClientPhase::Backoff { until } = client {
                     if now >= until {
-                        out.push(Action::RestartClient {
-                            lease: lease.clone(),
-                        });
+                        // The guard that ran the client starts it again; if it is gone,
+                        // a new hand-off starts a new guard (the deadline goes first).
+                        if run.guard_up {
+                            out.push(Action::RestartClient {
+                                lease: lease.clone(),
+                                run: run.ticket,
+                            });
+                        } else {
+                            run = self.new_run();
+                            out.push(Action::FetchKeyAndHandOff {
+                                lease: lease.clone(),
+                                run: run.ticket,
+                            });
+                        }
                         client = ClientPhase::Starting { since: now };
+                    }
+                }
+                if let SignerPhase::RetryAt { at, give_up } = run.signer {
+                    if now >= at {
+                        run.signer = self.set_signer(&lease, now, give_up, out);
                     }
                 }
                 State::Holding {
                     lease,
                     renewal,
                     client,
+                    run,
                     recent_exits,
                     since,
                 }
@@ -786,15 +981,22 @@ impl Machine {
             } => Some(*until),
             State::Quarantine { renewal, .. } => Some(renewal.next_wake()),
             State::Holding {
-                renewal, client, ..
+                renewal,
+                client,
+                run,
+                ..
             } => {
                 let renew = renewal.next_wake();
-                Some(match client {
+                let wake = match client {
                     ClientPhase::Backoff { until } => renew.min(*until),
                     ClientPhase::Starting { since } => {
                         renew.min(*since + self.params.start_timeout)
                     }
                     ClientPhase::Running => renew,
+                };
+                Some(match run.signer {
+                    SignerPhase::RetryAt { at, .. } => wake.min(at),
+                    _ => wake,
                 })
             }
             _ => None,
@@ -811,9 +1013,20 @@ impl Machine {
                 lease,
                 renewal,
                 client,
+                run,
                 recent_exits,
                 since,
-            } => self.step_holding(lease, renewal, client, recent_exits, since, now, event, out),
+            } => {
+                let holding = Holding {
+                    lease,
+                    renewal,
+                    client,
+                    run,
+                    recent_exits,
+                    since,
+                };
+                self.step_holding(holding, now, event, out)
+            }
             State::Fenced {
                 lease,
                 reason,
@@ -883,7 +1096,8 @@ impl Machine {
                         identity,
                         id,
                     };
-                    out.push(Action::WriteHolderMetadata {
+                    self.epoch = Some((ticket, None));
+                    out.push(Action::ReadEpoch {
                         lease: lease.clone(),
                     });
                     out.push(Action::BeginQuarantine {
@@ -966,13 +1180,16 @@ impl Machine {
                 out.push(Action::ExtendGuard {
                     deadline: renewal.fence_at,
                 });
+                let run = self.new_run();
                 out.push(Action::FetchKeyAndHandOff {
                     lease: lease.clone(),
+                    run: run.ticket,
                 });
                 State::Holding {
                     lease,
                     renewal,
                     client: ClientPhase::Starting { since: now },
+                    run,
                     recent_exits: Vec::new(),
                     since: now,
                 }
@@ -981,37 +1198,34 @@ impl Machine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // the fields of Holding, taken apart by value
     fn step_holding(
         &mut self,
-        lease: Lease,
-        mut renewal: Renewal,
-        mut client: ClientPhase,
-        mut recent_exits: Vec<MonoTime>,
-        since: MonoTime,
+        mut h: Holding,
         now: MonoTime,
         event: Event,
         out: &mut Vec<Action>,
     ) -> State {
         let p = &self.params;
+        let current = h.run.ticket;
+        let starting = matches!(h.client, ClientPhase::Starting { .. });
         match event {
             Event::Terminate => {
                 out.push(Action::Fence {
-                    lease: lease.clone(),
+                    lease: h.lease.clone(),
                     reason: FenceReason::Shutdown,
                 });
                 return State::Releasing {
                     pending: Pending::Fence {
-                        lease,
+                        lease: h.lease,
                         then_release: true,
                     },
                 };
             }
-            Event::RenewResult { ticket, outcome } if ticket == lease.ticket => match outcome {
+            Event::RenewResult { ticket, outcome } if ticket == h.lease.ticket => match outcome {
                 RenewOutcome::Renewed { sent_at } => {
-                    renewal.renewed(sent_at, p);
+                    h.renewal.renewed(sent_at, p);
                     out.push(Action::ExtendGuard {
-                        deadline: renewal.fence_at,
+                        deadline: h.renewal.fence_at,
                     });
                 }
                 // Taken away (broken by an operator, or acquired by another node after a
@@ -1019,47 +1233,97 @@ impl Machine {
                 // break ends would undo the break, so leave it to others for one lease.
                 RenewOutcome::Lost => {
                     let period = p.lease;
-                    self.cool_down(&lease.identity, now, period);
-                    return Self::fence(lease, FenceReason::LeaseLost, out);
+                    self.cool_down(&h.lease.identity, now, period);
+                    return Self::fence(h.lease, FenceReason::LeaseLost, out);
                 }
-                RenewOutcome::Transient => renewal.failed(now, p),
+                RenewOutcome::Transient => h.renewal.failed(now, p),
             },
-            Event::ClientStarted { ticket }
-                if ticket == lease.ticket && matches!(client, ClientPhase::Starting { .. }) =>
-            {
-                client = ClientPhase::Running;
+            Event::ClientStarted { run } if run == current && starting => {
+                h.client = ClientPhase::Running;
+                if p.engine_signer {
+                    let give_up = now + p.lease;
+                    h.run.signer = self.set_signer(&h.lease, now, give_up, out);
+                }
             }
             // A client gone before it was reported running never started: the hand-off
-            // failed (its guard died, or refused to start it).
-            Event::HandOffFailed { ticket } | Event::ClientExited { ticket }
-                if ticket == lease.ticket && matches!(client, ClientPhase::Starting { .. }) =>
+            // failed (the key, the guard, or the client's start).
+            Event::HandOffFailed { run } | Event::ClientExited { run }
+                if run == current && starting =>
             {
-                return self.hand_off_failed(lease, now, out);
+                return self.hand_off_failed(h.lease, now, out);
             }
-            Event::ClientExited { ticket }
-                if ticket == lease.ticket && client == ClientPhase::Running =>
-            {
-                recent_exits.retain(|t| now.saturating_duration_since(*t) < p.crash_loop_window);
-                recent_exits.push(now);
-                let exits = recent_exits.len() as u32;
-                if exits >= p.crash_loop_max_exits {
-                    let period = p.crash_loop_window;
-                    self.cool_down(&lease.identity, now, period);
-                    return Self::fence(lease, FenceReason::CrashLoop, out);
+            // The guard gone too: a client that never ran failed its hand-off; one that ran
+            // exited, and a restart needs a new hand-off.
+            Event::GuardGone { run } if run == current => {
+                h.run.guard_up = false;
+                if starting {
+                    return self.hand_off_failed(h.lease, now, out);
                 }
-                client = ClientPhase::Backoff {
-                    until: now + restart_delay(p.restart_backoff, exits),
-                };
+                if h.client == ClientPhase::Running {
+                    return self.client_exited(h, now, out);
+                }
+            }
+            Event::ClientExited { run } if run == current && h.client == ClientPhase::Running => {
+                return self.client_exited(h, now, out);
+            }
+            Event::EngineSignerResult { attempt, set } => {
+                if let SignerPhase::Setting {
+                    attempt: a,
+                    give_up,
+                } = h.run.signer
+                {
+                    if a == attempt {
+                        h.run.signer = match set {
+                            true => SignerPhase::Idle,
+                            false if now >= give_up => SignerPhase::Idle,
+                            false => SignerPhase::RetryAt {
+                                at: now + SIGNER_RETRY,
+                                give_up,
+                            },
+                        };
+                    }
+                }
             }
             _ => {}
         }
-        State::Holding {
-            lease,
-            renewal,
-            client,
-            recent_exits,
-            since,
+        h.into_state()
+    }
+
+    /// The running client exited: count it, and give the identity up after K exits within
+    /// W (a crash loop); otherwise restart it after a backoff.
+    fn client_exited(&mut self, mut h: Holding, now: MonoTime, out: &mut Vec<Action>) -> State {
+        let p = &self.params;
+        h.run.signer = SignerPhase::Idle;
+        h.recent_exits
+            .retain(|t| now.saturating_duration_since(*t) < p.crash_loop_window);
+        h.recent_exits.push(now);
+        let exits = h.recent_exits.len() as u32;
+        if exits >= p.crash_loop_max_exits {
+            let period = p.crash_loop_window;
+            self.cool_down(&h.lease.identity, now, period);
+            return Self::fence(h.lease, FenceReason::CrashLoop, out);
         }
+        h.client = ClientPhase::Backoff {
+            until: now + restart_delay(p.restart_backoff, exits),
+        };
+        h.into_state()
+    }
+
+    /// One attempt to set the engine signer; the last if it starts at or after `give_up`.
+    fn set_signer(
+        &mut self,
+        lease: &Lease,
+        now: MonoTime,
+        give_up: MonoTime,
+        out: &mut Vec<Action>,
+    ) -> SignerPhase {
+        let attempt = self.new_ticket();
+        out.push(Action::SetEngineSigner {
+            lease: lease.clone(),
+            attempt,
+            last_try: now >= give_up,
+        });
+        SignerPhase::Setting { attempt, give_up }
     }
 
     /// The key could not be handed over: fence (which cancels what is under way), release,

@@ -362,6 +362,31 @@ impl Telemetry {
             .clone()
     }
 
+    /// Shows the machine's state (and `address`, the identity's, once known) as of `now`;
+    /// returns the status line.
+    pub fn show(
+        &self,
+        machine: &crate::machine::Machine,
+        address: Option<String>,
+        now: MonoTime,
+    ) -> String {
+        let state = machine.state();
+        let renewal = state.renewal().copied();
+        let mut line = String::new();
+        self.update_snapshot(|s| {
+            s.state = Some(state.kind());
+            s.identity = state.identity().map(|n| n.to_string());
+            s.address = address;
+            s.epoch = machine.epoch();
+            s.t_ok = renewal.map(|r| r.t_ok);
+            s.fence_at = renewal.map(|r| r.fence_at);
+            s.serving = state.is_serving();
+            s.heartbeat = Some(now);
+            line = s.status_line();
+        });
+        line
+    }
+
     pub fn update_snapshot(&self, f: impl FnOnce(&mut Snapshot)) {
         f(&mut self.snapshot.lock().unwrap_or_else(|e| e.into_inner()));
     }

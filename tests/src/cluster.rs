@@ -35,6 +35,9 @@ pub struct ClusterSpec {
     pub duration_secs: u64,
     /// Extra TOML lines for the `[client]` table.
     pub client_extra: String,
+    /// The clients take the key over this engine-signer RPC (`host:port`), not from a
+    /// file.
+    pub engine_signer_rpc: Option<String>,
     /// Extra arguments for the stand-in client.
     pub client_args: Vec<String>,
     /// Give each daemon its own loopback HTTP port (else port 0, unreachable from here).
@@ -94,6 +97,7 @@ impl Default for ClusterSpec {
             daemons: 4,
             duration_secs: 15,
             client_extra: String::new(),
+            engine_signer_rpc: None,
             client_args: Vec::new(),
             http: false,
             env: Vec::new(),
@@ -284,9 +288,12 @@ impl Cluster {
             self.sign_log.display().to_string(),
             "--node".into(),
             node.into(),
-            "--key-file".into(),
-            "{key_file}".into(),
         ]);
+        let mut extra = self.spec.client_extra.clone();
+        match &self.spec.engine_signer_rpc {
+            Some(rpc) => extra.push_str(&format!("engine_signer_rpc = \"http://{rpc}\"\n")),
+            None => command.extend(["--key-file".into(), "{key_file}".into()]),
+        }
         command.extend(self.spec.client_args.iter().cloned());
         let command: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
         format!(
@@ -296,7 +303,6 @@ impl Cluster {
             runtime = runtime.display().to_string(),
             d = self.spec.duration_secs,
             command = command.join(", "),
-            extra = self.spec.client_extra,
         )
     }
 

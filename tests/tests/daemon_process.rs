@@ -317,13 +317,14 @@ fn one_daemon_per_runtime_directory_and_the_http_endpoints_tell_the_truth() {
 }
 
 #[test]
-fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_client_stops() {
+fn with_an_engine_signer_rpc_the_key_is_set_once_running_no_file_is_written_and_it_is_cleared_before_the_client_stops(
+) {
     let _serial = serial();
     let (rpc, calls) = integration_tests::fake_rpc::start();
     let spec = ClusterSpec {
         identities: 1,
         daemons: 1,
-        client_extra: format!("engine_signer_rpc = \"http://{rpc}\"\n"),
+        engine_signer_rpc: Some(rpc.to_string()),
         ..ClusterSpec::default()
     };
     let (mut cluster, signers) = running(spec);
@@ -343,6 +344,13 @@ fn with_an_engine_signer_rpc_the_key_is_set_once_running_and_cleared_before_the_
         !cluster.daemon_log(&node).contains(&set.param[2..34]),
         "the key reached the daemon's log"
     );
+    // One way in: the key went over the RPC, and no key file was written.
+    let files: Vec<String> = std::fs::read_dir(cluster.runtime_dir(&node))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "leased.lock")
+        .collect();
+    assert!(files.is_empty(), "files beside the RPC hand-off: {files:?}");
 
     cluster.daemon(&node).term();
     assert_eq!(

@@ -295,9 +295,8 @@ fn item07_with_an_engine_signer_every_client_start_gets_the_key() {
     let (cluster, signers) = running(ClusterSpec {
         identities: 1,
         daemons: 1,
-        client_extra: format!(
-            "engine_signer_rpc = \"http://{rpc}\"\nrestart_backoff_millis = 200\n"
-        ),
+        client_extra: "restart_backoff_millis = 200\n".into(),
+        engine_signer_rpc: Some(rpc.to_string()),
         ..ClusterSpec::default()
     });
     let (address, node) = only(&signers);

@@ -174,9 +174,10 @@ fn every_schedule_keeps_every_invariant() {
 
 /// Issue 11: the seed that found the epochs going back (fixed in 505d280, "every metadata
 /// write under one lease carries one epoch, read once"), and the first seed of today's
-/// default run that reaches the same bug. The simulator models `daemon.rs`'s metadata
-/// writes, so the fix lives in the model too; [`sim::Planted::EpochReadPerWrite`] puts the
-/// driver of before the fix back, and these seeds must catch it there and pass without it.
+/// default run that reaches the same bug. The lease's epoch is now the machine's decision
+/// and the simulator's model of the driver writes only that; [`sim::Planted::EpochReadPerWrite`]
+/// puts the driver of before the fix back, and these seeds must catch it there and pass
+/// without it.
 /// (Seed 11000015 found the bug under an earlier schedule generator; it no longer reaches
 /// that race, and stays here as a schedule that must keep passing.)
 #[test]
@@ -264,6 +265,23 @@ fn a_seed_replays_exactly() {
 #[test]
 fn found_margin_against_drift_and_fence_time() {
     for seed in [11_406_415, 11_433_691, 11_794_491] {
+        let plan = Plan::draw(seed);
+        if let Some(v) = sim::run(&plan, false).violation {
+            panic!("{}", sim::describe(&plan, &v));
+        }
+    }
+}
+
+/// Found by 2.5 M schedules from other bases after the driver's decisions moved into the
+/// machine (the driver had the same logic before): a guard frozen after it launched its
+/// client, before it could report it, and a VM thawed past F. The late fence killed only a
+/// client it knew of and left the guard, and so the unreported client, to the backstop
+/// 0.5 s later, after the store's lease had ended (`SignedWithoutLease`). A fence after
+/// the deadline now kills the guard at once, and the client dies with it
+/// (`leased::daemon::tests::sim_a_late_fence_kills_the_guard_at_once_even_before_it_reported_its_client`).
+#[test]
+fn found_a_late_fence_kills_the_guard_at_once() {
+    for seed in [30_095_269, 40_479_846] {
         let plan = Plan::draw(seed);
         if let Some(v) = sim::run(&plan, false).violation {
             panic!("{}", sim::describe(&plan, &v));

@@ -22,6 +22,14 @@ fn params() -> Params {
     p
 }
 
+/// The ticket of the machine's current hand-off (a ticket nothing uses when it has none).
+fn run(m: &Machine) -> Ticket {
+    match m.state() {
+        State::Holding { run, .. } => run.ticket,
+        _ => Ticket(u64::MAX),
+    }
+}
+
 fn list_ticket(actions: &[Action]) -> Ticket {
     actions
         .iter()
@@ -106,6 +114,21 @@ fn quarantined(p: Params, sent_ms: u64) -> (Machine, Lease) {
     assert_eq!(tried(&a), ["m0-v1"]);
     m.handle(t(sent_ms + 20), acquired(ticket, "m0-v1", sent_ms));
     let lease = m.state().lease().cloned().unwrap();
+    // The record's epoch is read once: the lease is number 8.
+    let a = m.handle(
+        t(sent_ms + 25),
+        Event::EpochRead {
+            ticket,
+            record_epoch: Some(7),
+        },
+    );
+    assert_eq!(
+        a[0],
+        Action::WriteMetadata {
+            lease: lease.clone(),
+            epoch: 8
+        }
+    );
     (m, lease)
 }
 
@@ -114,7 +137,7 @@ fn holding_with(p: Params, sent_ms: u64) -> (Machine, Lease) {
     let (mut m, lease) = quarantined(p, sent_ms);
     let tk = lease.ticket;
     m.handle(t(sent_ms + 30), Event::QuarantineDone { ticket: tk });
-    m.handle(t(sent_ms + 40), Event::ClientStarted { ticket: tk });
+    m.handle(t(sent_ms + 40), Event::ClientStarted { run: run(&m) });
     assert!(m.state().is_serving(), "{:?}", m.state());
     (m, lease)
 }
@@ -397,7 +420,7 @@ fn an_acquire_starts_quarantine_from_the_time_the_request_was_sent() {
     assert_eq!(
         a,
         vec![
-            Action::WriteHolderMetadata {
+            Action::ReadEpoch {
                 lease: lease.clone()
             },
             Action::BeginQuarantine {
@@ -470,19 +493,15 @@ fn quarantine_done_arms_the_guard_before_the_hand_off() {
                 deadline: t(10_100)
             },
             Action::FetchKeyAndHandOff {
-                lease: lease.clone()
+                lease: lease.clone(),
+                run: run(&m),
             },
             status(StateKind::Holding, Some("m0-v1")),
             Action::ScheduleWake { at: t(5_100) },
         ]
     );
     assert!(!m.state().is_serving(), "not serving until the client runs");
-    let a = m.handle(
-        t(2_300),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
-    );
+    let a = m.handle(t(2_300), Event::ClientStarted { run: run(&m) });
     assert_eq!(a, vec![Action::ScheduleWake { at: t(5_100) }]);
     assert!(m.state().is_serving());
 }
@@ -751,9 +770,7 @@ fn after_a_fence_only_a_fresh_acquire_and_quarantine_lead_back() {
     // Fenced: events about the old lease change nothing.
     for ev in [
         renewed(lease.ticket, 9_000),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
+        Event::ClientStarted { run: run(&m) },
         Event::QuarantineDone {
             ticket: lease.ticket,
         },
@@ -828,8 +845,9 @@ fn stale_answers_are_ignored_while_holding() {
     for ev in [
         renewed(stale, 5_100),
         renew_failed(stale, RenewOutcome::Lost),
-        Event::ClientExited { ticket: stale },
-        Event::HandOffFailed { ticket: stale },
+        Event::ClientExited { run: stale },
+        Event::HandOffFailed { run: stale },
+        Event::GuardGone { run: stale },
         Event::FenceDone { ticket: stale },
         Event::ListFailed { ticket: stale },
     ] {
@@ -848,12 +866,7 @@ fn a_hand_off_failure_fences_and_leaves_the_identity_alone_for_a_while() {
             ticket: lease.ticket,
         },
     );
-    let a = m.handle(
-        t(2_300),
-        Event::HandOffFailed {
-            ticket: lease.ticket,
-        },
-    );
+    let a = m.handle(t(2_300), Event::HandOffFailed { run: run(&m) });
     assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
     m.handle(
         t(2_400),
@@ -889,12 +902,7 @@ fn item06_a_client_gone_before_it_started_is_a_failed_hand_off() {
             ticket: lease.ticket,
         },
     );
-    let a = m.handle(
-        t(2_300),
-        Event::ClientExited {
-            ticket: lease.ticket,
-        },
-    );
+    let a = m.handle(t(2_300), Event::ClientExited { run: run(&m) });
     assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
 }
 
@@ -923,15 +931,11 @@ fn item06_a_hand_off_that_never_answers_fails_at_the_start_timeout() {
     assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
     // A restart (after a client exit) is held to the same limit.
     let (mut m, lease) = holding(100);
-    m.handle(
-        t(1_000),
-        Event::ClientExited {
-            ticket: lease.ticket,
-        },
-    );
+    m.handle(t(1_000), Event::ClientExited { run: run(&m) });
     let a = m.handle(t(2_000), Event::Tick);
     assert!(a.contains(&Action::RestartClient {
-        lease: lease.clone()
+        lease: lease.clone(),
+        run: run(&m),
     }));
     m.handle(t(2_100), renewed(lease.ticket, 2_050));
     let a = m.handle(t(12_000), Event::Tick);
@@ -1050,13 +1054,9 @@ fn beyond_a_lost_lease_is_left_to_others_for_one_lease() {
 
 // ---- crash loop ----
 
-fn exit_and_restart(m: &mut Machine, lease: &Lease, exit_ms: u64) -> Vec<Action> {
-    m.handle(
-        t(exit_ms),
-        Event::ClientExited {
-            ticket: lease.ticket,
-        },
-    )
+fn exit_and_restart(m: &mut Machine, _lease: &Lease, exit_ms: u64) -> Vec<Action> {
+    let run = run(m);
+    m.handle(t(exit_ms), Event::ClientExited { run })
 }
 
 #[test]
@@ -1075,17 +1075,13 @@ fn client_exits_restart_with_doubling_backoff() {
         a,
         vec![
             Action::RestartClient {
-                lease: lease.clone()
+                lease: lease.clone(),
+                run: run(&m),
             },
             Action::ScheduleWake { at: t(5_100) }
         ]
     );
-    m.handle(
-        t(2_100),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
-    );
+    m.handle(t(2_100), Event::ClientStarted { run: run(&m) });
     assert!(m.state().is_serving());
     let a = exit_and_restart(&mut m, &lease, 2_500);
     // Second recent exit: 2 s.
@@ -1105,20 +1101,10 @@ fn k_exits_within_the_window_give_the_identity_up() {
     let (mut m, lease) = holding(100);
     exit_and_restart(&mut m, &lease, 1_000);
     m.handle(t(2_000), Event::Tick);
-    m.handle(
-        t(2_000),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
-    );
+    m.handle(t(2_000), Event::ClientStarted { run: run(&m) });
     exit_and_restart(&mut m, &lease, 2_500);
     m.handle(t(4_500), Event::Tick);
-    m.handle(
-        t(4_500),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
-    );
+    m.handle(t(4_500), Event::ClientStarted { run: run(&m) });
     // Third exit within 60 s: K = 3.
     let a = exit_and_restart(&mut m, &lease, 4_800);
     assert_eq!(
@@ -1198,20 +1184,10 @@ fn exits_spread_wider_than_the_window_do_not_give_up() {
     let (mut m, lease) = holding_with(p, 100);
     exit_and_restart(&mut m, &lease, 1_000);
     m.handle(t(2_000), Event::Tick);
-    m.handle(
-        t(2_000),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
-    );
+    m.handle(t(2_000), Event::ClientStarted { run: run(&m) });
     exit_and_restart(&mut m, &lease, 3_000);
     m.handle(t(5_000), Event::Tick);
-    m.handle(
-        t(5_000),
-        Event::ClientStarted {
-            ticket: lease.ticket,
-        },
-    );
+    m.handle(t(5_000), Event::ClientStarted { run: run(&m) });
     // The exit at 1 000 is 3 s old: only two exits are recent.
     let a = exit_and_restart(&mut m, &lease, 4_000 + 1_000);
     assert_eq!(fence_reason(&a), None, "{a:?}");
@@ -1357,12 +1333,7 @@ fn sigterm_while_holding_fences_then_releases_then_stops() {
     // Nothing is renewed or restarted while stopping; release waits for the fence.
     assert!(m.handle(t(5_100), Event::Tick).is_empty());
     assert!(m
-        .handle(
-            t(5_100),
-            Event::ClientExited {
-                ticket: lease.ticket
-            }
-        )
+        .handle(t(5_100), Event::ClientExited { run: run(&m) })
         .is_empty());
     assert!(m
         .handle(
@@ -1575,4 +1546,315 @@ fn names_are_stable() {
     assert_eq!(StateKind::Quarantine.to_string(), "quarantine");
     assert_eq!(FenceReason::DeadlineMissed.to_string(), "deadline_missed");
     assert_eq!(Ticket(3).to_string(), "#3");
+}
+
+// ---- the guard's end, hand-off tickets ----
+
+fn hand_offs(actions: &[Action]) -> Vec<Ticket> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::FetchKeyAndHandOff { run, .. } => Some(*run),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_guard_gone_while_its_client_runs_is_an_exit_and_the_restart_is_a_new_hand_off() {
+    let (mut m, lease) = holding(100);
+    let first = run(&m);
+    let a = m.handle(t(1_000), Event::GuardGone { run: first });
+    assert!(
+        a.iter().all(|a| !matches!(a, Action::Fence { .. })),
+        "{a:?}"
+    );
+    // Backoff of 1 s, then a new hand-off (the guard that could restart it is gone).
+    let a = m.handle(t(2_000), Event::Tick);
+    let second = hand_offs(&a);
+    assert_eq!(second.len(), 1, "{a:?}");
+    assert_ne!(second[0], first);
+    assert!(!a.iter().any(|a| matches!(a, Action::RestartClient { .. })));
+    // What the old guard's hand-off says now changes nothing.
+    let before = m.state().clone();
+    for ev in [
+        Event::ClientStarted { run: first },
+        Event::ClientExited { run: first },
+        Event::HandOffFailed { run: first },
+        Event::GuardGone { run: first },
+    ] {
+        m.handle(t(2_100), ev);
+        assert_eq!(m.state(), &before);
+    }
+    m.handle(t(2_200), Event::ClientStarted { run: second[0] });
+    assert!(m.state().is_serving());
+    assert_eq!(m.state().lease(), Some(&lease));
+}
+
+#[test]
+fn a_client_exit_with_its_guard_still_up_restarts_through_that_guard() {
+    let (mut m, lease) = holding(100);
+    let first = run(&m);
+    m.handle(t(1_000), Event::ClientExited { run: first });
+    let a = m.handle(t(2_000), Event::Tick);
+    assert!(a.contains(&Action::RestartClient {
+        lease: lease.clone(),
+        run: first
+    }));
+    assert!(hand_offs(&a).is_empty());
+    // The guard dies before the client is back: the restart failed, the identity goes.
+    let a = m.handle(t(2_100), Event::GuardGone { run: first });
+    assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
+}
+
+#[test]
+fn a_guard_gone_before_its_client_started_fails_the_hand_off() {
+    let (mut m, lease) = quarantined(params(), 100);
+    m.handle(
+        t(200),
+        Event::QuarantineDone {
+            ticket: lease.ticket,
+        },
+    );
+    let a = m.handle(t(300), Event::GuardGone { run: run(&m) });
+    assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
+}
+
+#[test]
+fn a_guard_gone_after_the_client_exited_makes_the_restart_a_new_hand_off() {
+    let (mut m, _) = holding(100);
+    let first = run(&m);
+    m.handle(t(1_000), Event::ClientExited { run: first });
+    m.handle(t(1_100), Event::GuardGone { run: first });
+    let a = m.handle(t(2_000), Event::Tick);
+    assert_eq!(hand_offs(&a).len(), 1, "{a:?}");
+    assert!(!a.iter().any(|a| matches!(a, Action::RestartClient { .. })));
+}
+
+// ---- the epoch ----
+
+fn epoch_actions(actions: &[Action]) -> Vec<&Action> {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::ReadEpoch { .. } | Action::WriteMetadata { .. }))
+        .collect()
+}
+
+#[test]
+fn the_epoch_is_the_records_plus_one_decided_once_for_the_lease() {
+    let (mut m, lease) = holding(100);
+    assert_eq!(m.epoch(), Some(8));
+    // A second answer (a read sent twice) changes nothing: every write carries 8.
+    let a = m.handle(
+        t(1_000),
+        Event::EpochRead {
+            ticket: lease.ticket,
+            record_epoch: Some(41),
+        },
+    );
+    assert!(epoch_actions(&a).is_empty(), "{a:?}");
+    assert_eq!(m.epoch(), Some(8));
+    let a = m.handle(t(5_200), renewed(lease.ticket, 5_150));
+    assert!(epoch_actions(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_failed_epoch_read_is_tried_again_after_the_next_renew() {
+    let (mut m, a) = Machine::start(params(), t(0));
+    let ticket = list_ticket(&a);
+    m.handle(
+        t(5),
+        Event::Listed {
+            ticket,
+            available: vec![name("m0-v1")],
+        },
+    );
+    let a = m.handle(t(120), acquired(ticket, "m0-v1", 100));
+    let lease = m.state().lease().cloned().unwrap();
+    assert!(a.contains(&Action::ReadEpoch {
+        lease: lease.clone()
+    }));
+    let a = m.handle(
+        t(150),
+        Event::EpochRead {
+            ticket,
+            record_epoch: None,
+        },
+    );
+    assert!(epoch_actions(&a).is_empty(), "{a:?}");
+    assert_eq!(m.epoch(), None);
+    // A transient renew failure does not read; a success does.
+    let a = m.handle(t(5_150), renew_failed(ticket, RenewOutcome::Transient));
+    assert!(epoch_actions(&a).is_empty(), "{a:?}");
+    let a = m.handle(t(5_300), renewed(ticket, 5_250));
+    assert_eq!(
+        epoch_actions(&a),
+        [&Action::ReadEpoch {
+            lease: lease.clone()
+        }]
+    );
+    let a = m.handle(
+        t(5_400),
+        Event::EpochRead {
+            ticket,
+            record_epoch: Some(0),
+        },
+    );
+    assert_eq!(
+        epoch_actions(&a),
+        [&Action::WriteMetadata { lease, epoch: 1 }]
+    );
+}
+
+#[test]
+fn no_epoch_is_decided_or_written_for_a_lease_given_up() {
+    let (mut m, a) = Machine::start(params(), t(0));
+    let ticket = list_ticket(&a);
+    m.handle(
+        t(5),
+        Event::Listed {
+            ticket,
+            available: vec![name("m0-v1")],
+        },
+    );
+    m.handle(t(120), acquired(ticket, "m0-v1", 100));
+    m.handle(t(200), renew_failed(ticket, RenewOutcome::Lost));
+    let a = m.handle(
+        t(300),
+        Event::EpochRead {
+            ticket,
+            record_epoch: Some(3),
+        },
+    );
+    assert!(epoch_actions(&a).is_empty(), "{a:?}");
+    assert_eq!(m.epoch(), None);
+}
+
+// ---- the engine signer ----
+
+fn signer_attempts(actions: &[Action]) -> Vec<(Ticket, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetEngineSigner {
+                attempt, last_try, ..
+            } => Some((*attempt, *last_try)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn without_an_engine_signer_nothing_is_set() {
+    let (mut m, lease) = quarantined(params(), 100);
+    m.handle(
+        t(130),
+        Event::QuarantineDone {
+            ticket: lease.ticket,
+        },
+    );
+    let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
+    assert!(signer_attempts(&a).is_empty());
+}
+
+#[test]
+fn the_engine_signer_is_set_at_every_client_start_and_retried_for_one_lease() {
+    let mut p = params();
+    p.engine_signer = true;
+    // Renewing keeps the lease up for the whole test.
+    let (mut m, lease) = quarantined(p, 100);
+    m.handle(
+        t(130),
+        Event::QuarantineDone {
+            ticket: lease.ticket,
+        },
+    );
+    let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
+    let [(first, false)] = signer_attempts(&a)[..] else {
+        panic!("{a:?}")
+    };
+    // Fails: tried again SIGNER_RETRY later, not before.
+    let a = m.handle(
+        t(200),
+        Event::EngineSignerResult {
+            attempt: first,
+            set: false,
+        },
+    );
+    assert!(a.contains(&Action::ScheduleWake { at: t(450) }), "{a:?}");
+    assert!(signer_attempts(&m.handle(t(449), Event::Tick)).is_empty());
+    let a = m.handle(t(450), Event::Tick);
+    let [(second, false)] = signer_attempts(&a)[..] else {
+        panic!("{a:?}")
+    };
+    // The first attempt's late answer is not the second's.
+    let a = m.handle(
+        t(460),
+        Event::EngineSignerResult {
+            attempt: first,
+            set: true,
+        },
+    );
+    assert!(signer_attempts(&a).is_empty());
+    let a = m.handle(
+        t(500),
+        Event::EngineSignerResult {
+            attempt: second,
+            set: true,
+        },
+    );
+    assert!(!a
+        .iter()
+        .any(|a| matches!(a, Action::ScheduleWake { at } if *at < t(5_100))));
+    // The client restarts: its signer is empty again.
+    let r = run(&m);
+    m.handle(t(600), Event::ClientExited { run: r });
+    m.handle(t(1_600), Event::Tick);
+    let a = m.handle(t(1_700), Event::ClientStarted { run: r });
+    assert_eq!(signer_attempts(&a).len(), 1, "{a:?}");
+}
+
+#[test]
+fn the_engine_signer_is_given_up_after_one_lease_with_a_last_try() {
+    let mut p = params();
+    p.engine_signer = true;
+    let (mut m, lease) = quarantined(p, 100);
+    m.handle(
+        t(130),
+        Event::QuarantineDone {
+            ticket: lease.ticket,
+        },
+    );
+    let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
+    let mut attempt = signer_attempts(&a)[0].0;
+    let mut now = 140;
+    let mut last = false;
+    while !last {
+        now += 250;
+        // The lease stays renewed.
+        m.handle(t(now), renewed(lease.ticket, now - 1));
+        m.handle(
+            t(now),
+            Event::EngineSignerResult {
+                attempt,
+                set: false,
+            },
+        );
+        let a = m.handle(t(now + 250), Event::Tick);
+        now += 250;
+        let [(next, is_last)] = signer_attempts(&a)[..] else {
+            panic!("no attempt at {now}: {a:?}")
+        };
+        (attempt, last) = (next, is_last);
+        assert_eq!(last, now >= 140 + 15_000, "at {now}");
+    }
+    let a = m.handle(
+        t(now + 100),
+        Event::EngineSignerResult {
+            attempt,
+            set: false,
+        },
+    );
+    assert!(signer_attempts(&a).is_empty());
+    assert!(signer_attempts(&m.handle(t(now + 1_000), Event::Tick)).is_empty());
 }

@@ -367,6 +367,7 @@ impl World {
             daemons,
             duration_secs: timing.d.as_secs(),
             client_extra: String::new(),
+            engine_signer_rpc: None,
             client_args: Vec::new(),
             http: false,
             env: Vec::new(),

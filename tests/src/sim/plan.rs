@@ -265,9 +265,10 @@ pub struct Plan {
 pub enum Planted {
     #[default]
     None,
-    /// The driver before 505d280: every metadata write reads the record's epoch itself
-    /// (the holder write stores it + 1, the address write stores it as read) and the note
-    /// before a release carries the epoch only if the loop has learnt it.
+    /// The driver before 505d280, which did not take the lease's epoch from one decision:
+    /// every metadata write reads the record's epoch itself (the holder write stores it + 1,
+    /// the address write stores it as read), the writes under one lease do not take turns,
+    /// and the note before a release carries the machine's epoch if it has one, else none.
     EpochReadPerWrite,
 }
 

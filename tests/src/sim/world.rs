@@ -3,17 +3,19 @@
 //!
 //! What is real and what is modelled:
 //!
-//! - **Real:** `leased::machine` (every decision), `leased::config` (the settings, parsed
-//!   from a rendered file), the outcome classification (`AcquireOutcome::from_result`,
+//! - **Real:** `leased::machine` (every decision: the lease's epoch, restart or new
+//!   hand-off, what a guard's end means), `leased::config` (the settings, parsed from a
+//!   rendered file), the outcome classification (`AcquireOutcome::from_result`,
 //!   `RenewOutcome::from_result`), and the lease store's semantics (the conformance-tested
 //!   [`MemoryLeaseStore`]).
-//! - **Modelled after `daemon.rs` and `guard.rs`:** how the driver carries actions out (store
-//!   calls under a timeout of min(R/2, 5 s), `sent_at` read before the request leaves, the
-//!   hand-off generation, the backstop, when `FenceDone` is reported, the holder metadata and
-//!   its epoch) and how the guard enforces its deadline (SIGTERM then SIGKILL by
-//!   min(deadline, order) + grace, at once when the fence is late, the client dying with
-//!   the guard). Where the model must choose, it takes the order the real code would
-//!   allow that is worst for safety, and says so.
+//! - **Modelled after `daemon.rs` (and `daemon/`) and `guard.rs`:** how the driver carries
+//!   actions out (store calls under a timeout of min(R/2, 5 s), `sent_at` read before the
+//!   request leaves, one hand-off in flight and guards tagged by its `run`, the backstop,
+//!   when `FenceDone` and `GuardGone` are reported, the metadata writes under one lease
+//!   taking turns with the machine's epoch) and how the guard enforces its deadline
+//!   (SIGTERM then SIGKILL by min(deadline, order) + grace, at once when the fence is
+//!   late, the client dying with the guard). Where the model must choose, it takes the
+//!   order the real code would allow that is worst for safety, and says so.
 //!
 //! Every event runs at one instant of true time; each node reads its own drifting clock.
 //! Nothing here sleeps or spawns a thread, and one seed decides everything.
@@ -69,7 +71,8 @@ pub enum ViolationKind {
     RenewAfterFence,
     /// A lease-lost answer did not fence at once.
     LostNotFenced,
-    /// A lease record's epoch went down.
+    /// A lease record's epoch went back: a lease's metadata carried an epoch not above the
+    /// one an earlier lease wrote, or other than one written before under the same lease.
     EpochWentBack,
     /// One node's clients could sign with two identities at once.
     TwoIdentities,
@@ -233,7 +236,7 @@ enum Answer {
     Secret(bool),
 }
 
-/// What the daemon awaits from one `off_loop` call (or chain of calls under one timeout).
+/// What the daemon awaits from one store call (a spawned future under the store timeout).
 #[derive(Debug, Clone)]
 enum CallKind {
     List {
@@ -248,28 +251,39 @@ enum CallKind {
         ticket: Ticket,
         sent_at: MonoTime,
     },
-    /// A metadata write under `lease`: the lease's epoch (from its cell), then the write.
+    /// `Stores::read_epoch`: the record's epoch, for the machine.
+    ReadEpoch {
+        ticket: Ticket,
+    },
+    /// `Stores::write_metadata` (`LeaseMeta::write_latest` under the timeout): waits for
+    /// its turn among the lease's writes, then writes the lease's metadata as it is then.
+    /// A [`MetaWrite::Note`] is the first half of `Stores::release`: the release follows.
     Meta {
         lease: Lease,
         identity: usize,
-        metadata: Box<Metadata>,
-    },
-    /// The reason written under the lease before a release (a metadata write too); the
-    /// release follows.
-    Note {
-        lease: Lease,
-        identity: usize,
-        metadata: Box<Metadata>,
+        what: MetaWrite,
     },
     Release {
         lease: Lease,
     },
+    /// The key fetch of hand-off `run`.
     Secret {
-        generation: u64,
+        run: Ticket,
         lease: Lease,
     },
     /// Answered; nothing more to do.
     Spent,
+}
+
+/// Which metadata write: only the planted bug tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetaWrite {
+    /// The machine's `WriteMetadata`.
+    Holder,
+    /// The address, once the key was read.
+    Address,
+    /// Why the lease is given up, before the release.
+    Note,
 }
 
 #[derive(Debug)]
@@ -280,55 +294,60 @@ struct Call {
     settled: bool,
     /// Requests of the call still on their way (or their answers).
     in_flight: u32,
-    /// A metadata write waiting for its lease's epoch (the lock in `lease_epoch`).
+    /// A metadata write waiting for its turn (the `turn` lock of `LeaseMeta`).
     parked: bool,
-    /// A metadata write reading the record to decide its lease's epoch.
+    /// A metadata write of the planted bug, reading the record's epoch first.
     reading: bool,
-    /// The epoch a metadata write carries.
-    epoch: Option<u64>,
-    /// When `off_loop` stops waiting (true time). The timeout event is scheduled only once
+    /// When `within` stops waiting (true time). The timeout event is scheduled only once
     /// an answer is known to come later, or never: most answers beat it.
     timeout_at: Us,
     timeout_armed: bool,
 }
 
-/// `daemon.rs`'s `EpochCell`: the epoch of one lease, decided by its first successful
-/// read, and the writes waiting for that read.
+/// `stores::LeaseMeta`: one lease's metadata as the driver keeps it, and the turn its
+/// writes take. Every write writes the content as it is when its turn comes; nothing is
+/// written before the machine has decided the epoch.
 #[derive(Debug)]
-struct EpochCell {
+struct LeaseMeta {
     ticket: Ticket,
-    decided: Option<u64>,
-    reader: Option<u64>,
-    waiters: VecDeque<u64>,
+    /// The machine's epoch for the lease (`WriteMetadata`).
+    epoch: Option<u64>,
+    /// The key was read: the address is part of the content.
+    address: bool,
+    /// Why the lease was given up (the note before a non-shutdown release).
+    note: Option<FenceReason>,
+    /// The write whose turn it is, and the writes waiting for theirs, in order (tokio's
+    /// mutex is fair).
+    writing: Option<u64>,
+    waiting: VecDeque<u64>,
+}
+
+/// `daemon.rs`'s `LeaseCtx`: what the driver keeps about the lease it holds.
+#[derive(Debug, Clone, Copy)]
+struct LeaseCtx {
+    ticket: Ticket,
+    /// Why the lease was fenced (for the note before the release).
+    fenced: Option<FenceReason>,
 }
 
 // ---- processes ---------------------------------------------------------------------------
 
-/// What arrives in the daemon's channel.
+/// What arrives in the daemon's channel (`Msg`).
 #[derive(Debug, Clone)]
 enum LoopMsg {
     Event(Event),
-    KeyReady { generation: u64, lease: Lease },
-    HandOffFailed { generation: u64, lease: Lease },
-    Guard { generation: u64, event: GuardEvent },
-    GuardGone { generation: u64 },
-    Epoch { ticket: Ticket, epoch: u64 },
+    KeyReady { run: Ticket, lease: Lease },
+    HandOffFailed { run: Ticket },
+    Guard { run: Ticket, event: GuardEvent },
+    GuardGone { run: Ticket },
+    GuardDone { run: Ticket },
 }
 
 /// Work for the daemon's tasks (not its loop): an answer or a timeout of a call.
 #[derive(Debug)]
 enum TaskEv {
-    Answer {
-        call: u64,
-        answer: Answer,
-    },
-    Timeout {
-        call: u64,
-    },
-    /// The store client's own timeout on a metadata write's read: the read failed.
-    ReadExpired {
-        call: u64,
-    },
+    Answer { call: u64, answer: Answer },
+    Timeout { call: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,14 +365,49 @@ enum GuardCmd {
     Fence,
 }
 
-/// The daemon's view of its guard (`GuardHandle`).
+/// The daemon's view of its guard (`GuardHandle`), tied to one hand-off.
 #[derive(Debug, Clone)]
 struct GuardView {
-    generation: u64,
-    ticket: Ticket,
+    /// The hand-off; tags everything the guard reports.
+    run: Ticket,
+    /// The guard process.
+    pid: u64,
+    /// The client was started at least once (`client_pgid`).
     started: bool,
+    /// The guard reported its fence done.
     fenced: bool,
-    fence_ordered: bool,
+    /// The lease whose fence waits for this guard to be gone, and when (local time) the
+    /// daemon stands in if the guard has not confirmed it by then.
+    fence: Option<(Ticket, Option<Us>)>,
+    /// The guard is gone; a client it did not confirm fenced may still be dying.
+    exiting: bool,
+}
+
+impl GuardView {
+    /// `GuardHandle::can_restart`.
+    fn can_restart(&self) -> bool {
+        !self.fenced && self.fence.is_none() && !self.exiting
+    }
+
+    /// `GuardHandle::confirmed`: the backstop stands down.
+    fn confirmed(&mut self) {
+        self.fenced = true;
+        if let Some((_, backstop)) = &mut self.fence {
+            *backstop = None;
+        }
+    }
+
+    /// `GuardHandle::order_fence`: the first order counts.
+    fn order_fence(&mut self, lease: Ticket, backstop: Option<Us>) {
+        if self.fence.is_none() {
+            let armed = !self.fenced && !self.exiting;
+            self.fence = Some((lease, backstop.filter(|_| armed)));
+        }
+    }
+
+    fn backstop_at(&self) -> Option<Us> {
+        self.fence.and_then(|(_, at)| at)
+    }
 }
 
 struct Daemon {
@@ -365,25 +419,35 @@ struct Daemon {
     term_pending: bool,
     terminating: bool,
     wake: Option<Us>,
-    backstop: Option<(u64, Us)>,
     armed: Option<Us>,
     deadline: Option<Us>,
     guard: Option<GuardView>,
-    generation: u64,
-    fence_waiting: Option<Ticket>,
-    last_fence: Option<(Ticket, FenceReason)>,
-    metadata: Option<Ticket>,
-    epoch: Option<u64>,
+    /// The hand-off in flight (`HandOff`): a fence or a newer hand-off cancels it.
+    handoff: Option<Ticket>,
+    lease: Option<LeaseCtx>,
+    /// The metadata of the lease held, and of earlier leases while writes under them are
+    /// still under way.
+    metas: Vec<LeaseMeta>,
     calls: Vec<Call>,
-    epoch_cell: Option<EpochCell>,
     /// Tickets of leases this daemon has fenced or released: never renewed again.
     done_tickets: Vec<Ticket>,
 }
 
+impl Daemon {
+    /// Drops the metadata of earlier leases once no write under them is left.
+    fn prune_metas(&mut self) {
+        let current = self.lease.map(|c| c.ticket);
+        self.metas
+            .retain(|m| Some(m.ticket) == current || m.writing.is_some() || !m.waiting.is_empty());
+    }
+}
+
 struct Guard {
-    generation: u64,
+    pid: u64,
     /// The daemon incarnation whose pipe it reads.
     inc: u64,
+    /// The hand-off it runs the client of: tags what it reports.
+    run: Ticket,
     identity: usize,
     lease: LeaseId,
     deadline: Option<Us>,
@@ -416,7 +480,8 @@ struct Launch {
 #[derive(Debug)]
 struct Client {
     id: u64,
-    generation: u64,
+    /// The guard it runs under.
+    guard: u64,
     identity: usize,
     lease: LeaseId,
     /// Obeys SIGTERM after this long; `None`: waits for SIGKILL.
@@ -430,7 +495,7 @@ struct Node {
     daemon: Option<Daemon>,
     /// Guard processes: one, except while an old one is still exiting.
     guards: Vec<Guard>,
-    /// Clients, each under the guard of its `generation`.
+    /// Clients, each under the guard of its `guard`.
     clients: Vec<Client>,
     vm_freezes: u32,
     vm_down: bool,
@@ -451,12 +516,8 @@ impl Node {
         self.vm_freezes > 0 || self.daemon.as_ref().is_some_and(|d| d.freezes > 0)
     }
 
-    fn guard_frozen(&self, generation: u64) -> bool {
-        self.vm_freezes > 0
-            || self
-                .guards
-                .iter()
-                .any(|g| g.generation == generation && g.freezes > 0)
+    fn guard_frozen(&self, pid: u64) -> bool {
+        self.vm_freezes > 0 || self.guards.iter().any(|g| g.pid == pid && g.freezes > 0)
     }
 
     fn client_alive(&self, id: u64) -> bool {
@@ -498,12 +559,12 @@ enum Ev {
     },
     ToGuard {
         node: usize,
-        generation: u64,
+        pid: u64,
         cmd: GuardCmd,
     },
     GuardWake {
         node: usize,
-        generation: u64,
+        pid: u64,
     },
     ClientExit {
         node: usize,
@@ -511,7 +572,7 @@ enum Ev {
     },
     UnitKill {
         node: usize,
-        generation: u64,
+        pid: u64,
     },
     ProbeCheck {
         probe: usize,
@@ -524,7 +585,7 @@ enum Ev {
     /// The launcher execs the client.
     Exec {
         node: usize,
-        generation: u64,
+        pid: u64,
     },
 }
 
@@ -579,10 +640,10 @@ pub(crate) struct World<'p> {
     queued: Vec<u64>,
     /// Per identity: bumped by every operation on its record.
     versions: Vec<u64>,
-    /// Per identity: the epoch in its record's metadata.
-    epochs: Vec<u64>,
+    /// Per identity: the epoch in its record's metadata, and the lease that wrote it.
+    epochs: Vec<(u64, Option<LeaseId>)>,
     lease_ids: usize,
-    /// Per fault: the process it froze (daemon incarnation or guard generation).
+    /// Per fault: the process it froze (daemon incarnation or guard pid).
     frozen_target: Vec<Option<u64>>,
     next_id: u64,
     violation: Option<Violation>,
@@ -656,7 +717,7 @@ impl<'p> World<'p> {
             probes: Vec::new(),
             queued: Vec::new(),
             versions: vec![0; plan.identities],
-            epochs: vec![0; plan.identities],
+            epochs: vec![(0, None); plan.identities],
             lease_ids: 0,
             frozen_target: vec![None; plan.faults.len()],
             next_id: 0,
@@ -836,19 +897,15 @@ impl<'p> World<'p> {
                     self.pump(node);
                 }
             }
-            Ev::ToGuard {
-                node,
-                generation,
-                cmd,
-            } => {
-                if let Some(g) = self.guard(node, generation) {
+            Ev::ToGuard { node, pid, cmd } => {
+                if let Some(g) = self.guard(node, pid) {
                     g.queue.push_back(cmd);
                     self.guard_step(node);
                 }
             }
-            Ev::GuardWake { node, generation } => {
+            Ev::GuardWake { node, pid } => {
                 let now = self.now;
-                if let Some(g) = self.guard(node, generation) {
+                if let Some(g) = self.guard(node, pid) {
                     if g.armed == Some(now) {
                         g.armed = None;
                     }
@@ -864,41 +921,38 @@ impl<'p> World<'p> {
                     }
                     return;
                 }
-                if let Some(generation) = self.client_dies(node, client) {
+                if let Some(pid) = self.client_dies(node, client) {
                     self.note(Some(node), || "client exits".into());
-                    if let Some(g) = self.guard(node, generation) {
+                    if let Some(g) = self.guard(node, pid) {
                         g.child_exited = true;
                     }
                     self.guard_step(node);
                 }
             }
-            Ev::UnitKill { node, generation } => {
-                if self.guard(node, generation).is_some() {
+            Ev::UnitKill { node, pid } => {
+                if self.guard(node, pid).is_some() {
                     self.note(Some(node), || {
                         "systemd: SIGKILL to what is left of the unit".into()
                     });
-                    self.kill_guard(node, generation);
+                    self.kill_guard(node, pid);
                 }
             }
-            Ev::Exec { node, generation } => {
+            Ev::Exec { node, pid } => {
                 if self.nodes[node].vm_freezes > 0 {
                     // Nothing runs on a frozen VM; the guard gives up on the launch at its
                     // thaw if its wait is over by then.
                     let at = self.now + 10 * MS;
-                    self.schedule(at, Ev::Exec { node, generation });
+                    self.schedule(at, Ev::Exec { node, pid });
                     return;
                 }
-                let pending = self.guard(node, generation).and_then(|g| {
+                let pending = self.guard(node, pid).and_then(|g| {
                     g.launching
                         .filter(|l| l.execs && l.client.is_none())
                         .map(|_| (g.identity, g.lease.clone()))
                 });
                 if let Some((identity, lease)) = pending {
-                    let id = self.exec_client(node, generation, identity, lease);
-                    if let Some(l) = self
-                        .guard(node, generation)
-                        .and_then(|g| g.launching.as_mut())
-                    {
+                    let id = self.exec_client(node, pid, identity, lease);
+                    if let Some(l) = self.guard(node, pid).and_then(|g| g.launching.as_mut()) {
                         l.client = Some(id);
                     }
                     self.guard_step(node);
@@ -954,7 +1008,7 @@ impl<'p> World<'p> {
                     Frozen::Guard => {
                         if let Some(g) = self.nodes[node].guards.last_mut() {
                             g.freezes += 1;
-                            self.frozen_target[i] = Some(g.generation);
+                            self.frozen_target[i] = Some(g.pid);
                         }
                     }
                     Frozen::Vm => {
@@ -1048,8 +1102,8 @@ impl<'p> World<'p> {
         match what {
             Killed::Daemon => self.daemon_dies(node, RESTART_SEC),
             Killed::Guard => {
-                if let Some(generation) = self.nodes[node].guards.last().map(|g| g.generation) {
-                    self.kill_guard(node, generation);
+                if let Some(pid) = self.nodes[node].guards.last().map(|g| g.pid) {
+                    self.kill_guard(node, pid);
                 }
             }
             Killed::Client => {
@@ -1230,17 +1284,13 @@ impl World<'_> {
             term_pending: false,
             terminating: false,
             wake: None,
-            backstop: None,
             armed: None,
             deadline: None,
             guard: None,
-            generation: 0,
-            fence_waiting: None,
-            last_fence: None,
-            metadata: None,
-            epoch: None,
+            handoff: None,
+            lease: None,
+            metas: Vec::new(),
             calls: Vec::new(),
-            epoch_cell: None,
             done_tickets: Vec::new(),
         });
         self.nodes[node].stopping = None;
@@ -1259,18 +1309,15 @@ impl World<'_> {
         self.note(Some(node), || "daemon killed".into());
         let n = &mut self.nodes[node];
         n.stopping = Some(n.stopping.unwrap_or(restart));
-        let mut generations = Vec::new();
+        let mut pids = Vec::new();
         for g in &mut n.guards {
             g.eof = true;
             g.term = true;
             g.freezes = 0;
-            generations.push(g.generation);
+            pids.push(g.pid);
         }
-        for generation in generations {
-            self.schedule(
-                self.now + TIMEOUT_STOP_SEC,
-                Ev::UnitKill { node, generation },
-            );
+        for pid in pids {
+            self.schedule(self.now + TIMEOUT_STOP_SEC, Ev::UnitKill { node, pid });
         }
         self.client_sigterm(node);
         self.guard_step(node);
@@ -1351,7 +1398,6 @@ impl World<'_> {
                             TaskEv::Answer { call, answer }
                         }
                     }
-                    other => other,
                 };
                 self.task(node, ev);
                 continue;
@@ -1364,7 +1410,8 @@ impl World<'_> {
                 }
                 continue;
             }
-            if d.backstop.is_some_and(|(_, at)| local >= at) {
+            let backstop = d.guard.as_ref().and_then(GuardView::backstop_at);
+            if backstop.is_some_and(|at| local >= at) {
                 self.run_backstop(node);
                 continue;
             }
@@ -1386,7 +1433,8 @@ impl World<'_> {
         let Some(d) = self.nodes[node].daemon.as_mut() else {
             return;
         };
-        let next = match (d.wake, d.backstop.map(|(_, at)| at)) {
+        let backstop = d.guard.as_ref().and_then(GuardView::backstop_at);
+        let next = match (d.wake, backstop) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -1481,24 +1529,38 @@ impl World<'_> {
                     };
                     self.call(node, kind, Op::Acquire { identity, id });
                 }
-                Action::WriteHolderMetadata { lease } => {
+                Action::ReadEpoch { lease } => {
                     let identity = self.identity_index(&lease.identity);
-                    let metadata = Box::new(self.holder_metadata(node));
                     let d = self.nodes[node].daemon.as_mut().expect("alive");
-                    d.metadata = Some(lease.ticket);
-                    d.epoch = None;
-                    d.epoch_cell = Some(EpochCell {
+                    if d.lease.is_none_or(|c| c.ticket != lease.ticket) {
+                        d.lease = Some(LeaseCtx {
+                            ticket: lease.ticket,
+                            fenced: None,
+                        });
+                        d.prune_metas();
+                        d.metas.push(LeaseMeta {
+                            ticket: lease.ticket,
+                            epoch: None,
+                            address: false,
+                            note: None,
+                            writing: None,
+                            waiting: VecDeque::new(),
+                        });
+                    }
+                    let kind = CallKind::ReadEpoch {
                         ticket: lease.ticket,
-                        decided: None,
-                        reader: None,
-                        waiters: VecDeque::new(),
-                    });
-                    let kind = CallKind::Meta {
-                        lease,
-                        identity,
-                        metadata,
                     };
-                    self.metadata_call(node, kind);
+                    self.call(node, kind, Op::Read { identity });
+                }
+                Action::WriteMetadata { lease, epoch } => {
+                    let d = self.nodes[node].daemon.as_mut().expect("alive");
+                    if d.lease.is_none_or(|c| c.ticket != lease.ticket) {
+                        continue;
+                    }
+                    if let Some(m) = d.metas.iter_mut().find(|m| m.ticket == lease.ticket) {
+                        m.epoch = Some(epoch);
+                    }
+                    self.metadata_write(node, lease, MetaWrite::Holder);
                 }
                 Action::BeginQuarantine { lease, min_wait } => {
                     let at = self.nodes[node]
@@ -1540,20 +1602,31 @@ impl World<'_> {
                     let deadline = local_of(deadline);
                     d.deadline = Some(deadline);
                     if let Some(g) = &d.guard {
-                        let generation = g.generation;
-                        self.pipe_to_guard(node, generation, GuardCmd::Extend(deadline));
+                        let pid = g.pid;
+                        self.pipe_to_guard(node, pid, GuardCmd::Extend(deadline));
                     }
                 }
-                Action::FetchKeyAndHandOff { lease } => self.hand_off(node, lease),
-                Action::RestartClient { lease } => {
+                Action::FetchKeyAndHandOff { lease, run } => self.hand_off(node, lease, run),
+                Action::RestartClient { run, .. } => {
                     let d = self.nodes[node].daemon.as_ref().expect("alive");
                     match &d.guard {
-                        Some(g) if !g.fenced && g.ticket == lease.ticket => {
-                            let generation = g.generation;
-                            self.pipe_to_guard(node, generation, GuardCmd::Start);
+                        Some(g) if g.run == run && g.can_restart() => {
+                            let pid = g.pid;
+                            self.pipe_to_guard(node, pid, GuardCmd::Start);
                         }
-                        _ => self.hand_off(node, lease),
+                        _ => {
+                            self.note(Some(node), || "the client's guard is gone".into());
+                            let event = self.hand_off_failed(run);
+                            self.send_to_loop(node, LoopMsg::Event(event));
+                        }
                     }
+                }
+                // The rendered configuration has no `engine_signer_rpc`, so the machine never
+                // asks; were it to, the model's client (which signs from its start) takes
+                // the key at once.
+                Action::SetEngineSigner { attempt, .. } => {
+                    let event = Event::EngineSignerResult { attempt, set: true };
+                    self.send_to_loop(node, LoopMsg::Event(event));
                 }
                 Action::Fence { lease, reason } => {
                     self.gave_up(node, &lease);
@@ -1573,12 +1646,7 @@ impl World<'_> {
                     let d = self.nodes[node].daemon.as_mut().expect("alive");
                     d.wake = Some(local_ceil(at));
                 }
-                Action::NotifyStatus { identity, .. } => {
-                    if identity.is_none() {
-                        let d = self.nodes[node].daemon.as_mut().expect("alive");
-                        d.epoch = None;
-                    }
-                }
+                Action::NotifyStatus { .. } => {}
                 Action::Exit => exit = true,
             }
         }
@@ -1594,7 +1662,8 @@ impl World<'_> {
         d.done_tickets.push(lease.ticket);
     }
 
-    /// The machine said Exit: the loop ends, `stop_guard_now` reaps the guard, the process
+    /// The machine said Exit: the loop ends, the hand-off in flight is cancelled, the guard
+    /// is finished (a client it did not confirm fenced SIGKILLed) and reaped, the process
     /// exits and systemd restarts the unit.
     fn daemon_exit(&mut self, node: usize) {
         let Some(d) = self.nodes[node].daemon.take() else {
@@ -1602,10 +1671,8 @@ impl World<'_> {
         };
         self.note(Some(node), || "daemon exits".into());
         if let Some(g) = d.guard {
-            if g.started && !g.fenced {
-                self.kill_clients_of(node, g.generation);
-            }
-            self.kill_guard(node, g.generation);
+            self.finish_guard(node, &g);
+            self.kill_guard(node, g.pid);
         }
         let n = &mut self.nodes[node];
         n.stopping = Some(n.stopping.unwrap_or(RESTART_SEC));
@@ -1618,8 +1685,8 @@ impl World<'_> {
         lease_id(self.lease_ids)
     }
 
-    /// `off_loop(op_timeout, …)`: the request leaves now; the answer counts if it is back
-    /// before the timeout.
+    /// `within(op_timeout, …)` (`stores.rs`): the request leaves now; the answer counts if
+    /// it is back before the timeout.
     fn call(&mut self, node: usize, kind: CallKind, op: Op) {
         let id = self.open_call(node, kind);
         let inc = self.nodes[node].daemon.as_ref().expect("alive").inc;
@@ -1639,7 +1706,6 @@ impl World<'_> {
             in_flight: 0,
             parked: false,
             reading: false,
-            epoch: None,
             timeout_at: clock.when(timeout),
             timeout_armed: false,
         });
@@ -1719,7 +1785,7 @@ impl World<'_> {
     fn forget_call(&mut self, node: usize, inc: u64, call: u64) {
         if let Some(d) = self.daemon(node, inc) {
             d.calls
-                .retain(|c| c.id != call || !c.settled || c.in_flight > 0 || c.parked || c.reading);
+                .retain(|c| c.id != call || !c.settled || c.in_flight > 0);
         }
     }
 
@@ -1842,16 +1908,25 @@ impl World<'_> {
                 let result = self.store.write_metadata_now(name, id, metadata);
                 if result.is_ok() {
                     // A write replaces the record's metadata, and nothing else changes it,
-                    // so the record's epoch is now the one written (0 if none).
-                    let before = self.epochs[*identity];
+                    // so the record's epoch is now the one written (0 if none). Every write
+                    // under one lease carries that lease's epoch, and each lease's is above
+                    // the one before it.
+                    let (before, by) = self.epochs[*identity].clone();
                     let after = metadata
                         .get(meta::EPOCH)
                         .and_then(|e| e.parse().ok())
                         .unwrap_or(0);
-                    self.epochs[*identity] = after;
-                    if after < before {
-                        let detail =
-                            format!("vm-{node} wrote epoch {after} over {before} on {name}");
+                    let detail = if by.as_ref() == Some(id) {
+                        (after != before).then(|| {
+                            format!("vm-{node} wrote epoch {after} on {name} under the lease that wrote {before}")
+                        })
+                    } else {
+                        (after <= before).then(|| {
+                            format!("vm-{node} wrote epoch {after} on {name} over {before} of an earlier lease")
+                        })
+                    };
+                    self.epochs[*identity] = (after, Some(id.clone()));
+                    if let Some(detail) = detail {
                         self.fail(ViolationKind::EpochWentBack, detail);
                     }
                 }
@@ -1874,26 +1949,28 @@ impl World<'_> {
                     return;
                 };
                 c.in_flight = c.in_flight.saturating_sub(1);
-                let settled = c.settled;
+                // Past the timeout the call's future is dropped: a late answer changes
+                // nothing (a metadata write's turn went to the next one at the timeout).
+                if c.settled {
+                    return self.forget_call(node, inc, call);
+                }
                 // A metadata write keeps its kind for what follows; any other call is done
                 // with it once answered.
                 let kind = match &c.kind {
-                    CallKind::Meta { .. } | CallKind::Note { .. } => c.kind.clone(),
-                    _ if settled => return self.forget_call(node, inc, call),
+                    CallKind::Meta { .. } => c.kind.clone(),
                     _ => std::mem::replace(&mut c.kind, CallKind::Spent),
                 };
                 match (kind, answer) {
-                    // The blocking task of a metadata write goes on even once the loop
-                    // stopped waiting.
-                    (CallKind::Meta { .. } | CallKind::Note { .. }, Answer::Read(result)) => {
-                        if self.find_call(node, inc, call).is_some_and(|c| c.reading) {
-                            self.meta_read_done(node, call, result.ok());
+                    (CallKind::Meta { what, .. }, Answer::Read(result)) => {
+                        self.planted_read_done(node, call, what, result.ok());
+                    }
+                    (CallKind::Meta { .. }, Answer::Done(ok)) => {
+                        if !ok {
+                            self.note(Some(node), || "metadata write refused".into());
                         }
+                        self.settle(node, inc, call);
+                        self.meta_finished(node, call);
                     }
-                    (CallKind::Meta { .. } | CallKind::Note { .. }, Answer::Done(ok)) => {
-                        self.meta_finished(node, call, ok);
-                    }
-                    (_, _) if settled => {}
                     (CallKind::List { ticket }, Answer::List(result)) => {
                         self.settle(node, inc, call);
                         let event = match result {
@@ -1940,6 +2017,14 @@ impl World<'_> {
                             LoopMsg::Event(Event::RenewResult { ticket, outcome }),
                         );
                     }
+                    (CallKind::ReadEpoch { ticket }, Answer::Read(result)) => {
+                        self.settle(node, inc, call);
+                        let event = Event::EpochRead {
+                            ticket,
+                            record_epoch: result.ok(),
+                        };
+                        self.send_to_loop(node, LoopMsg::Event(event));
+                    }
                     (CallKind::Release { lease }, _) => {
                         self.settle(node, inc, call);
                         let event = Event::ReleaseDone {
@@ -1947,15 +2032,15 @@ impl World<'_> {
                         };
                         self.send_to_loop(node, LoopMsg::Event(event));
                     }
-                    (CallKind::Secret { generation, lease }, Answer::Secret(ok)) => {
+                    (CallKind::Secret { run, lease }, Answer::Secret(ok)) => {
                         self.settle(node, inc, call);
                         let d = self.nodes[node].daemon.as_ref().expect("alive");
                         if !ok {
-                            self.send_to_loop(node, LoopMsg::HandOffFailed { generation, lease });
-                        } else if d.generation == generation {
-                            // stage_key_for_client writes only while the hand-off is
-                            // current; a cancelled one sends nothing.
-                            self.send_to_loop(node, LoopMsg::KeyReady { generation, lease });
+                            self.send_to_loop(node, LoopMsg::HandOffFailed { run });
+                        } else if d.handoff == Some(run) {
+                            // `Stager::stage` writes only while the hand-off is not
+                            // cancelled; a cancelled one sends nothing.
+                            self.send_to_loop(node, LoopMsg::KeyReady { run, lease });
                         }
                     }
                     (kind, answer) => {
@@ -1963,13 +2048,6 @@ impl World<'_> {
                     }
                 }
                 self.forget_call(node, inc, call);
-            }
-            TaskEv::ReadExpired { call } => {
-                if self.find_call(node, inc, call).is_some_and(|c| c.reading) {
-                    self.note(Some(node), || "metadata read timed out".into());
-                    self.meta_read_done(node, call, None);
-                    self.forget_call(node, inc, call);
-                }
             }
             TaskEv::Timeout { call } => {
                 let Some(c) = self.find_call(node, inc, call) else {
@@ -1980,7 +2058,7 @@ impl World<'_> {
                 }
                 c.settled = true;
                 let kind = match &c.kind {
-                    CallKind::Meta { .. } | CallKind::Note { .. } => c.kind.clone(),
+                    CallKind::Meta { .. } => c.kind.clone(),
                     _ => std::mem::replace(&mut c.kind, CallKind::Spent),
                 };
                 self.note(Some(node), || format!("timed out: {}", brief_kind(&kind)));
@@ -2005,19 +2083,24 @@ impl World<'_> {
                         };
                         self.send_to_loop(node, LoopMsg::Event(event));
                     }
-                    CallKind::Meta { .. } | CallKind::Spent => {}
-                    CallKind::Note {
-                        lease, identity, ..
-                    } => self.release_now(node, lease, identity),
+                    CallKind::ReadEpoch { ticket } => {
+                        let event = Event::EpochRead {
+                            ticket,
+                            record_epoch: None,
+                        };
+                        self.send_to_loop(node, LoopMsg::Event(event));
+                    }
+                    CallKind::Meta { .. } => self.meta_finished(node, call),
                     CallKind::Release { lease } => {
                         let event = Event::ReleaseDone {
                             ticket: lease.ticket,
                         };
                         self.send_to_loop(node, LoopMsg::Event(event));
                     }
-                    CallKind::Secret { generation, lease } => {
-                        self.send_to_loop(node, LoopMsg::HandOffFailed { generation, lease })
+                    CallKind::Secret { run, .. } => {
+                        self.send_to_loop(node, LoopMsg::HandOffFailed { run })
                     }
+                    CallKind::Spent => {}
                 }
                 self.forget_call(node, inc, call);
             }
@@ -2030,153 +2113,101 @@ impl World<'_> {
         }
     }
 
-    /// A metadata write (`put_metadata`, or the note before a release): it waits for its
-    /// lease's epoch, reading the record itself if no write has yet (`lease_epoch`).
-    fn metadata_call(&mut self, node: usize, kind: CallKind) {
+    /// `Stores::write_metadata` (or the note of `Stores::release`): a write under the
+    /// timeout that waits for its turn among the lease's writes, then writes the lease's
+    /// metadata as it is then (`LeaseMeta::write_latest`).
+    fn metadata_write(&mut self, node: usize, lease: Lease, what: MetaWrite) {
+        let identity = self.identity_index(&lease.identity);
+        let ticket = lease.ticket;
+        let kind = CallKind::Meta {
+            lease,
+            identity,
+            what,
+        };
         let call = self.open_call(node, kind);
-        self.meta_begin(node, call);
+        if self.plan.planted == Planted::EpochReadPerWrite {
+            return self.planted_write(node, call, what, identity);
+        }
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        let inc = d.inc;
+        let Some(m) = d.metas.iter_mut().find(|m| m.ticket == ticket) else {
+            // No metadata kept for the lease: nothing to write.
+            self.settle(node, inc, call);
+            self.meta_finished(node, call);
+            return self.forget_call(node, inc, call);
+        };
+        if m.writing.is_none() {
+            m.writing = Some(call);
+            self.meta_turn(node, call);
+        } else {
+            m.waiting.push_back(call);
+            if let Some(c) = d.calls.iter_mut().find(|c| c.id == call) {
+                c.parked = true;
+            }
+            self.arm_timeout(node, inc, call);
+        }
     }
 
-    fn meta_begin(&mut self, node: usize, call: u64) {
-        let local = self.local(node);
-        let timeout = self.settings.op_timeout.as_micros() as Us;
-        let clock = self.nodes[node].clock;
+    /// A metadata write's turn: the lease's metadata as it is now, with the machine's
+    /// epoch; without an epoch nothing is written (it would set the record's back to 0).
+    fn meta_turn(&mut self, node: usize, call: u64) {
         let d = self.nodes[node].daemon.as_mut().expect("alive");
         let inc = d.inc;
         let Some(c) = d.calls.iter_mut().find(|c| c.id == call) else {
             return;
         };
-        let (ticket, identity) = match &c.kind {
-            CallKind::Meta {
-                lease, identity, ..
-            }
-            | CallKind::Note {
-                lease, identity, ..
-            } => (lease.ticket, *identity),
-            _ => unreachable!("not a metadata write"),
+        c.parked = false;
+        let CallKind::Meta { lease, .. } = &c.kind else {
+            unreachable!("not a metadata write")
         };
-        if self.plan.planted == Planted::EpochReadPerWrite {
-            // The driver before 505d280: a note carries the epoch the loop knows, if any;
-            // any other write reads the record itself.
-            if let CallKind::Note { .. } = c.kind {
-                let epoch = d.epoch;
-                return self.meta_write(node, call, epoch);
-            }
-            c.reading = true;
-            self.schedule(
-                clock.when(local + timeout),
-                Ev::Task {
-                    node,
-                    inc,
-                    ev: TaskEv::ReadExpired { call },
-                },
-            );
-            return self.send(node, inc, call, Op::Read { identity });
-        }
-        if d.epoch_cell
-            .as_ref()
-            .is_none_or(|cell| cell.ticket != ticket)
-        {
-            d.epoch_cell = Some(EpochCell {
-                ticket,
-                decided: None,
-                reader: None,
-                waiters: VecDeque::new(),
-            });
-        }
-        let cell = d.epoch_cell.as_mut().expect("just set");
-        if let Some(epoch) = cell.decided {
-            self.meta_write(node, call, Some(epoch));
-        } else if cell.reader.is_some() {
-            cell.waiters.push_back(call);
-            c.parked = true;
-            self.arm_timeout(node, inc, call);
-        } else {
-            cell.reader = Some(call);
-            c.reading = true;
-            self.schedule(
-                clock.when(local + timeout),
-                Ev::Task {
-                    node,
-                    inc,
-                    ev: TaskEv::ReadExpired { call },
-                },
-            );
-            self.send(node, inc, call, Op::Read { identity });
-        }
-    }
-
-    /// The read of the lease's first metadata write is back (`None`: it failed).
-    fn meta_read_done(&mut self, node: usize, call: u64, epoch: Option<u64>) {
-        let d = self.nodes[node].daemon.as_mut().expect("alive");
-        let inc = d.inc;
-        let c = d.calls.iter_mut().find(|c| c.id == call);
-        if self.plan.planted == Planted::EpochReadPerWrite {
-            let Some(c) = c else {
-                return;
-            };
-            c.reading = false;
-            let Some(epoch) = epoch else {
-                return self.meta_finished(node, call, false);
-            };
-            // The holder write (no address yet) stores the read + 1, the address write
-            // the read as is.
-            let keep = matches!(&c.kind, CallKind::Meta { metadata, .. } if metadata.contains_key(meta::ADDRESS));
-            let value = if keep { epoch } else { epoch + 1 };
-            return self.meta_write(node, call, Some(value));
-        }
-        if let Some(c) = c {
-            c.reading = false;
-        }
-        let Some(cell) = d.epoch_cell.as_mut().filter(|c| c.reader == Some(call)) else {
-            return;
-        };
-        cell.reader = None;
+        let epoch = d
+            .metas
+            .iter()
+            .find(|m| m.ticket == lease.ticket)
+            .and_then(|m| m.epoch);
         match epoch {
-            Some(epoch) => {
-                let value = epoch + 1;
-                cell.decided = Some(value);
-                let waiters: Vec<u64> = cell.waiters.drain(..).collect();
-                self.meta_write(node, call, Some(value));
-                for w in waiters {
-                    if let Some(c) = self.find_call(node, inc, w) {
-                        c.parked = false;
-                    }
-                    self.meta_write(node, w, Some(value));
-                }
-            }
+            Some(epoch) => self.write_now(node, call, Some(epoch)),
             None => {
-                let next = cell.waiters.pop_front();
-                self.meta_finished(node, call, false);
-                if let Some(w) = next {
-                    if let Some(c) = self.find_call(node, inc, w) {
-                        c.parked = false;
-                    }
-                    self.meta_begin(node, w);
-                }
+                self.settle(node, inc, call);
+                self.meta_finished(node, call);
+                self.forget_call(node, inc, call);
             }
         }
     }
 
-    fn meta_write(&mut self, node: usize, call: u64, epoch: Option<u64>) {
-        let inc = self.nodes[node].daemon.as_ref().expect("alive").inc;
-        let Some(c) = self.find_call(node, inc, call) else {
+    /// Sends the write of the lease's metadata as it is now, with `epoch`.
+    fn write_now(&mut self, node: usize, call: u64, epoch: Option<u64>) {
+        let d = self.nodes[node].daemon.as_ref().expect("alive");
+        let inc = d.inc;
+        let Some(c) = d.calls.iter().find(|c| c.id == call) else {
             return;
         };
-        c.epoch = epoch;
-        let (lease, identity, mut metadata) = match &c.kind {
-            CallKind::Meta {
-                lease,
-                identity,
-                metadata,
-            }
-            | CallKind::Note {
-                lease,
-                identity,
-                metadata,
-            } => (lease.clone(), *identity, metadata.clone()),
-            _ => unreachable!("not a metadata write"),
+        let CallKind::Meta {
+            lease, identity, ..
+        } = &c.kind
+        else {
+            unreachable!("not a metadata write")
         };
+        let (lease, identity) = (lease.clone(), *identity);
+        let (address, note) = d
+            .metas
+            .iter()
+            .find(|m| m.ticket == lease.ticket)
+            .map_or((false, None), |m| (m.address, m.note));
+        let mut metadata = self.holder_metadata(node);
+        if address {
+            metadata
+                .insert(meta::ADDRESS, format!("0xaddress{identity}"))
+                .expect(Self::VALID_METADATA);
+        }
+        if let Some(reason) = note {
+            metadata
+                .insert(meta::LAST_FENCE, reason.as_str())
+                .expect(Self::VALID_METADATA);
+            metadata
+                .insert(meta::LAST_FENCE_DETAIL, "")
+                .expect(Self::VALID_METADATA);
+        }
         if let Some(epoch) = epoch {
             metadata
                 .insert(meta::EPOCH, epoch.to_string())
@@ -2185,33 +2216,91 @@ impl World<'_> {
         let op = Op::Write {
             identity,
             id: lease.id,
-            metadata,
+            metadata: Box::new(metadata),
         };
         self.send(node, inc, call, op);
     }
 
-    /// A metadata write is done (or failed); the loop hears of it if it still waits.
-    fn meta_finished(&mut self, node: usize, call: u64, ok: bool) {
-        let inc = self.nodes[node].daemon.as_ref().expect("alive").inc;
-        let Some(c) = self.find_call(node, inc, call) else {
+    /// A metadata write is done, failed, or timed out (its future dropped): it leaves its
+    /// turn, or its place in the queue, and the next write takes the turn. The release
+    /// follows a note.
+    fn meta_finished(&mut self, node: usize, call: u64) {
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        let Some(c) = d.calls.iter_mut().find(|c| c.id == call) else {
             return;
         };
-        if c.settled {
-            return;
-        }
-        c.settled = true;
-        let epoch = c.epoch;
-        match c.kind.clone() {
-            CallKind::Meta { lease, .. } => {
-                if let (true, Some(epoch)) = (ok, epoch) {
-                    let ticket = lease.ticket;
-                    self.send_to_loop(node, LoopMsg::Epoch { ticket, epoch });
-                }
+        c.parked = false;
+        c.reading = false;
+        let CallKind::Meta {
+            lease,
+            identity,
+            what,
+        } = c.kind.clone()
+        else {
+            unreachable!("not a metadata write")
+        };
+        let mut next = None;
+        if let Some(m) = d.metas.iter_mut().find(|m| m.ticket == lease.ticket) {
+            m.waiting.retain(|&w| w != call);
+            if m.writing == Some(call) {
+                m.writing = m.waiting.pop_front();
+                next = m.writing;
             }
-            CallKind::Note {
-                lease, identity, ..
-            } => self.release_now(node, lease, identity),
-            _ => unreachable!("not a metadata write"),
+        }
+        d.prune_metas();
+        if let Some(next) = next {
+            self.meta_turn(node, next);
+        }
+        if what == MetaWrite::Note {
+            self.release_now(node, lease, identity);
+        }
+    }
+
+    /// The planted bug's metadata write: no turn, and not the machine's epoch. The holder
+    /// and address writes read the record's epoch themselves first (the holder write stores
+    /// it + 1, the address write stores it as read); the note carries the machine's epoch
+    /// if there is one, and none otherwise.
+    fn planted_write(&mut self, node: usize, call: u64, what: MetaWrite, identity: usize) {
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        let inc = d.inc;
+        let Some(c) = d.calls.iter_mut().find(|c| c.id == call) else {
+            return;
+        };
+        if what == MetaWrite::Note {
+            let CallKind::Meta { lease, .. } = &c.kind else {
+                unreachable!("not a metadata write")
+            };
+            let ticket = lease.ticket;
+            let epoch = d
+                .metas
+                .iter()
+                .find(|m| m.ticket == ticket)
+                .and_then(|m| m.epoch);
+            return self.write_now(node, call, epoch);
+        }
+        c.reading = true;
+        self.send(node, inc, call, Op::Read { identity });
+    }
+
+    /// The planted bug's read of the record is back (`None`: it failed).
+    fn planted_read_done(&mut self, node: usize, call: u64, what: MetaWrite, read: Option<u64>) {
+        let inc = self.nodes[node].daemon.as_ref().expect("alive").inc;
+        if let Some(c) = self.find_call(node, inc, call) {
+            c.reading = false;
+        }
+        match read {
+            Some(epoch) => {
+                let value = if what == MetaWrite::Holder {
+                    epoch + 1
+                } else {
+                    epoch
+                };
+                self.write_now(node, call, Some(value));
+            }
+            None => {
+                self.settle(node, inc, call);
+                self.meta_finished(node, call);
+            }
         }
     }
 
@@ -2234,36 +2323,29 @@ impl World<'_> {
         metadata
     }
 
-    /// `Driver::release`: the reason for giving the identity up is written first (with the
-    /// lease's epoch), then the lease released.
+    /// `Driver`'s `Action::Release` and `Stores::release`: unless the lease was given up
+    /// for a shutdown, why it was is written first (once the machine has decided the
+    /// lease's epoch), then the lease is released.
     fn release(&mut self, node: usize, lease: Lease) {
         let identity = self.identity_index(&lease.identity);
-        let d = self.nodes[node].daemon.as_ref().expect("alive");
-        let note = match (d.last_fence, d.metadata) {
-            (Some((t, reason)), Some(m))
-                if t == lease.ticket && reason != FenceReason::Shutdown && m == lease.ticket =>
-            {
-                Some(reason)
+        let planted = self.plan.planted == Planted::EpochReadPerWrite;
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        let reason = d
+            .lease
+            .filter(|c| c.ticket == lease.ticket)
+            .and_then(|c| c.fenced)
+            .filter(|r| *r != FenceReason::Shutdown);
+        let meta = d
+            .metas
+            .iter_mut()
+            .find(|m| m.ticket == lease.ticket)
+            .filter(|m| planted || m.epoch.is_some());
+        match (reason, meta) {
+            (Some(reason), Some(m)) => {
+                m.note = Some(reason);
+                self.metadata_write(node, lease, MetaWrite::Note);
             }
-            _ => None,
-        };
-        match note {
-            Some(reason) => {
-                let mut metadata = self.holder_metadata(node);
-                metadata
-                    .insert(meta::LAST_FENCE, reason.as_str())
-                    .expect(Self::VALID_METADATA);
-                metadata
-                    .insert(meta::LAST_FENCE_DETAIL, "")
-                    .expect(Self::VALID_METADATA);
-                let kind = CallKind::Note {
-                    lease,
-                    identity,
-                    metadata: Box::new(metadata),
-                };
-                self.metadata_call(node, kind);
-            }
-            None => self.release_now(node, lease, identity),
+            _ => self.release_now(node, lease, identity),
         }
     }
 
@@ -2276,12 +2358,18 @@ impl World<'_> {
         );
     }
 
-    /// `Driver::hand_off`: a new generation, the key fetched under the timeout.
-    fn hand_off(&mut self, node: usize, lease: Lease) {
+    /// `Driver::hand_off`: hand-off `run` is the one in flight (any other is cancelled);
+    /// the key is fetched under the timeout.
+    fn hand_off(&mut self, node: usize, lease: Lease, run: Ticket) {
         let d = self.nodes[node].daemon.as_mut().expect("alive");
-        d.generation += 1;
-        let generation = d.generation;
-        self.call(node, CallKind::Secret { generation, lease }, Op::Secret);
+        d.handoff = Some(run);
+        self.call(node, CallKind::Secret { run, lease }, Op::Secret);
+    }
+
+    /// `Driver::hand_off_failed`: the machine is told.
+    fn hand_off_failed(&mut self, run: Ticket) -> Event {
+        self.stats.hand_off_failures += 1;
+        Event::HandOffFailed { run }
     }
 
     /// `Driver::fence`.
@@ -2289,171 +2377,199 @@ impl World<'_> {
         let at = self.local(node);
         let grace = self.settings.grace.as_micros() as Us;
         let d = self.nodes[node].daemon.as_mut().expect("alive");
-        d.generation += 1;
-        d.last_fence = Some((lease.ticket, reason));
+        // A hand-off still in flight is cancelled: it publishes nothing.
+        d.handoff = None;
+        if let Some(c) = d.lease.as_mut().filter(|c| c.ticket == lease.ticket) {
+            c.fenced = Some(reason);
+        }
         let late = d.deadline.is_some_and(|dl| at > dl + LATE_FENCE);
         let deadline = d.deadline;
-        match d.guard.as_mut() {
-            Some(g) => {
-                d.fence_waiting = Some(lease.ticket);
-                let generation = g.generation;
-                let started = g.started;
-                let kill_by = match deadline {
-                    Some(dl) if !late => (dl + grace).min(at + grace),
-                    _ => at,
-                };
-                if !g.fence_ordered {
-                    g.fence_ordered = true;
-                    d.backstop = Some((generation, kill_by + BACKSTOP_SLACK));
-                }
-                if late && started && self.kill_clients_of(node, generation) {
-                    self.stats.late_fence_kills += 1;
-                    self.note(Some(node), || {
-                        "late fence: the daemon SIGKILLs the client".into()
-                    });
-                }
-                self.pipe_to_guard(node, generation, GuardCmd::Fence);
-            }
-            None => {
-                let msg = LoopMsg::Event(Event::FenceDone {
-                    ticket: lease.ticket,
-                });
-                d.inbox.push_back(msg);
-            }
+        let Some(g) = d.guard.as_mut() else {
+            let msg = LoopMsg::Event(Event::FenceDone {
+                ticket: lease.ticket,
+            });
+            d.inbox.push_back(msg);
+            return;
+        };
+        let (pid, can_restart) = (g.pid, g.can_restart());
+        let backstop = match deadline {
+            Some(dl) if !late => Some((dl + grace).min(at + grace) + BACKSTOP_SLACK),
+            _ => None,
+        };
+        if backstop.is_none() && can_restart {
+            // After the deadline: the guard and its client at once, reported or not.
+            self.stats.late_fence_kills += 1;
+            self.note(Some(node), || {
+                "late fence: the daemon SIGKILLs the guard and its client".into()
+            });
+            self.run_backstop(node);
         }
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        if let Some(g) = d.guard.as_mut() {
+            g.order_fence(lease.ticket, backstop);
+        }
+        self.pipe_to_guard(node, pid, GuardCmd::Fence);
     }
 
-    /// `Driver::run_backstop`.
+    /// `Driver::run_backstop` (`GuardHandle::run_backstop`): the guard did not confirm the
+    /// fence in time; the daemon SIGKILLs the client and the guard, whose end completes
+    /// the fence.
     fn run_backstop(&mut self, node: usize) {
         let d = self.nodes[node].daemon.as_mut().expect("alive");
-        let Some((generation, _)) = d.backstop.take() else {
+        let Some(g) = d.guard.as_mut() else {
             return;
         };
-        let Some(g) = d
-            .guard
-            .as_ref()
-            .filter(|g| g.generation == generation && !g.fenced)
-        else {
-            return;
-        };
-        let started = g.started;
+        if let Some((_, backstop)) = &mut g.fence {
+            *backstop = None;
+        }
+        let (pid, started) = (g.pid, g.started);
         self.stats.backstop_kills += 1;
         self.note(Some(node), || {
             "backstop: the guard did not confirm the fence; SIGKILL client and guard".into()
         });
         if started {
-            self.kill_clients_of(node, generation);
+            self.kill_clients_of(node, pid);
         }
-        self.kill_guard(node, generation);
+        self.kill_guard(node, pid);
     }
 
     /// `Driver::on_message`: the driver's part, then the machine's event, if any.
     fn on_message(&mut self, node: usize, msg: LoopMsg) -> Option<Event> {
-        let local = self.local(node);
         let d = self.nodes[node].daemon.as_mut().expect("alive");
         match msg {
             LoopMsg::Event(event) => Some(event),
-            LoopMsg::Epoch { ticket, epoch } => {
-                if d.metadata == Some(ticket) {
-                    d.epoch = Some(epoch);
-                }
-                None
-            }
-            LoopMsg::KeyReady { generation, lease } => {
-                if generation != d.generation {
+            LoopMsg::KeyReady { run, lease } => self.key_ready(node, run, lease),
+            LoopMsg::HandOffFailed { run } => {
+                if d.handoff != Some(run) {
                     return None;
                 }
-                if d.metadata == Some(lease.ticket) {
-                    let identity = self.identity_index(&lease.identity);
-                    let mut metadata = self.holder_metadata(node);
-                    metadata
-                        .insert(meta::ADDRESS, format!("0xaddress{identity}"))
-                        .expect(Self::VALID_METADATA);
-                    let kind = CallKind::Meta {
-                        lease: lease.clone(),
-                        identity,
-                        metadata: Box::new(metadata),
-                    };
-                    self.metadata_call(node, kind);
-                }
-                let d = self.nodes[node].daemon.as_mut().expect("alive");
-                match d.deadline {
-                    Some(deadline) if local < deadline => {
-                        self.spawn_guard(node, &lease, deadline);
-                        None
-                    }
-                    _ => {
-                        self.stats.hand_off_failures += 1;
-                        Some(Event::HandOffFailed {
-                            ticket: lease.ticket,
-                        })
-                    }
-                }
+                d.handoff = None;
+                Some(self.hand_off_failed(run))
             }
-            LoopMsg::HandOffFailed { generation, lease } => {
-                if generation != d.generation {
-                    return None;
-                }
-                self.stats.hand_off_failures += 1;
-                Some(Event::HandOffFailed {
-                    ticket: lease.ticket,
-                })
-            }
-            LoopMsg::Guard { generation, event } => {
-                let g = d.guard.as_mut().filter(|g| g.generation == generation)?;
-                let ticket = g.ticket;
+            LoopMsg::Guard { run, event } => {
+                let g = d.guard.as_mut().filter(|g| g.run == run)?;
                 match event {
                     GuardEvent::Started => {
                         g.started = true;
-                        Some(Event::ClientStarted { ticket })
+                        Some(Event::ClientStarted { run })
                     }
-                    GuardEvent::Exited => Some(Event::ClientExited { ticket }),
-                    GuardEvent::Failed => {
-                        self.stats.hand_off_failures += 1;
-                        Some(Event::HandOffFailed { ticket })
-                    }
+                    GuardEvent::Exited => Some(Event::ClientExited { run }),
+                    GuardEvent::Failed => Some(self.hand_off_failed(run)),
                     GuardEvent::Fenced => {
-                        g.fenced = true;
-                        if d.backstop.is_some_and(|(b, _)| b == generation) {
-                            d.backstop = None;
-                        }
+                        g.confirmed();
                         None
                     }
                 }
             }
-            LoopMsg::GuardGone { generation } => {
-                let g = d.guard.take_if(|g| g.generation == generation)?;
-                if d.backstop.is_some_and(|(b, _)| b == generation) {
-                    d.backstop = None;
-                }
-                let waiting = d.fence_waiting.take();
-                if g.started && !g.fenced {
-                    self.kill_clients_of(node, generation);
-                }
-                match waiting {
-                    Some(ticket) => Some(Event::FenceDone { ticket }),
-                    None => Some(Event::ClientExited { ticket: g.ticket }),
-                }
+            LoopMsg::GuardGone { run } => self.guard_gone(node, run),
+            LoopMsg::GuardDone { run } => self.guard_done(node, run),
+        }
+    }
+
+    /// `Driver::key_ready`: hand-off `run` has the key. Only while it is still the one in
+    /// flight: the address goes into the lease's metadata (written now if the epoch is
+    /// known), and the guard starts under the current deadline.
+    fn key_ready(&mut self, node: usize, run: Ticket, lease: Lease) -> Option<Event> {
+        let local = self.local(node);
+        let planted = self.plan.planted == Planted::EpochReadPerWrite;
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        if d.handoff != Some(run) {
+            // A fence overtook this hand-off: the key must not be used.
+            return None;
+        }
+        d.handoff = None;
+        if d.lease.is_some_and(|c| c.ticket == lease.ticket) {
+            let write = d
+                .metas
+                .iter_mut()
+                .find(|m| m.ticket == lease.ticket)
+                .is_some_and(|m| {
+                    m.address = true;
+                    planted || m.epoch.is_some()
+                });
+            if write {
+                self.metadata_write(node, lease.clone(), MetaWrite::Address);
+            }
+        }
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        match d.deadline {
+            Some(deadline) if local < deadline => {
+                self.spawn_guard(node, run, &lease, deadline);
+                None
+            }
+            _ => {
+                self.note(Some(node), || {
+                    "the fence deadline passed during the hand-off".into()
+                });
+                Some(self.hand_off_failed(run))
             }
         }
     }
 
-    /// `Driver::spawn_guard`: the guard starts, reads `extend` and `start`.
-    fn spawn_guard(&mut self, node: usize, lease: &Lease, deadline: Us) {
-        let generation = self.id();
+    /// `Driver::on_guard_gone`: the guard's end answers the fence that waits for it, or
+    /// tells the machine the guard is gone. A client the guard did not confirm fenced is
+    /// SIGKILLed, and the event waits (in a task) until no process of it is left.
+    fn guard_gone(&mut self, node: usize, run: Ticket) -> Option<Event> {
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        let g = d.guard.as_mut().filter(|g| g.run == run)?;
+        g.exiting = true;
+        if let Some((_, backstop)) = &mut g.fence {
+            *backstop = None;
+        }
+        let inc = d.inc;
+        let g = g.clone();
+        if !self.finish_guard(node, &g) {
+            return self.guard_done(node, run);
+        }
+        // The clients died with their guard: the task finds the group gone at its first
+        // look, and its message joins the loop's channel a moment later. Until then the
+        // guard stays, and a fence ordered meanwhile waits for it too.
+        let at = self.now + self.rng.range(10, 500);
+        let msg = LoopMsg::GuardDone { run };
+        self.schedule(at, Ev::Loop { node, inc, msg });
+        None
+    }
+
+    /// `Driver::guard_done`: guard `run` and its client are gone: the fence that waits
+    /// for it, ordered before or after it went, is done; or the machine learns it is gone.
+    fn guard_done(&mut self, node: usize, run: Ticket) -> Option<Event> {
+        let d = self.nodes[node].daemon.as_mut().expect("alive");
+        let g = d.guard.take_if(|g| g.run == run)?;
+        Some(match g.fence {
+            Some((ticket, _)) => Event::FenceDone { ticket },
+            None => Event::GuardGone { run },
+        })
+    }
+
+    /// `GuardHandle::finish`: a client the guard did not confirm fenced is SIGKILLed; true
+    /// if there was one (started, unconfirmed).
+    fn finish_guard(&mut self, node: usize, g: &GuardView) -> bool {
+        let unconfirmed = g.started && !g.fenced;
+        if unconfirmed {
+            self.kill_clients_of(node, g.pid);
+        }
+        unconfirmed
+    }
+
+    /// `Driver::spawn_guard`: the guard of hand-off `run` starts and reads `extend` and
+    /// `start`; a guard it replaces is finished and reaped.
+    fn spawn_guard(&mut self, node: usize, run: Ticket, lease: &Lease, deadline: Us) {
+        let pid = self.id();
         let identity = self.identity_index(&lease.identity);
         let d = self.nodes[node].daemon.as_mut().expect("alive");
-        d.guard = Some(GuardView {
-            generation,
-            ticket: lease.ticket,
+        let previous = d.guard.replace(GuardView {
+            run,
+            pid,
             started: false,
             fenced: false,
-            fence_ordered: false,
+            fence: None,
+            exiting: false,
         });
         let inc = d.inc;
         self.nodes[node].guards.push(Guard {
-            generation,
+            pid,
             inc,
+            run,
             identity,
             lease: lease.id.clone(),
             deadline: None,
@@ -2473,30 +2589,20 @@ impl World<'_> {
             self.rng.range(20 * MS, 500 * MS)
         };
         self.note(Some(node), || {
-            format!("guard {generation} spawned for m0-v{identity}")
+            format!("guard {pid} spawned for m0-v{identity} (hand-off {run})")
         });
         for cmd in [GuardCmd::Extend(deadline), GuardCmd::Start] {
-            self.schedule(
-                self.now + boot,
-                Ev::ToGuard {
-                    node,
-                    generation,
-                    cmd,
-                },
-            );
+            self.schedule(self.now + boot, Ev::ToGuard { node, pid, cmd });
+        }
+        if let Some(previous) = previous {
+            self.finish_guard(node, &previous);
+            self.kill_guard(node, previous.pid);
         }
     }
 
-    fn pipe_to_guard(&mut self, node: usize, generation: u64, cmd: GuardCmd) {
+    fn pipe_to_guard(&mut self, node: usize, pid: u64, cmd: GuardCmd) {
         let at = self.now + self.rng.range(10, 500);
-        self.schedule(
-            at,
-            Ev::ToGuard {
-                node,
-                generation,
-                cmd,
-            },
-        );
+        self.schedule(at, Ev::ToGuard { node, pid, cmd });
     }
 }
 
@@ -2535,34 +2641,27 @@ fn refused(op: &Op) -> Answer {
 // ---- the guard and the client, after guard.rs ---------------------------------------------
 
 impl World<'_> {
-    fn guard(&mut self, node: usize, generation: u64) -> Option<&mut Guard> {
-        self.nodes[node]
-            .guards
-            .iter_mut()
-            .find(|g| g.generation == generation)
+    fn guard(&mut self, node: usize, pid: u64) -> Option<&mut Guard> {
+        self.nodes[node].guards.iter_mut().find(|g| g.pid == pid)
     }
 
     fn guard_step(&mut self, node: usize) {
-        let generations: Vec<u64> = self.nodes[node]
-            .guards
-            .iter()
-            .map(|g| g.generation)
-            .collect();
-        for generation in generations {
-            self.guard_run(node, generation);
+        let pids: Vec<u64> = self.nodes[node].guards.iter().map(|g| g.pid).collect();
+        for pid in pids {
+            self.guard_run(node, pid);
         }
     }
 
     /// The guard's loop (`Guard::watch`, then `Guard::fence`), until it waits.
-    fn guard_run(&mut self, node: usize, generation: u64) {
+    fn guard_run(&mut self, node: usize, pid: u64) {
         loop {
-            if self.nodes[node].vm_down || self.nodes[node].guard_frozen(generation) {
+            if self.nodes[node].vm_down || self.nodes[node].guard_frozen(pid) {
                 return;
             }
             let local = self.local(node);
             let now = self.now;
             let n = &self.nodes[node];
-            let Some(g) = n.guards.iter().find(|g| g.generation == generation) else {
+            let Some(g) = n.guards.iter().find(|g| g.pid == pid) else {
                 return;
             };
             let client_alive = g.client.is_some_and(|c| n.client_alive(c));
@@ -2572,46 +2671,46 @@ impl World<'_> {
                 }
                 if client_alive {
                     self.note(Some(node), || "guard: SIGKILL after the grace".into());
-                    self.kill_clients_of(node, generation);
+                    self.kill_clients_of(node, pid);
                 }
-                self.guard_exits(node, generation, true);
+                self.guard_exits(node, pid, true);
                 return;
             }
             if let Some(launch) = g.launching {
                 if now < launch.done {
                     break;
                 }
-                self.launched(node, generation, launch.client);
+                self.launched(node, pid, launch.client);
                 continue;
             }
-            let g = self.guard(node, generation).expect("present");
+            let g = self.guard(node, pid).expect("present");
             if g.deadline.is_some_and(|d| local >= d) {
-                self.begin_fence(node, generation, "deadline");
+                self.begin_fence(node, pid, "deadline");
                 continue;
             }
             if g.term {
-                self.begin_fence(node, generation, "signal");
+                self.begin_fence(node, pid, "signal");
                 continue;
             }
             if g.child_exited {
                 g.child_exited = false;
                 g.client = None;
-                self.guard_says(node, generation, GuardEvent::Exited);
+                self.guard_says(node, pid, GuardEvent::Exited);
                 continue;
             }
             if let Some(cmd) = g.queue.pop_front() {
-                self.guard_command(node, generation, cmd);
+                self.guard_command(node, pid, cmd);
                 continue;
             }
             if g.eof {
-                self.begin_fence(node, generation, "eof");
+                self.begin_fence(node, pid, "eof");
                 continue;
             }
             break;
         }
         // One timer for whatever the guard waits for next.
         let clock = self.nodes[node].clock;
-        let Some(g) = self.guard(node, generation) else {
+        let Some(g) = self.guard(node, pid) else {
             return;
         };
         let next = if let Some(kill_at) = g.fencing {
@@ -2624,17 +2723,17 @@ impl World<'_> {
         if let Some(at) = next {
             if g.armed.is_none_or(|armed| at < armed) {
                 g.armed = Some(at);
-                self.schedule(at, Ev::GuardWake { node, generation });
+                self.schedule(at, Ev::GuardWake { node, pid });
             }
         }
     }
 
-    fn guard_command(&mut self, node: usize, generation: u64, cmd: GuardCmd) {
+    fn guard_command(&mut self, node: usize, pid: u64, cmd: GuardCmd) {
         let local = self.local(node);
-        let g = self.guard(node, generation).expect("present");
+        let g = self.guard(node, pid).expect("present");
         match cmd {
             GuardCmd::Extend(deadline) => g.deadline = Some(deadline),
-            GuardCmd::Fence => self.begin_fence(node, generation, "command"),
+            GuardCmd::Fence => self.begin_fence(node, pid, "command"),
             GuardCmd::Start => {
                 let Some(deadline) = g.deadline else {
                     return;
@@ -2653,14 +2752,14 @@ impl World<'_> {
                 };
                 let done = self.now + took.min(wait);
                 let execs = !cannot && took <= wait;
-                let g = self.guard(node, generation).expect("present");
+                let g = self.guard(node, pid).expect("present");
                 g.launching = Some(Launch {
                     done,
                     execs,
                     client: None,
                 });
                 if execs {
-                    self.schedule(done, Ev::Exec { node, generation });
+                    self.schedule(done, Ev::Exec { node, pid });
                 }
             }
         }
@@ -2668,38 +2767,32 @@ impl World<'_> {
 
     /// The guard hears how its launch went: `started` with the client the exec started,
     /// else `failed` (and the launcher, if it has not exec'd, is killed).
-    fn launched(&mut self, node: usize, generation: u64, client: Option<u64>) {
-        let g = self.guard(node, generation).expect("present");
+    fn launched(&mut self, node: usize, pid: u64, client: Option<u64>) {
+        let g = self.guard(node, pid).expect("present");
         g.launching = None;
         match client {
             // If it has exited already, the exit is reported next (`child_exited`).
             Some(id) => {
-                let g = self.guard(node, generation).expect("present");
+                let g = self.guard(node, pid).expect("present");
                 g.client = Some(id);
-                self.guard_says(node, generation, GuardEvent::Started);
+                self.guard_says(node, pid, GuardEvent::Started);
             }
             None => {
                 self.note(Some(node), || {
                     "guard: the client could not be started".into()
                 });
-                self.guard_says(node, generation, GuardEvent::Failed);
+                self.guard_says(node, pid, GuardEvent::Failed);
             }
         }
     }
 
     /// The launcher execs the client: from now on it may sign.
-    fn exec_client(
-        &mut self,
-        node: usize,
-        generation: u64,
-        identity: usize,
-        lease: LeaseId,
-    ) -> u64 {
+    fn exec_client(&mut self, node: usize, pid: u64, identity: usize, lease: LeaseId) -> u64 {
         let id = self.id();
         let term_delay = self.rng.percent(70).then(|| self.rng.range(MS, 300 * MS));
         self.nodes[node].clients.push(Client {
             id,
-            generation,
+            guard: pid,
             identity,
             lease,
             term_delay,
@@ -2717,10 +2810,10 @@ impl World<'_> {
 
     /// `Guard::fence` begins: SIGTERM (or SIGKILL when late), SIGKILL by
     /// min(deadline, now) + grace.
-    fn begin_fence(&mut self, node: usize, generation: u64, why: &'static str) {
+    fn begin_fence(&mut self, node: usize, pid: u64, why: &'static str) {
         let local = self.local(node);
         let grace = self.settings.grace.as_micros() as Us;
-        let g = self.guard(node, generation).expect("present");
+        let g = self.guard(node, pid).expect("present");
         let late = g.deadline.is_some_and(|d| local > d + LATE_FENCE);
         let kill_at = match g.deadline {
             Some(d) => (d + grace).min(local + grace),
@@ -2740,28 +2833,24 @@ impl World<'_> {
         }
         if late {
             self.stats.late_fence_kills += 1;
-            self.kill_clients_of(node, generation);
+            self.kill_clients_of(node, pid);
         } else {
-            self.sigterm_clients_of(node, generation);
+            self.sigterm_clients_of(node, pid);
         }
     }
 
     /// The guard reports its fence and exits; the daemon reads the end of its pipe.
-    fn guard_exits(&mut self, node: usize, generation: u64, fenced: bool) {
-        let Some(i) = self.nodes[node]
-            .guards
-            .iter()
-            .position(|g| g.generation == generation)
-        else {
+    fn guard_exits(&mut self, node: usize, pid: u64, fenced: bool) {
+        let Some(i) = self.nodes[node].guards.iter().position(|g| g.pid == pid) else {
             return;
         };
         let g = self.nodes[node].guards.remove(i);
         // The client dies with its guard (parent-death signal).
-        self.kill_clients_of(node, generation);
+        self.kill_clients_of(node, pid);
         let at = self.now + self.rng.range(10, 500);
         if fenced {
             let msg = LoopMsg::Guard {
-                generation,
+                run: g.run,
                 event: GuardEvent::Fenced,
             };
             self.schedule(
@@ -2773,7 +2862,7 @@ impl World<'_> {
                 },
             );
         }
-        let msg = LoopMsg::GuardGone { generation };
+        let msg = LoopMsg::GuardGone { run: g.run };
         self.schedule(
             at + 1,
             Ev::Loop {
@@ -2785,26 +2874,27 @@ impl World<'_> {
         self.maybe_restart(node);
     }
 
-    fn kill_guard(&mut self, node: usize, generation: u64) {
-        if self.guard(node, generation).is_some() {
-            self.note(Some(node), || format!("guard {generation} killed"));
-            self.guard_exits(node, generation, false);
+    fn kill_guard(&mut self, node: usize, pid: u64) {
+        if self.guard(node, pid).is_some() {
+            self.note(Some(node), || format!("guard {pid} killed"));
+            self.guard_exits(node, pid, false);
         }
     }
 
-    fn guard_says(&mut self, node: usize, generation: u64, event: GuardEvent) {
-        let inc = self.guard(node, generation).expect("present").inc;
+    fn guard_says(&mut self, node: usize, pid: u64, event: GuardEvent) {
+        let g = self.guard(node, pid).expect("present");
+        let (inc, run) = (g.inc, g.run);
         let at = self.now + self.rng.range(10, 500);
-        let msg = LoopMsg::Guard { generation, event };
+        let msg = LoopMsg::Guard { run, event };
         self.schedule(at, Ev::Loop { node, inc, msg });
     }
 
-    /// SIGKILL to the clients under guard `generation`; true if one was running.
-    fn kill_clients_of(&mut self, node: usize, generation: u64) -> bool {
+    /// SIGKILL to the clients under guard `pid`; true if one was running.
+    fn kill_clients_of(&mut self, node: usize, pid: u64) -> bool {
         let ids: Vec<u64> = self.nodes[node]
             .clients
             .iter()
-            .filter(|c| c.generation == generation)
+            .filter(|c| c.guard == pid)
             .map(|c| c.id)
             .collect();
         for &id in &ids {
@@ -2813,11 +2903,11 @@ impl World<'_> {
         !ids.is_empty()
     }
 
-    fn sigterm_clients_of(&mut self, node: usize, generation: u64) {
+    fn sigterm_clients_of(&mut self, node: usize, pid: u64) {
         let exits: Vec<(u64, Us)> = self.nodes[node]
             .clients
             .iter()
-            .filter(|c| c.generation == generation)
+            .filter(|c| c.guard == pid)
             .filter_map(|c| c.term_delay.map(|d| (c.id, d)))
             .collect();
         for (client, delay) in exits {
@@ -2827,17 +2917,13 @@ impl World<'_> {
 
     /// systemd's SIGTERM to every process of the unit.
     fn client_sigterm(&mut self, node: usize) {
-        let generations: Vec<u64> = self.nodes[node]
-            .clients
-            .iter()
-            .map(|c| c.generation)
-            .collect();
-        for generation in generations {
-            self.sigterm_clients_of(node, generation);
+        let pids: Vec<u64> = self.nodes[node].clients.iter().map(|c| c.guard).collect();
+        for pid in pids {
+            self.sigterm_clients_of(node, pid);
         }
     }
 
-    /// The client is gone; returns its guard's generation.
+    /// The client is gone; returns its guard's pid.
     fn client_dies(&mut self, node: usize, client: u64) -> Option<u64> {
         let i = self.nodes[node]
             .clients
@@ -2845,7 +2931,7 @@ impl World<'_> {
             .position(|c| c.id == client)?;
         self.close_signer(client);
         let c = self.nodes[node].clients.remove(i);
-        Some(c.generation)
+        Some(c.guard)
     }
 
     // ---- the checks ----
@@ -2988,12 +3074,14 @@ fn brief_action(a: &Action) -> Option<String> {
     Some(match a {
         Action::ListCandidates { .. } => "list".into(),
         Action::TryAcquire { identity, .. } => format!("acquire {identity}"),
-        Action::WriteHolderMetadata { .. } => "metadata".into(),
+        Action::ReadEpoch { .. } => "read epoch".into(),
+        Action::WriteMetadata { epoch, .. } => format!("metadata (epoch {epoch})"),
         Action::BeginQuarantine { min_wait, .. } => format!("quarantine {min_wait:?}"),
         Action::SendRenew { .. } => "renew".into(),
         Action::ExtendGuard { deadline } => format!("extend guard to {deadline}"),
-        Action::FetchKeyAndHandOff { .. } => "hand off".into(),
-        Action::RestartClient { .. } => "restart client".into(),
+        Action::FetchKeyAndHandOff { run, .. } => format!("hand off {run}"),
+        Action::RestartClient { run, .. } => format!("restart client {run}"),
+        Action::SetEngineSigner { attempt, .. } => format!("set engine signer {attempt}"),
         Action::Fence { reason, .. } => format!("FENCE {reason}"),
         Action::Release { .. } => "release".into(),
         Action::ScheduleWake { at } => format!("wake {at}"),
@@ -3036,8 +3124,12 @@ fn brief_kind(k: &CallKind) -> &'static str {
         CallKind::List { .. } => "list",
         CallKind::Acquire { .. } => "acquire",
         CallKind::Renew { .. } => "renew",
+        CallKind::ReadEpoch { .. } => "epoch read",
+        CallKind::Meta {
+            what: MetaWrite::Note,
+            ..
+        } => "release note",
         CallKind::Meta { .. } => "metadata",
-        CallKind::Note { .. } => "release note",
         CallKind::Release { .. } => "release",
         CallKind::Secret { .. } => "key fetch",
         CallKind::Spent => "(answered)",

@@ -1,0 +1,364 @@
+//! The daemon's store calls. Each is a future that the loop spawns and whose answer it
+//! feeds to the machine: bounded by a timeout (at most R/2, so the loop is never kept
+//! from the fence deadline), logged where an on-call engineer needs the reason, and
+//! counted in the metrics. None of them decides anything.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared::lease::{meta, LeaseError, LeaseId, LeaseStore, Metadata};
+use shared::secret::{Secret, SecretStore};
+use shared::Name;
+
+use super::Clock;
+use crate::machine::{AcquireOutcome, Event, FenceReason, Lease, RenewOutcome, Ticket};
+use crate::telemetry::{RenewFailure, Telemetry};
+
+/// The stores and what every call needs.
+#[derive(Clone)]
+pub(super) struct Stores {
+    pub(super) leases: Arc<dyn LeaseStore>,
+    pub(super) secrets: Arc<dyn SecretStore>,
+    /// Every store call's bound.
+    pub(super) timeout: Duration,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) clock: Clock,
+    /// The last list failure logged (`None`: listing works), so that a standby polling a
+    /// broken store logs the failure once, not every poll.
+    last_list_error: Arc<Mutex<Option<String>>>,
+}
+
+/// Waits for `work` (a store call) at most `timeout`; `None` when it did not finish in
+/// time, and the call is dropped. No extra thread is needed for the timer to cut a call
+/// short: the stores that block (SQLite waiting out its busy timeout, the `dir:` store's
+/// files) do that work on the blocking pool themselves, and the Azure stores' calls are
+/// asynchronous, so the loop's thread never waits inside one.
+pub(super) async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(timeout, work).await.ok()
+}
+
+impl Stores {
+    pub(super) fn new(
+        leases: Arc<dyn LeaseStore>,
+        secrets: Arc<dyn SecretStore>,
+        timeout: Duration,
+        telemetry: Arc<Telemetry>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            leases,
+            secrets,
+            timeout,
+            telemetry,
+            clock,
+            last_list_error: Arc::default(),
+        }
+    }
+
+    pub(super) fn list(&self, ticket: Ticket) -> impl Future<Output = Event> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("list"));
+        async move {
+            let store = s.leases.clone();
+            let result = within(s.timeout, async move { store.list().await }).await;
+            // A standby lists every poll: log a failure when it changes, and the recovery.
+            let error = match &result {
+                Some(Ok(_)) => None,
+                Some(Err(e)) => Some(e.to_string()),
+                None => Some(format!(
+                    "the lease store did not answer within {:.1} s",
+                    s.timeout.as_secs_f64()
+                )),
+            };
+            {
+                let mut last = s.last_list_error.lock().unwrap_or_else(|e| e.into_inner());
+                if *last != error {
+                    match &error {
+                        Some(e) => tracing::info!("cannot list the lease records: {e}"),
+                        None => tracing::info!("listing the lease records works again"),
+                    }
+                    *last = error;
+                }
+            }
+            match result {
+                Some(Ok(records)) => Event::Listed {
+                    ticket,
+                    available: records
+                        .into_iter()
+                        .filter(|r| r.state.is_acquirable())
+                        .map(|r| r.identity)
+                        .collect(),
+                },
+                _ => Event::ListFailed { ticket },
+            }
+        }
+    }
+
+    pub(super) fn acquire(
+        &self,
+        ticket: Ticket,
+        identity: Name,
+        duration: shared::lease::LeaseDuration,
+    ) -> impl Future<Output = Event> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("acquire"));
+        async move {
+            let (store, id) = (s.leases.clone(), identity.clone());
+            let sent_at = (s.clock)();
+            let call = async move { store.acquire(&id, duration, Some(&LeaseId::random())).await };
+            let outcome = match within(s.timeout, call).await {
+                Some(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
+                None => AcquireOutcome::Transient,
+            };
+            if matches!(outcome, AcquireOutcome::Acquired { .. }) {
+                s.telemetry.metrics(|m| m.acquisitions.inc());
+            }
+            Event::AcquireResult {
+                ticket,
+                identity,
+                outcome,
+            }
+        }
+    }
+
+    pub(super) fn renew(&self, lease: Lease) -> impl Future<Output = Event> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("renew"));
+        async move {
+            let (ticket, identity) = (lease.ticket, lease.identity.clone());
+            let sent_at = (s.clock)();
+            let store = s.leases.clone();
+            let call = async move { store.renew(&lease.identity, &lease.id).await };
+            let outcome = match within(s.timeout, call).await {
+                Some(result) => {
+                    let outcome = RenewOutcome::from_result(result.as_ref().map(|_| ()), sent_at);
+                    // Say why, so that the fence or the retries that follow are explained.
+                    if let Err(e) = &result {
+                        match outcome {
+                            RenewOutcome::Lost => tracing::info!("renew of {identity} failed: {e}"),
+                            _ => tracing::info!(
+                                "renew of {identity} failed, retrying until the fence deadline: {e}"
+                            ),
+                        }
+                    }
+                    outcome
+                }
+                None => {
+                    tracing::info!(
+                        "renew of {identity}: no answer within {:.1} s, retrying until the fence deadline",
+                        s.timeout.as_secs_f64()
+                    );
+                    RenewOutcome::Transient
+                }
+            };
+            let took = (s.clock)().saturating_duration_since(sent_at);
+            if let RenewOutcome::Renewed { .. } = outcome {
+                tracing::debug!(took_ms = took.as_millis(), "renewed {identity}");
+            }
+            s.telemetry.metrics(|m| {
+                m.observe_renew(took);
+                match outcome {
+                    RenewOutcome::Renewed { .. } => {
+                        m.renewals.inc();
+                    }
+                    RenewOutcome::Lost => m.renew_failure(RenewFailure::Lost),
+                    RenewOutcome::Transient => m.renew_failure(RenewFailure::Transient),
+                }
+            });
+            Event::RenewResult { ticket, outcome }
+        }
+    }
+
+    /// Reads the record's epoch for the machine, which numbers the lease.
+    pub(super) fn read_epoch(&self, lease: Lease) -> impl Future<Output = Event> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("read"));
+        async move {
+            let store = s.leases.clone();
+            let identity = lease.identity.clone();
+            let record_epoch =
+                match within(s.timeout, async move { store.read(&identity).await }).await {
+                    Some(Ok(record)) => Some(record.epoch()),
+                    Some(Err(e)) => {
+                        tracing::info!("reading the record of {}: {e}", lease.identity);
+                        None
+                    }
+                    None => {
+                        tracing::info!("reading the record of {}: timed out", lease.identity);
+                        None
+                    }
+                };
+            Event::EpochRead {
+                ticket: lease.ticket,
+                record_epoch,
+            }
+        }
+    }
+
+    /// Writes `meta`'s latest content under `lease` (see [`LeaseMeta`]); logs a failure.
+    pub(super) fn write_metadata(
+        &self,
+        lease: Lease,
+        meta: Arc<LeaseMeta>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("write_metadata"));
+        async move {
+            let identity = lease.identity.clone();
+            let store = s.leases.clone();
+            match within(s.timeout, meta.write_latest(store.as_ref(), &lease)).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::info!("metadata for {identity}: {e}"),
+                None => tracing::info!("metadata for {identity}: timed out"),
+            }
+        }
+    }
+
+    /// Releases `lease`, best-effort; first records why it is given up, when `note` says.
+    pub(super) fn release(
+        &self,
+        lease: Lease,
+        note: Option<(Arc<LeaseMeta>, FenceReason, String)>,
+    ) -> impl Future<Output = Event> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("release"));
+        let note = note.filter(|(meta, _, _)| meta.epoch().is_some());
+        if note.is_some() {
+            s.telemetry.metrics(|m| m.store_request("write_metadata"));
+        }
+        async move {
+            let (ticket, identity) = (lease.ticket, lease.identity.clone());
+            if let Some((meta, reason, detail)) = note {
+                meta.set(meta::LAST_FENCE, reason.as_str());
+                meta.set(meta::LAST_FENCE_DETAIL, &metadata_text(&detail));
+                let store = s.leases.clone();
+                if let Some(Err(e)) =
+                    within(s.timeout, meta.write_latest(store.as_ref(), &lease)).await
+                {
+                    tracing::info!("recording why {identity} is given up: {e}");
+                }
+            }
+            let store = s.leases.clone();
+            let call = async move { store.release(&lease.identity, &lease.id).await };
+            match within(s.timeout, call).await {
+                Some(Ok(())) => tracing::info!("released {identity}"),
+                Some(Err(e)) => tracing::info!("release of {identity}: {e}"),
+                None => tracing::info!("release of {identity}: timed out"),
+            }
+            Event::ReleaseDone { ticket }
+        }
+    }
+
+    /// Fetches `identity`'s secret; never puts key material in the error.
+    pub(super) fn fetch_secret(
+        &self,
+        identity: Name,
+    ) -> impl Future<Output = Result<Secret, String>> + Send + 'static {
+        let s = self.clone();
+        s.telemetry.metrics(|m| m.store_request("get_secret"));
+        async move {
+            let store = s.secrets.clone();
+            match within(s.timeout, async move { store.get(&identity).await }).await {
+                Some(Ok(secret)) => Ok(secret),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the secret store did not answer in time".into()),
+            }
+        }
+    }
+}
+
+/// The metadata of one lease: its content, and the epoch the machine decided for it. Writes
+/// under the lease (holder, address, why it was given up) are serialised, and each writes
+/// the content as it is when its turn comes, so the last write carries everything known.
+/// Nothing is written before the epoch is decided: a write without one would set the
+/// record's epoch back to 0.
+#[derive(Default)]
+pub(super) struct LeaseMeta {
+    content: Mutex<(BTreeMap<String, String>, Option<u64>)>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl LeaseMeta {
+    /// The holder's fields, for a lease acquired now by `node`, of `lease_secs`.
+    pub(super) fn holder(node: &str, lease_secs: u64) -> Self {
+        let mut fields = BTreeMap::new();
+        fields.insert(meta::HOLDER_NODE.into(), node.to_string());
+        fields.insert(meta::HOLDER_HOST.into(), hostname());
+        fields.insert(meta::HOLDER_BOOT_ID.into(), boot_id());
+        fields.insert(meta::HOLDER_PID.into(), std::process::id().to_string());
+        fields.insert(meta::ACQUIRED_AT.into(), unix_now().to_string());
+        fields.insert(meta::LEASE_SECS.into(), lease_secs.to_string());
+        Self {
+            content: Mutex::new((fields, None)),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (BTreeMap<String, String>, Option<u64>)> {
+        self.content.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn set(&self, key: &str, value: &str) {
+        self.lock().0.insert(key.to_string(), value.to_string());
+    }
+
+    /// Sets the epoch; true the first time.
+    pub(super) fn set_epoch(&self, epoch: u64) -> bool {
+        self.lock().1.replace(epoch).is_none()
+    }
+
+    pub(super) fn epoch(&self) -> Option<u64> {
+        self.lock().1
+    }
+
+    async fn write_latest(&self, store: &dyn LeaseStore, lease: &Lease) -> Result<(), LeaseError> {
+        let _turn = self.turn.lock().await;
+        let (mut fields, epoch) = self.lock().clone();
+        let Some(epoch) = epoch else {
+            return Ok(());
+        };
+        fields.insert(meta::EPOCH.into(), epoch.to_string());
+        store
+            .write_metadata(&lease.identity, &lease.id, &Metadata::try_from(fields)?)
+            .await
+    }
+}
+
+/// `text` as a metadata value (`shared::lease::Metadata`): printable ASCII without
+/// leading or trailing spaces (what an HTTP header, and so Azure blob metadata, can carry),
+/// at most 200 characters.
+fn metadata_text(text: &str) -> String {
+    let printable: String = text
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect();
+    printable.trim().to_string()
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
