@@ -79,10 +79,8 @@ impl fmt::Display for CredentialKind {
 /// The `[azure]` settings shared by `orchestrator` and `leased`. Everything is optional:
 /// the defaults suit a VM with a system-assigned managed identity. Read from a file with
 /// [`AzureOptions::read`].
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AzureOptions {
-    #[serde(default)]
     pub credential: CredentialKind,
     /// The client id of a user-assigned managed identity.
     pub managed_identity_client_id: Option<String>,
