@@ -5,6 +5,11 @@
 //! outside 15–60`), never just the first; the binary prints them and exits 64. It never
 //! reads key material: the password file is only a path handed to the client.
 //!
+//! The file is read with the workspace's one idiom for configuration ([`shared::config`]):
+//! its shape is the `File` structs at the end of this module, one per section (`[azure]`
+//! is [`shared::azure::AzureTable`], read by [`AzureOptions::read`]), and `build` is the
+//! validation pass that applies the rules below, section by section.
+//!
 //! ```toml
 //! node = "vm-1"                      # optional; default: the hostname
 //! runtime_dir = "/run/leased"        # lock file, key file; must be private (0700)
@@ -78,16 +83,20 @@
 //! - `node` defaults to the hostname and must be 1–253 visible ASCII characters (it is
 //!   written into lease metadata).
 
-use std::fmt;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shared::azure::AzureOptions;
+use serde::Deserialize;
+use shared::azure::{AzureOptions, AzureTable};
+use shared::config::{Field, Report, Section, Unknown};
 use shared::keyfile::KeyFormat;
 use shared::lease::{LeaseDuration, MAX_LEASE, MIN_LEASE};
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use toml::{Table, Value};
+
+pub use shared::config::{Problem, Problems};
 
 use crate::machine::{self, Params};
 
@@ -163,7 +172,7 @@ pub struct ClientConfig {
     /// How long a hand-off may take before it counts as failed.
     pub start_timeout: Duration,
     /// The client's whole environment (`PATH` included).
-    pub env: std::collections::BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
 }
 
 /// `[http]`
@@ -189,71 +198,6 @@ pub struct Overrides {
     pub listen: Option<String>,
 }
 
-/// One thing wrong with the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The setting's dotted name (`lease.duration_secs`); `None` for the file as a whole.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl Problem {
-    fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: Some(key.into()),
-            message: message.into(),
-        }
-    }
-
-    fn file(message: impl Into<String>) -> Self {
-        Self {
-            key: None,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(key) => write!(f, "{key}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-/// Every problem found; never empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems(Vec<Problem>);
-
-impl Problems {
-    pub fn as_slice(&self) -> &[Problem] {
-        &self.0
-    }
-
-    /// The dotted names of the settings with problems, in report order.
-    pub fn keys(&self) -> Vec<&str> {
-        self.0.iter().filter_map(|p| p.key.as_deref()).collect()
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        write!(
-            f,
-            "{n} problem{} in the configuration:",
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in &self.0 {
-            write!(f, "\n  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Problems {}
-
 impl Config {
     /// Reads `path`, applies `overrides`, and validates everything, including the runtime
     /// directory on disk.
@@ -263,7 +207,7 @@ impl Config {
             .and_then(|bytes| {
                 String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())
             })
-            .map_err(|e| Problems(vec![Problem::file(format!("{}: {e}", path.display()))]))?;
+            .map_err(|e| Problems::from(vec![Problem::file(format!("{}: {e}", path.display()))]))?;
         let our_uid = nix::unistd::geteuid().as_raw();
         let check_dir = |dir: &Path| match inspect_dir(dir) {
             Ok(state) => check_runtime_dir(&state, our_uid).err(),
@@ -272,14 +216,15 @@ impl Config {
                 format!("cannot inspect it: {e}"),
             )),
         };
-        build(&text, overrides, check_dir).map_err(|Problems(ps)| {
-            Problems(
-                ps.into_iter()
+        build(&text, overrides, check_dir).map_err(|ps| {
+            Problems::from(
+                ps.into_vec()
+                    .into_iter()
                     .map(|p| match p.key {
                         Some(_) => p,
                         None => Problem::file(format!("{}: {}", path.display(), p.message)),
                     })
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
         })
     }
@@ -503,240 +448,82 @@ fn parse_arg(arg: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
-// ---- reading the TOML table ----
+// ---- reading the file (shared::config) ----
 
-/// A setting as found in the file.
-enum Found<T> {
-    Absent,
-    /// Present but unusable; already reported.
-    Bad,
-    Present(T),
+/// `leased.toml` as written, one struct per section; [`build`] checks it.
+#[derive(Deserialize, Default)]
+struct File {
+    node: Field<String>,
+    runtime_dir: Field<PathBuf>,
+    store: Section<StoreFile>,
+    identity: Section<IdentityFile>,
+    lease: Section<LeaseFile>,
+    client: Section<ClientFile>,
+    http: Section<HttpFile>,
+    azure: Section<AzureTable>,
 }
 
-impl<T> Found<T> {
-    fn or(self, default: T) -> Option<T> {
-        match self {
-            Self::Absent => Some(default),
-            Self::Bad => None,
-            Self::Present(v) => Some(v),
-        }
-    }
-
-    fn optional(self) -> Option<Option<T>> {
-        match self {
-            Self::Absent => Some(None),
-            Self::Bad => None,
-            Self::Present(v) => Some(Some(v)),
-        }
-    }
+#[derive(Deserialize, Default)]
+struct StoreFile {
+    leases: Field<String>,
+    secrets: Field<String>,
 }
 
-/// One table of the file, emptied as settings are read so that what is left is unknown.
-struct Section {
-    name: &'static str,
-    table: Table,
-    known: &'static [&'static str],
+#[derive(Deserialize, Default)]
+struct IdentityFile {
+    pool: Field<String>,
+    quarantine_secs: Field<u64>,
 }
 
-#[derive(Default)]
-struct Reader {
-    problems: Vec<Problem>,
+#[derive(Deserialize, Default)]
+struct LeaseFile {
+    duration_secs: Field<u64>,
+    renew_every_secs: Field<u64>,
+    margin_secs: Field<u64>,
+    standby_poll_millis: Field<u64>,
 }
 
-impl Reader {
-    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem::at(key, message));
-    }
-
-    fn key(section: &Section, k: &str) -> String {
-        if section.name.is_empty() {
-            k.to_string()
-        } else {
-            format!("{}.{k}", section.name)
-        }
-    }
-
-    fn section(
-        &mut self,
-        root: &mut Table,
-        name: &'static str,
-        known: &'static [&'static str],
-    ) -> Section {
-        let table = match root.remove(name) {
-            None => Table::new(),
-            Some(Value::Table(t)) => t,
-            Some(other) => {
-                self.problem(
-                    name,
-                    format!("must be a section ([{name}]), not {}", a(&other)),
-                );
-                Table::new()
-            }
-        };
-        Section { name, table, known }
-    }
-
-    fn take(&mut self, s: &mut Section, k: &str) -> Option<Value> {
-        debug_assert!(s.known.contains(&k), "{k} missing from the known list");
-        s.table.remove(k)
-    }
-
-    fn string(&mut self, s: &mut Section, k: &str) -> Found<String> {
-        match self.take(s, k) {
-            None => Found::Absent,
-            Some(Value::String(v)) => Found::Present(v),
-            Some(other) => {
-                self.problem(
-                    Self::key(s, k),
-                    format!("must be a string, not {}", a(&other)),
-                );
-                Found::Bad
-            }
-        }
-    }
-
-    fn uint(&mut self, s: &mut Section, k: &str) -> Found<u64> {
-        match self.take(s, k) {
-            None => Found::Absent,
-            Some(Value::Integer(i)) => match u64::try_from(i) {
-                Ok(v) => Found::Present(v),
-                Err(_) => {
-                    self.problem(Self::key(s, k), format!("{i} is negative"));
-                    Found::Bad
-                }
-            },
-            Some(other) => {
-                self.problem(
-                    Self::key(s, k),
-                    format!("must be a whole number, not {}", a(&other)),
-                );
-                Found::Bad
-            }
-        }
-    }
-
-    fn strings(&mut self, s: &mut Section, k: &str) -> Found<Vec<String>> {
-        let key = Self::key(s, k);
-        match self.take(s, k) {
-            None => Found::Absent,
-            Some(Value::Array(items)) => {
-                let mut out = Vec::new();
-                let mut bad = false;
-                for (i, item) in items.into_iter().enumerate() {
-                    match item {
-                        Value::String(v) => out.push(v),
-                        other => {
-                            bad = true;
-                            self.problem(
-                                format!("{key}[{i}]"),
-                                format!("must be a string, not {}", a(&other)),
-                            );
-                        }
-                    }
-                }
-                if bad {
-                    Found::Bad
-                } else {
-                    Found::Present(out)
-                }
-            }
-            Some(other) => {
-                self.problem(
-                    key,
-                    format!("must be an array of strings, not {}", a(&other)),
-                );
-                Found::Bad
-            }
-        }
-    }
-
-    fn required<T>(&mut self, s: &Section, k: &str, found: Found<T>) -> Option<T> {
-        match found {
-            Found::Absent => {
-                self.problem(Self::key(s, k), "is required");
-                None
-            }
-            Found::Bad => None,
-            Found::Present(v) => Some(v),
-        }
-    }
-
-    /// Reports whatever is left in the section as unknown.
-    fn finish(&mut self, s: Section) {
-        for k in s.table.keys() {
-            let message = match closest(k, s.known) {
-                Some(near) => format!("unknown setting (did you mean {near}?)"),
-                None => format!("unknown setting; known here: {}", s.known.join(", ")),
-            };
-            self.problem(Self::key(&s, k), message);
-        }
-    }
-
-    /// A duration setting: whole `unit`s, default `default`, checked by `check`.
-    fn duration(
-        &mut self,
-        s: &mut Section,
-        k: &str,
-        unit: Duration,
-        default: Duration,
-        check: impl FnOnce(Duration) -> Result<(), String>,
-    ) -> Option<Duration> {
-        let found = match self.uint(s, k) {
-            Found::Absent => return Some(default),
-            Found::Bad => return None,
-            Found::Present(n) => n,
-        };
-        let d = unit.saturating_mul(u32::try_from(found).unwrap_or(u32::MAX));
-        match check(d) {
-            Ok(()) => Some(d),
-            Err(m) => {
-                self.problem(Self::key(s, k), format!("{found} {m}"));
-                None
-            }
-        }
-    }
+#[derive(Deserialize, Default)]
+struct ClientFile {
+    format: Field<String>,
+    password_file: Field<PathBuf>,
+    command: Field<Vec<String>>,
+    engine_signer_rpc: Field<String>,
+    restart_backoff_millis: Field<u64>,
+    crash_loop_max_exits: Field<u64>,
+    crash_loop_window_secs: Field<u64>,
+    fence_grace_millis: Field<u64>,
+    start_timeout_secs: Field<u64>,
+    /// A table read whole, so that each variable is checked on its own.
+    env: Field<Table>,
 }
 
-const ROOT_KEYS: &[&str] = &[
-    "node",
-    "runtime_dir",
-    "store",
-    "identity",
-    "lease",
-    "client",
-    "http",
-    "azure",
-];
-const STORE_KEYS: &[&str] = &["leases", "secrets"];
-const IDENTITY_KEYS: &[&str] = &["pool", "quarantine_secs"];
-const LEASE_KEYS: &[&str] = &[
-    "duration_secs",
-    "renew_every_secs",
-    "margin_secs",
-    "standby_poll_millis",
-];
-const CLIENT_KEYS: &[&str] = &[
-    "format",
-    "password_file",
-    "command",
-    "engine_signer_rpc",
-    "restart_backoff_millis",
-    "crash_loop_max_exits",
-    "crash_loop_window_secs",
-    "fence_grace_millis",
-    "start_timeout_secs",
-    "env",
-];
-const HTTP_KEYS: &[&str] = &["listen"];
+#[derive(Deserialize, Default)]
+struct HttpFile {
+    listen: Field<String>,
+}
 
-/// A known name within edit distance 2 of `k`, if any.
-fn closest(k: &str, known: &'static [&'static str]) -> Option<&'static str> {
-    known
-        .iter()
-        .map(|n| (strsim::levenshtein(k, n), *n))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, n)| n)
+/// A duration setting in whole `unit`s: `default` when absent; `None` when wrong or when
+/// `check` refuses it (reported as "N complaint").
+fn duration(
+    r: &mut Report,
+    key: &str,
+    field: Field<u64>,
+    unit: Duration,
+    default: Duration,
+    check: impl FnOnce(Duration) -> Result<(), String>,
+) -> Option<Duration> {
+    let Some(n) = r.optional(key, field)? else {
+        return Some(default);
+    };
+    let d = unit.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    match check(d) {
+        Ok(()) => Some(d),
+        Err(m) => {
+            r.problem(key, format!("{n} {m}"));
+            None
+        }
+    }
 }
 
 fn apply_overrides(root: &mut Table, o: &Overrides) {
@@ -778,67 +565,27 @@ fn apply_overrides(root: &mut Table, o: &Overrides) {
     set(root, Some("http"), "listen", s(&o.listen));
 }
 
-/// The value's TOML type with its article: "a string", "an integer".
-fn a(v: &Value) -> &'static str {
-    match v {
-        Value::String(_) => "a string",
-        Value::Integer(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Boolean(_) => "a boolean",
-        Value::Datetime(_) => "a date-time",
-        Value::Array(_) => "an array",
-        Value::Table(_) => "a table",
-    }
-}
-
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 fn build(
     text: &str,
     overrides: &Overrides,
     check_dir: impl FnOnce(&Path) -> Option<Problem>,
 ) -> Result<Config, Problems> {
-    let mut root = match text.parse::<Table>() {
-        Ok(t) => t,
-        Err(e) => {
-            let message = match e.span() {
-                Some(span) => {
-                    let (line, column) = line_and_column(text, span.start);
-                    format!("line {line}, column {column}: {}", e.message())
-                }
-                None => e.message().to_string(),
-            };
-            return Err(Problems(vec![Problem::file(format!(
-                "not valid TOML: {message}"
-            ))]));
-        }
-    };
+    let mut root = shared::config::parse(text).map_err(|p| Problems::from(vec![p]))?;
     apply_overrides(&mut root, overrides);
 
-    let mut r = Reader::default();
-    let mut top = Section {
-        name: "",
-        table: Table::new(),
-        known: ROOT_KEYS,
-    };
-    // Sections first, so the top level's leftovers are exactly the unknown names.
-    let store = r.section(&mut root, "store", STORE_KEYS);
-    let identity = r.section(&mut root, "identity", IDENTITY_KEYS);
-    let lease = r.section(&mut root, "lease", LEASE_KEYS);
-    let client = r.section(&mut root, "client", CLIENT_KEYS);
-    let http = r.section(&mut root, "http", HTTP_KEYS);
-    let azure = read_azure(&mut r, root.remove("azure"));
-    top.table = root;
+    let mut r = Report::default();
+    let (file, top) = r.open("", Section::<File>::read(root));
+    // Every section first: one that is not a table is a problem with the file's layout.
+    let store = r.open("store", file.store);
+    let identity = r.open("identity", file.identity);
+    let lease = r.open("lease", file.lease);
+    let client = r.open("client", file.client);
+    let http = r.open("http", file.http);
 
-    let node = read_node(&mut r, &mut top);
-    let runtime_dir = read_runtime_dir(&mut r, &mut top, check_dir);
+    let node = read_node(&mut r, file.node);
+    let runtime_dir = read_runtime_dir(&mut r, file.runtime_dir, check_dir);
     r.finish(top);
-    let store = read_store(&mut r, store, azure);
+    let store = read_store(&mut r, store, file.azure);
     let identity = read_identity(&mut r, identity);
     let lease = read_lease(&mut r, lease);
     let client = read_client(
@@ -857,7 +604,7 @@ fn build(
             Some(lease),
             Some(client),
             Some(http),
-        ) if r.problems.is_empty() => Ok(Config {
+        ) if r.is_empty() => Ok(Config {
             node,
             runtime_dir,
             store,
@@ -867,17 +614,16 @@ fn build(
             http,
         }),
         _ => {
-            debug_assert!(!r.problems.is_empty(), "a setting failed without a problem");
-            Err(Problems(r.problems))
+            debug_assert!(!r.is_empty(), "a setting failed without a problem");
+            Err(Problems::from(r.into_problems()))
         }
     }
 }
 
-fn read_node(r: &mut Reader, top: &mut Section) -> Option<String> {
-    let node = match r.string(top, "node") {
-        Found::Bad => return None,
-        Found::Present(n) => n,
-        Found::Absent => match nix::unistd::gethostname().map(|h| h.into_string()) {
+fn read_node(r: &mut Report, field: Field<String>) -> Option<String> {
+    let node = match r.optional("node", field)? {
+        Some(n) => n,
+        None => match nix::unistd::gethostname().map(|h| h.into_string()) {
             Ok(Ok(h)) => h,
             Ok(Err(_)) => {
                 r.problem("node", "is not set, and the hostname is not UTF-8; set it");
@@ -904,14 +650,11 @@ fn read_node(r: &mut Reader, top: &mut Section) -> Option<String> {
 }
 
 fn read_runtime_dir(
-    r: &mut Reader,
-    top: &mut Section,
+    r: &mut Report,
+    field: Field<PathBuf>,
     check_dir: impl FnOnce(&Path) -> Option<Problem>,
 ) -> Option<PathBuf> {
-    let dir = PathBuf::from(
-        r.string(top, "runtime_dir")
-            .or(DEFAULT_RUNTIME_DIR.to_string())?,
-    );
+    let dir = r.or("runtime_dir", field, PathBuf::from(DEFAULT_RUNTIME_DIR))?;
     if !dir.is_absolute() {
         r.problem(
             "runtime_dir",
@@ -920,48 +663,31 @@ fn read_runtime_dir(
         return None;
     }
     if let Some(p) = check_dir(&dir) {
-        r.problems.push(p);
+        r.push(p);
         return None;
     }
     Some(dir)
 }
 
-/// `[azure]`, read with its own strict schema (shared::azure::AzureOptions).
-fn read_azure(r: &mut Reader, table: Option<Value>) -> Option<AzureOptions> {
-    match table {
-        None => Some(AzureOptions::default()),
-        Some(Value::Table(t)) => match Value::Table(t).try_into::<AzureOptions>() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                r.problem("azure", e.message().replace('\n', " "));
-                None
-            }
-        },
-        Some(other) => {
-            r.problem(
-                "azure",
-                format!("must be a section ([azure]), not {}", a(&other)),
-            );
-            None
-        }
-    }
-}
-
-fn read_store(r: &mut Reader, mut s: Section, azure: Option<AzureOptions>) -> Option<StoreConfig> {
-    let leases = r.string(&mut s, "leases");
-    let leases = r.required(&s, "leases", leases).and_then(|v| {
+/// `[store]`, then `[azure]`: its settings always, their combination only when a store is
+/// on Azure.
+fn read_store(
+    r: &mut Report,
+    (s, unknown): (StoreFile, Unknown),
+    azure: Section<AzureTable>,
+) -> Option<StoreConfig> {
+    let leases = r.required("store.leases", s.leases).and_then(|v| {
         v.parse::<LeaseStoreSpec>()
             .map_err(|e| r.problem("store.leases", e.to_string()))
             .ok()
     });
-    let secrets = r.string(&mut s, "secrets");
-    let secrets = r.required(&s, "secrets", secrets).and_then(|v| {
+    let secrets = r.required("store.secrets", s.secrets).and_then(|v| {
         v.parse::<SecretStoreSpec>()
             .map_err(|e| r.problem("store.secrets", e.to_string()))
             .ok()
     });
-    r.finish(s);
-    let azure = azure?;
+    r.finish(unknown);
+    let azure = AzureOptions::read(r, "azure", azure)?;
     let uses_azure = leases.as_ref().is_some_and(LeaseStoreSpec::is_azure)
         || secrets.as_ref().is_some_and(SecretStoreSpec::is_azure);
     if uses_azure {
@@ -976,9 +702,8 @@ fn read_store(r: &mut Reader, mut s: Section, azure: Option<AzureOptions>) -> Op
     })
 }
 
-fn read_identity(r: &mut Reader, mut s: Section) -> Option<IdentityConfig> {
-    let pool = r.string(&mut s, "pool");
-    let pool = r.required(&s, "pool", pool).and_then(|p| {
+fn read_identity(r: &mut Report, (s, unknown): (IdentityFile, Unknown)) -> Option<IdentityConfig> {
+    let pool = r.required("identity.pool", s.pool).and_then(|p| {
         let ok = !p.is_empty()
             && p.len() <= 127
             && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -992,14 +717,15 @@ fn read_identity(r: &mut Reader, mut s: Section) -> Option<IdentityConfig> {
             None
         }
     });
-    let quarantine = r.duration(
-        &mut s,
-        "quarantine_secs",
+    let quarantine = duration(
+        r,
+        "identity.quarantine_secs",
+        s.quarantine_secs,
         Duration::from_secs(1),
         Duration::ZERO,
         |_| Ok(()),
     );
-    r.finish(s);
+    r.finish(unknown);
     Some(IdentityConfig {
         pool: pool?,
         quarantine: quarantine?,
@@ -1011,11 +737,12 @@ fn secs(d: Duration) -> String {
     format!("{}", (d.as_secs_f64() * 100.0).round() / 100.0)
 }
 
-fn read_lease(r: &mut Reader, mut s: Section) -> Option<LeaseConfig> {
+fn read_lease(r: &mut Report, (s, unknown): (LeaseFile, Unknown)) -> Option<LeaseConfig> {
     let sec = Duration::from_secs(1);
-    let d = r.duration(
-        &mut s,
-        "duration_secs",
+    let d = duration(
+        r,
+        "lease.duration_secs",
+        s.duration_secs,
         sec,
         MIN_LEASE,
         |d| match (MIN_LEASE..=MAX_LEASE).contains(&d) {
@@ -1030,9 +757,10 @@ fn read_lease(r: &mut Reader, mut s: Section) -> Option<LeaseConfig> {
     // The checks below depend on D (and R on M); without a valid D they are skipped rather
     // than reported against a value the operator did not choose.
     let default_d = d.unwrap_or(MIN_LEASE);
-    let m = r.duration(
-        &mut s,
-        "margin_secs",
+    let m = duration(
+        r,
+        "lease.margin_secs",
+        s.margin_secs,
         sec,
         machine::default_margin(default_d),
         |m| {
@@ -1050,9 +778,10 @@ fn read_lease(r: &mut Reader, mut s: Section) -> Option<LeaseConfig> {
         Some(m) if m < default_d => (default_d / 3).min((default_d - m) / 2),
         _ => default_d / 3,
     };
-    let r_every = r.duration(
-        &mut s,
-        "renew_every_secs",
+    let r_every = duration(
+        r,
+        "lease.renew_every_secs",
+        s.renew_every_secs,
         sec,
         default_r,
         |every| {
@@ -1068,9 +797,10 @@ fn read_lease(r: &mut Reader, mut s: Section) -> Option<LeaseConfig> {
             }
         },
     );
-    let poll = r.duration(
-        &mut s,
-        "standby_poll_millis",
+    let poll = duration(
+        r,
+        "lease.standby_poll_millis",
+        s.standby_poll_millis,
         Duration::from_millis(1),
         Duration::from_millis(500),
         |p| {
@@ -1086,7 +816,7 @@ fn read_lease(r: &mut Reader, mut s: Section) -> Option<LeaseConfig> {
             }
         },
     );
-    r.finish(s);
+    r.finish(unknown);
     Some(LeaseConfig {
         duration: d?,
         renew_every: r_every?,
@@ -1104,31 +834,29 @@ pub fn max_fence_grace(m: Duration, d: Duration) -> Duration {
 }
 
 fn read_client(
-    r: &mut Reader,
-    mut s: Section,
+    r: &mut Report,
+    (s, unknown): (ClientFile, Unknown),
     margin: Option<(Duration, Duration)>,
 ) -> Option<ClientConfig> {
     let format = r
-        .string(&mut s, "format")
-        .or("raw-hex".into())
+        .or("client.format", s.format, "raw-hex".into())
         .and_then(|f| {
             f.parse::<KeyFormat>()
                 .map_err(|e| r.problem("client.format", e))
                 .ok()
         });
-    let password_file =
-        r.string(&mut s, "password_file")
-            .optional()
-            .and_then(|p| match p.map(PathBuf::from) {
-                Some(p) if !p.is_absolute() => {
-                    r.problem(
-                        "client.password_file",
-                        format!("{:?} must be an absolute path", p.display().to_string()),
-                    );
-                    None
-                }
-                p => Some(p),
-            });
+    let password_file = r
+        .optional("client.password_file", s.password_file)
+        .and_then(|p| match p {
+            Some(p) if !p.is_absolute() => {
+                r.problem(
+                    "client.password_file",
+                    format!("{:?} must be an absolute path", p.display().to_string()),
+                );
+                None
+            }
+            p => Some(p),
+        });
     match (format, &password_file) {
         (Some(f), Some(None)) if f.needs_password() => r.problem(
             "client.password_file",
@@ -1141,8 +869,7 @@ fn read_client(
         _ => {}
     }
 
-    let command = r.strings(&mut s, "command");
-    let command = r.required(&s, "command", command).and_then(|args| {
+    let command = r.required("client.command", s.command).and_then(|args| {
         if args.is_empty() {
             r.problem("client.command", "is empty; it needs at least the program");
             return None;
@@ -1171,8 +898,7 @@ fn read_client(
     }
 
     let rpc = r
-        .string(&mut s, "engine_signer_rpc")
-        .optional()
+        .optional("client.engine_signer_rpc", s.engine_signer_rpc)
         .and_then(|u| match u {
             Some(u) if !shared::net::is_loopback_http(&u) => {
                 r.problem(
@@ -1187,9 +913,10 @@ fn read_client(
         });
 
     let ms = Duration::from_millis(1);
-    let backoff = r.duration(
-        &mut s,
-        "restart_backoff_millis",
+    let backoff = duration(
+        r,
+        "client.restart_backoff_millis",
+        s.restart_backoff_millis,
         ms,
         Duration::from_secs(1),
         |b| match b < Duration::from_millis(100) {
@@ -1197,21 +924,22 @@ fn read_client(
             false => Ok(()),
         },
     );
-    let max_exits = match r.uint(&mut s, "crash_loop_max_exits") {
-        Found::Absent => Some(5),
-        Found::Bad => None,
-        Found::Present(n) if (1..=1000).contains(&n) => Some(n as u32),
-        Found::Present(n) => {
-            r.problem(
-                "client.crash_loop_max_exits",
-                format!("{n} is outside 1–1000"),
-            );
-            None
-        }
-    };
-    let window = r.duration(
-        &mut s,
-        "crash_loop_window_secs",
+    let max_exits = r
+        .or("client.crash_loop_max_exits", s.crash_loop_max_exits, 5)
+        .and_then(|n| match u32::try_from(n) {
+            Ok(n) if (1..=1000).contains(&n) => Some(n),
+            _ => {
+                r.problem(
+                    "client.crash_loop_max_exits",
+                    format!("{n} is outside 1–1000"),
+                );
+                None
+            }
+        });
+    let window = duration(
+        r,
+        "client.crash_loop_window_secs",
+        s.crash_loop_window_secs,
         Duration::from_secs(1),
         Duration::from_secs(60),
         |w| match w.is_zero() {
@@ -1223,28 +951,34 @@ fn read_client(
     let default_grace = margin.map_or(Duration::from_secs(1), |(m, d)| {
         (m / 4).min(max_fence_grace(m, d))
     });
-    let grace = r.duration(&mut s, "fence_grace_millis", ms, default_grace, |g| match (
-        margin, limit,
-    ) {
-        _ if g.is_zero() => Err("must be at least 1".into()),
-        (Some((m, _)), _) if g > m / 2 => Err(format!(
-            "is not well inside the margin: it must be at most M/2 = {} ms",
-            (m / 2).as_millis()
-        )),
-        (Some((m, d)), Some(limit)) if g > limit => Err(format!(
-            "does not fit in the margin with the daemon's backstop and clock drift: \
+    let grace = duration(
+        r,
+        "client.fence_grace_millis",
+        s.fence_grace_millis,
+        ms,
+        default_grace,
+        |g| match (margin, limit) {
+            _ if g.is_zero() => Err("must be at least 1".into()),
+            (Some((m, _)), _) if g > m / 2 => Err(format!(
+                "is not well inside the margin: it must be at most M/2 = {} ms",
+                (m / 2).as_millis()
+            )),
+            (Some((m, d)), Some(limit)) if g > limit => Err(format!(
+                "does not fit in the margin with the daemon's backstop and clock drift: \
                  grace + {} ms + D/50 ({} ms) must be at most M = {} ms, so at most {} ms \
                  (or widen lease.margin_secs)",
-            crate::daemon::BACKSTOP_SLACK.as_millis(),
-            (d / 50).as_millis(),
-            m.as_millis(),
-            limit.as_millis()
-        )),
-        _ => Ok(()),
-    });
-    let start_timeout = r.duration(
-        &mut s,
-        "start_timeout_secs",
+                crate::daemon::BACKSTOP_SLACK.as_millis(),
+                (d / 50).as_millis(),
+                m.as_millis(),
+                limit.as_millis()
+            )),
+            _ => Ok(()),
+        },
+    );
+    let start_timeout = duration(
+        r,
+        "client.start_timeout_secs",
+        s.start_timeout_secs,
         Duration::from_secs(1),
         machine::DEFAULT_START_TIMEOUT,
         |t| match (1..=300).contains(&t.as_secs()) {
@@ -1252,8 +986,8 @@ fn read_client(
             false => Err("is outside 1–300".into()),
         },
     );
-    let env = read_client_env(r, &mut s);
-    r.finish(s);
+    let env = read_client_env(r, s.env);
+    r.finish(unknown);
     Some(ClientConfig {
         format: format?,
         password_file: password_file?,
@@ -1269,22 +1003,10 @@ fn read_client(
 }
 
 /// `[client.env]`: a table of strings. `PATH` defaults to [`DEFAULT_CLIENT_PATH`].
-fn read_client_env(
-    r: &mut Reader,
-    s: &mut Section,
-) -> Option<std::collections::BTreeMap<String, String>> {
-    let mut env = std::collections::BTreeMap::new();
-    env.insert("PATH".to_string(), DEFAULT_CLIENT_PATH.to_string());
-    let table = match r.take(s, "env") {
-        None => return Some(env),
-        Some(Value::Table(t)) => t,
-        Some(other) => {
-            r.problem(
-                "client.env",
-                format!("must be a table of NAME = \"value\", not {}", a(&other)),
-            );
-            return None;
-        }
+fn read_client_env(r: &mut Report, field: Field<Table>) -> Option<BTreeMap<String, String>> {
+    let mut env = BTreeMap::from([("PATH".to_string(), DEFAULT_CLIENT_PATH.to_string())]);
+    let Some(table) = r.optional("client.env", field)? else {
+        return Some(env);
     };
     let mut ok = true;
     for (name, value) in table {
@@ -1300,27 +1022,23 @@ fn read_client_env(
             ok = false;
             continue;
         }
-        match value {
-            Value::String(v) if !v.contains('\0') => {
+        match r.optional(&key, Field::<String>::from_value(value)) {
+            Some(Some(v)) if !v.contains('\0') => {
                 env.insert(name, v);
             }
-            Value::String(_) => {
+            Some(Some(_)) => {
                 r.problem(key, "contains a NUL character");
                 ok = false;
             }
-            other => {
-                r.problem(key, format!("must be a string, not {}", a(&other)));
-                ok = false;
-            }
+            _ => ok = false,
         }
     }
     ok.then_some(env)
 }
 
-fn read_http(r: &mut Reader, mut s: Section) -> Option<HttpConfig> {
+fn read_http(r: &mut Report, (s, unknown): (HttpFile, Unknown)) -> Option<HttpConfig> {
     let listen = r
-        .string(&mut s, "listen")
-        .or(DEFAULT_LISTEN.to_string())
+        .or("http.listen", s.listen, DEFAULT_LISTEN.to_string())
         .and_then(|l| match l.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -1331,7 +1049,7 @@ fn read_http(r: &mut Reader, mut s: Section) -> Option<HttpConfig> {
                 None
             }
         });
-    r.finish(s);
+    r.finish(unknown);
     Some(HttpConfig { listen: listen? })
 }
 

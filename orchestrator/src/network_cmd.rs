@@ -24,7 +24,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use shared::azure::AzureOptions;
+use shared::azure::{AzureOptions, AzureTable};
+use shared::config::{Field, Report, Section};
 use shared::keystore::KdfParams;
 use shared::net::{self, Url};
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
@@ -177,9 +178,31 @@ impl From<FlavourArg> for Flavour {
     }
 }
 
-/// The `--config` file: the flags' settings, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `--config` file as written: the flags' settings, all optional ([`shared::config`]).
+#[derive(Default, Deserialize)]
+struct ConfigFile {
+    member: Field<u32>,
+    validators: Field<u32>,
+    admin: Field<String>,
+    secrets: Field<String>,
+    leases: Field<String>,
+    out: Field<PathBuf>,
+    bootnodes: Field<Vec<String>>,
+    secret_format: Field<SecretFormatArg>,
+    password_file: Field<PathBuf>,
+    kdf: Field<KdfArg>,
+    network_id: Field<u64>,
+    flavours: Field<Vec<FlavourArg>>,
+    admin_balance_wei: Field<u128>,
+    block_period_secs: Field<u64>,
+    aura_contract_form: Field<AuraFormArg>,
+    base_genesis: Field<BTreeMap<FlavourArg, PathBuf>>,
+    consortium_data: Field<String>,
+    azure: Section<AzureTable>,
+}
+
+/// The `--config` file's settings that are set and of the right type.
+#[derive(Debug, Default)]
 struct FileConfig {
     member: Option<u32>,
     validators: Option<u32>,
@@ -200,6 +223,15 @@ struct FileConfig {
     consortium_data: Option<String>,
     /// `[azure]`: how to reach Key Vault and Blob Storage (shared::azure::AzureOptions).
     azure: Option<AzureOptions>,
+    /// The keys of the settings the file has wrong: reported already, so not reported
+    /// again as missing.
+    wrong: Vec<String>,
+}
+
+impl FileConfig {
+    fn is_wrong(&self, key: &str) -> bool {
+        self.wrong.iter().any(|k| k == key)
+    }
 }
 
 /// Settings every command needs, checked.
@@ -218,20 +250,55 @@ struct Settled {
     azure: AzureOptions,
 }
 
-fn load_config(path: Option<&Path>) -> Result<FileConfig, Failure> {
+/// Reads `--config`, if given: the settings it has right, and a line for each problem
+/// (wrong type, unknown key, bad `[azure]` value), for the caller to list with its own.
+/// Only a file that cannot be read or parsed at all fails here.
+fn load_config(path: Option<&Path>) -> Result<(FileConfig, Vec<String>), Failure> {
     let Some(path) = path else {
-        return Ok(FileConfig::default());
+        return Ok((FileConfig::default(), Vec::new()));
     };
     let bytes = read_input(path, "--config")?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| Failure::usage(format!("{}: is not UTF-8 text", path.display())))?;
-    toml::from_str(text).map_err(|e| {
-        Failure::usage(format!(
-            "{}: {}",
-            path.display(),
-            e.message().replace('\n', " ")
-        ))
-    })
+    let table = shared::config::parse(text)
+        .map_err(|p| Failure::usage(format!("{}: {p}", path.display())))?;
+    let mut r = Report::default();
+    let (f, unknown) = r.open("", Section::<ConfigFile>::read(table));
+    let file = FileConfig {
+        member: r.optional("member", f.member).flatten(),
+        validators: r.optional("validators", f.validators).flatten(),
+        admin: r.optional("admin", f.admin).flatten(),
+        secrets: r.optional("secrets", f.secrets).flatten(),
+        leases: r.optional("leases", f.leases).flatten(),
+        out: r.optional("out", f.out).flatten(),
+        bootnodes: r.optional("bootnodes", f.bootnodes).flatten(),
+        secret_format: r.optional("secret_format", f.secret_format).flatten(),
+        password_file: r.optional("password_file", f.password_file).flatten(),
+        kdf: r.optional("kdf", f.kdf).flatten(),
+        network_id: r.optional("network_id", f.network_id).flatten(),
+        flavours: r.optional("flavours", f.flavours).flatten(),
+        admin_balance_wei: r
+            .optional("admin_balance_wei", f.admin_balance_wei)
+            .flatten(),
+        block_period_secs: r
+            .optional("block_period_secs", f.block_period_secs)
+            .flatten(),
+        aura_contract_form: r
+            .optional("aura_contract_form", f.aura_contract_form)
+            .flatten(),
+        base_genesis: r.optional("base_genesis", f.base_genesis).flatten(),
+        consortium_data: r.optional("consortium_data", f.consortium_data).flatten(),
+        azure: AzureOptions::read(&mut r, "azure", f.azure),
+        wrong: Vec::new(),
+    };
+    r.finish(unknown);
+    let problems = r.into_problems();
+    let lines = problems
+        .iter()
+        .map(|p| format!("{}: {p}", path.display()))
+        .collect();
+    let wrong = problems.into_iter().filter_map(|p| p.key).collect();
+    Ok((FileConfig { wrong, ..file }, lines))
 }
 
 /// Flags over config file; every missing or bad setting is collected.
@@ -254,11 +321,12 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
     let password_file = args.password_file.or_else(|| file.password_file.clone());
     let kdf = args.kdf.or(file.kdf);
 
+    // A setting the file has wrong is reported as such, not again as missing.
     let require = |name: &str, problems: &mut Vec<String>| {
-        problems.push(format!(
-            "--{name} is required (or `{}` in --config)",
-            name.replace('-', "_")
-        ))
+        let key = name.replace('-', "_");
+        if !file.is_wrong(&key) {
+            problems.push(format!("--{name} is required (or `{key}` in --config)"));
+        }
     };
     if member.is_none() {
         require("member", problems);
@@ -464,13 +532,10 @@ fn stand_in_validators(n: u32) -> Vec<Address> {
 
 /// `orchestrator init`.
 pub(crate) fn run_init(args: InitArgs) -> Result<(), Failure> {
-    let file = load_config(args.common.config.as_deref())?;
+    let (file, mut problems) = load_config(args.common.config.as_deref())?;
     if file.consortium_data.is_some() {
-        return Err(Failure::usage(
-            "consortium_data in --config belongs to `join`, not `init`",
-        ));
+        problems.push("consortium_data in --config belongs to `join`, not `init`".into());
     }
-    let mut problems = Vec::new();
     let network_id = args
         .network_id
         .or(file.network_id)
@@ -601,8 +666,7 @@ pub(crate) fn run_init(args: InitArgs) -> Result<(), Failure> {
 
 /// `orchestrator join`.
 pub(crate) fn run_join(args: JoinArgs) -> Result<(), Failure> {
-    let file = load_config(args.common.config.as_deref())?;
-    let mut problems = Vec::new();
+    let (file, mut problems) = load_config(args.common.config.as_deref())?;
     for (set, name) in [
         (file.flavours.is_some(), "flavours"),
         (file.base_genesis.is_some(), "base_genesis"),
@@ -620,7 +684,7 @@ pub(crate) fn run_join(args: JoinArgs) -> Result<(), Failure> {
     let source = args
         .consortium_data
         .or_else(|| file.consortium_data.clone());
-    if source.is_none() {
+    if source.is_none() && !file.is_wrong("consortium_data") {
         problems.push("--consortium-data is required (or `consortium_data` in --config)".into());
     }
     let settled = settle(args.common, &file, &mut problems);
@@ -1101,7 +1165,59 @@ fn describe_http(e: reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Init {
+        #[command(flatten)]
+        args: InitArgs,
+    }
+
+    /// Every problem in the file (two unknown keys, each with the name it was probably
+    /// meant to be, and a value of the wrong type) is listed at once, on the one line that
+    /// also lists the problems with the flags; the wrong setting is not called missing.
+    #[test]
+    fn every_problem_in_the_config_file_is_listed_with_the_flags_problems() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("member.toml");
+        fs::write(
+            &path,
+            "validatorz = 3\nmember = \"zero\"\nflavour = [\"clique\"]\nnetwork_id = 4242\n",
+        )
+        .unwrap();
+        let init = Init::try_parse_from([
+            "init".as_ref(),
+            "--config".as_ref(),
+            path.as_os_str(),
+            "--validators".as_ref(),
+            "40".as_ref(),
+        ])
+        .unwrap();
+        let failure = run_init(init.args).unwrap_err();
+        assert_eq!(failure.status(), shared::exit::Status::Usage);
+        let shown = path.display();
+        let lines: Vec<&str> = failure.message().split("; ").collect();
+        assert_eq!(
+            lines[..3],
+            [
+                format!("{shown}: member: must be a whole number, not a string"),
+                format!("{shown}: flavour: unknown setting (did you mean flavours?)"),
+                format!("{shown}: validatorz: unknown setting (did you mean validators?)"),
+            ],
+            "{failure}"
+        );
+        assert!(
+            lines.contains(&"--validators 40 is outside 2-15"),
+            "{failure}"
+        );
+        assert!(
+            lines.contains(&"--admin is required (or `admin` in --config)"),
+            "{failure}"
+        );
+        assert!(!failure.message().contains("--member"), "{failure}");
+    }
 
     /// A SAS token travels in the query, a password in the user info: neither may reach an
     /// error line. Anything else is shown as typed.

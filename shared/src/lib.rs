@@ -6,6 +6,7 @@
 //! [`keyfile`], whose callers write to 0600 files or to a secret store.
 
 pub mod azure;
+pub mod config;
 pub mod exit;
 pub mod fsutil;
 pub mod key;

@@ -12,6 +12,7 @@ use integration_tests::azurite::Azurite;
 use integration_tests::cluster::{mono_now, Cluster, ClusterSpec, Stores};
 use integration_tests::kv_double::{KvDouble, IDENTITY_HEADER_SECRET, TENANT_ID};
 use shared::azure::AzureOptions;
+use shared::config::Section;
 use shared::lease::LeaseState;
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use shared::{Address, Name};
@@ -123,7 +124,11 @@ fn orchestrator_and_daemons_on_key_vault_and_blob_storage_survive_a_kill_9() {
     assert_eq!(identities.len(), 2);
 
     // What the stores hold, read through the backends as the tests' own client.
-    let azure: AzureOptions = toml::from_str(&pipeline_azure_toml(&kv, &az, &secret_file)).unwrap();
+    let table = shared::config::parse(&pipeline_azure_toml(&kv, &az, &secret_file)).unwrap();
+    let mut report = shared::config::Report::default();
+    let azure = AzureOptions::read(&mut report, "azure", Section::read(table));
+    assert!(report.is_empty(), "{:?}", report.problems());
+    let azure = azure.unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -567,10 +567,9 @@ fn the_azure_table_is_checked_when_a_store_is_on_azure() {
         ]
     );
     let p = problems(&format!("{azure_stores}\n[azure]\ncredentail = \"x\"\n"));
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(
-        p[0].starts_with("azure: unknown field `credentail`"),
-        "{p:?}"
+    assert_eq!(
+        p,
+        ["azure.credentail: unknown setting (did you mean credential?)"]
     );
     // Local stores ignore the table's combinations, but not its syntax.
     let local = edits(&[]);
@@ -656,6 +655,27 @@ fn every_problem_is_listed_not_just_the_first() {
     assert_eq!(
         parse(&text).unwrap_err().keys(),
         ["lease.margin_secs", "client.command[1]"]
+    );
+}
+
+/// Problems of different kinds in different sections, `[azure]` among them, are all
+/// reported at once: reading one setting wrong does not stop the next.
+#[test]
+fn an_unknown_key_a_wrong_type_and_a_bad_azure_value_are_reported_together() {
+    let text = format!(
+        "{}\n[azure]\ncredential = \"password\"\n",
+        edits(&[
+            ("lease.duration_sec", Some("30")),
+            ("client.crash_loop_max_exits", Some(r#""5""#)),
+        ])
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "azure.credential: \"password\" is not one of managed-identity, developer-tools, client-secret",
+            "lease.duration_sec: unknown setting (did you mean duration_secs?)",
+            "client.crash_loop_max_exits: must be a whole number, not a string",
+        ]
     );
 }
 

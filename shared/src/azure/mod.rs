@@ -39,6 +39,7 @@ use azure_identity::{
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::config::{Field, Report, Section};
 use crate::fsutil;
 
 /// The environment variable Azure's tools read a storage connection string from.
@@ -76,11 +77,10 @@ impl fmt::Display for CredentialKind {
 }
 
 /// The `[azure]` settings shared by `orchestrator` and `leased`. Everything is optional:
-/// the defaults suit a VM with a system-assigned managed identity.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// the defaults suit a VM with a system-assigned managed identity. Read from a file with
+/// [`AzureOptions::read`].
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AzureOptions {
-    #[serde(default)]
     pub credential: CredentialKind,
     /// The client id of a user-assigned managed identity.
     pub managed_identity_client_id: Option<String>,
@@ -121,7 +121,58 @@ impl fmt::Debug for AzureOptions {
     }
 }
 
+/// The `[azure]` table as a configuration file writes it ([`crate::config`]): each setting
+/// read on its own, so that every wrong one is reported.
+#[derive(Default, Deserialize)]
+pub struct AzureTable {
+    credential: Field<CredentialKind>,
+    managed_identity_client_id: Field<String>,
+    tenant_id: Field<String>,
+    client_id: Field<String>,
+    client_secret_file: Field<PathBuf>,
+    authority_host: Field<String>,
+    ca_file: Field<PathBuf>,
+    connection_string: Field<String>,
+}
+
+impl fmt::Debug for AzureTable {
+    // The connection string holds an account key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureTable").finish_non_exhaustive()
+    }
+}
+
 impl AzureOptions {
+    /// The `[azure]` table at `key` (`azure`): each wrong type and unknown key is reported
+    /// to `report` as `azure.NAME`, and then there are no options (`None`). How the settings
+    /// combine is [`AzureOptions::problems`]' to check, where a store is on Azure.
+    pub fn read(report: &mut Report, key: &str, section: Section<AzureTable>) -> Option<Self> {
+        let (t, unknown) = report.open(key, section);
+        let k = |name: &str| format!("{key}.{name}");
+        let credential = report.or(&k("credential"), t.credential, CredentialKind::default());
+        let managed_identity_client_id = report.optional(
+            &k("managed_identity_client_id"),
+            t.managed_identity_client_id,
+        );
+        let tenant_id = report.optional(&k("tenant_id"), t.tenant_id);
+        let client_id = report.optional(&k("client_id"), t.client_id);
+        let client_secret_file = report.optional(&k("client_secret_file"), t.client_secret_file);
+        let authority_host = report.optional(&k("authority_host"), t.authority_host);
+        let ca_file = report.optional(&k("ca_file"), t.ca_file);
+        let connection_string = report.optional(&k("connection_string"), t.connection_string);
+        report.finish(unknown);
+        Some(Self {
+            credential: credential?,
+            managed_identity_client_id: managed_identity_client_id?,
+            tenant_id: tenant_id?,
+            client_id: client_id?,
+            client_secret_file: client_secret_file?,
+            authority_host: authority_host?,
+            ca_file: ca_file?,
+            connection_string: connection_string?,
+        })
+    }
+
     /// The problems with these settings, each as (dotted key, what is wrong), for a config
     /// check that lists every problem.
     pub fn problems(&self) -> Vec<(String, String)> {
@@ -594,5 +645,34 @@ mod tests {
         assert!(p.contains("azure.tenant_id: applies only"), "{p}");
         assert!(p.contains("azure.authority_host: must be an https"), "{p}");
         assert!(AzureOptions::default().problems().is_empty());
+    }
+
+    fn read(text: &str) -> (Option<AzureOptions>, Vec<String>) {
+        let mut report = Report::default();
+        let table = crate::config::parse(text).unwrap();
+        let opts = AzureOptions::read(&mut report, "azure", Section::read(table));
+        let lines = report.problems().iter().map(ToString::to_string).collect();
+        (opts, lines)
+    }
+
+    #[test]
+    fn the_table_is_read_setting_by_setting_and_every_problem_named() {
+        let (opts, lines) = read("credential = \"developer-tools\"\nca_file = \"/ca.pem\"\n");
+        assert_eq!(lines, Vec::<String>::new());
+        let opts = opts.unwrap();
+        assert_eq!(opts.credential, CredentialKind::DeveloperTools);
+        assert_eq!(opts.ca_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(read("").0, Some(AzureOptions::default()));
+
+        let (opts, lines) = read("credential = 1\nclient_idd = \"c\"\nca_file = [\"a\"]\n");
+        assert_eq!(opts, None);
+        assert_eq!(
+            lines,
+            [
+                "azure.credential: must be one of managed-identity, developer-tools, client-secret, not an integer",
+                "azure.ca_file: must be a string, not an array",
+                "azure.client_idd: unknown setting (did you mean client_id?)",
+            ]
+        );
     }
 }
