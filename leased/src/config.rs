@@ -75,6 +75,8 @@
 //!   with a digit; values are text without NUL.
 //! - `client.command` placeholders: `{key_file}`, `{password_file}` (only with a password
 //!   file) and `{address}`; `{{` and `}}` stand for literal braces.
+//! - `client.engine_signer_rpc`: the key goes over the RPC and never to a file, so the
+//!   command may not name `{key_file}`.
 //! - `runtime_dir` and `client.password_file` must be absolute paths. If `runtime_dir`
 //!   exists it must be a directory owned by the daemon's user with no group or other
 //!   permissions; if it does not, the daemon creates it with mode 0700.
@@ -911,6 +913,16 @@ fn read_client(
             }
             u => Some(u),
         });
+    // One way in: with an engine signer the key never reaches a file.
+    if let (Some(cmd), Some(Some(_))) = (&command, &rpc) {
+        if cmd.uses(Placeholder::KeyFile) {
+            r.problem(
+                "client.command",
+                "uses {key_file}, but with client.engine_signer_rpc the key goes over the RPC \
+                 and no key file is written",
+            );
+        }
+    }
 
     let ms = Duration::from_millis(1);
     let backoff = duration(

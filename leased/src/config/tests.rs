@@ -475,8 +475,27 @@ fn engine_signer_rpc_must_be_an_http_url_on_loopback() {
         r#""http://localhost:8545/""#,
         r#""http://[::1]:8545""#,
     ] {
-        ok(&edits(&[("client.engine_signer_rpc", Some(good))]));
+        ok(&edits(&[
+            ("client.engine_signer_rpc", Some(good)),
+            (
+                "client.command",
+                Some(r#"["openethereum", "--engine-signer={address}"]"#),
+            ),
+        ]));
     }
+}
+
+#[test]
+fn with_an_engine_signer_the_command_cannot_name_a_key_file() {
+    let p = one_problem(&[(
+        "client.engine_signer_rpc",
+        Some(r#""http://127.0.0.1:8545""#),
+    )]);
+    assert_eq!(
+        p,
+        "client.command: uses {key_file}, but with client.engine_signer_rpc the key goes \
+         over the RPC and no key file is written"
+    );
 }
 
 #[test]
