@@ -16,6 +16,7 @@ pub mod lease;
 pub mod logging;
 pub mod name;
 pub mod net;
+pub mod seal;
 pub mod secret;
 pub mod spec;
 
