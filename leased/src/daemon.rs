@@ -42,11 +42,13 @@ use crate::machine::{Action, Event, FenceReason, Lease, Machine, MonoTime, Ticke
 use crate::telemetry::Telemetry;
 use crate::{http, notify};
 
+mod chain;
 mod guards;
 mod handoff;
 mod process;
 mod stores;
 
+pub use chain::{Chain, RpcChain, Verdict, Watch};
 use guards::GuardHandle;
 pub use guards::{
     GroupProbe, GuardProcess, GuardSpawner, GuardSpec, ProcessSpawner, Spawned, BACKSTOP_SLACK,
@@ -162,6 +164,8 @@ struct Driver {
     clock: Clock,
     stores: Stores,
     guards: Arc<dyn GuardSpawner>,
+    /// The doppelganger watch of every quarantine, when a chain is configured.
+    watch: Option<Watch>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     wake: Option<MonoTime>,
@@ -201,6 +205,7 @@ impl Driver {
             clock,
             stores,
             guards: parts.guards,
+            watch: parts.watch,
             tx,
             rx,
             wake: None,
@@ -429,12 +434,19 @@ impl Driver {
                 }
                 self.spawn(self.stores.write_metadata(lease, meta));
             }
-            Action::BeginQuarantine { lease, min_wait } => self.answer(async move {
-                tokio::time::sleep(min_wait).await;
-                Event::QuarantineDone {
-                    ticket: lease.ticket,
+            Action::BeginQuarantine { lease, min_wait } => match self.watch.clone() {
+                Some(watch) => {
+                    let secret = self.stores.fetch_secret(lease.identity.clone());
+                    let telemetry = self.stores.telemetry.clone();
+                    self.answer(chain::quarantine(watch, secret, lease, min_wait, telemetry));
                 }
-            }),
+                None => self.answer(async move {
+                    tokio::time::sleep(min_wait).await;
+                    Event::QuarantineDone {
+                        ticket: lease.ticket,
+                    }
+                }),
+            },
             Action::SendRenew { lease } => self.answer(self.stores.renew(lease)),
             Action::ExtendGuard { deadline } => {
                 self.deadline = Some(deadline);

@@ -318,6 +318,10 @@ pub enum Event {
     },
     /// Answer to [`Action::BeginQuarantine`]: the key may be handed over.
     QuarantineDone { ticket: Ticket },
+    /// Answer to [`Action::BeginQuarantine`]: the chain shows the identity sealing since
+    /// this lease was acquired (a doppelganger: a zombie VM, a break gone wrong), or the
+    /// chain could not be watched. The key must not be handed over.
+    SealSeen { ticket: Ticket },
     /// The client of hand-off `run` runs with the key (answers
     /// [`Action::FetchKeyAndHandOff`] and [`Action::RestartClient`]).
     ClientStarted { run: Ticket },
@@ -358,8 +362,9 @@ pub enum Action {
     /// under this lease carries the same epoch. Best-effort, no answer: a lost lease shows up
     /// at the next renew.
     WriteMetadata { lease: Lease, epoch: u64 },
-    /// Wait at least `min_wait` (and run any doppelganger check) before the key is handed
-    /// over; answer with [`Event::QuarantineDone`].
+    /// Wait at least `min_wait`, watching the chain for seals by this identity where a
+    /// chain is configured, before the key is handed over; answer with
+    /// [`Event::QuarantineDone`], or [`Event::SealSeen`].
     BeginQuarantine { lease: Lease, min_wait: Duration },
     /// Renew the lease; answer with [`Event::RenewResult`] carrying the time the request
     /// was sent.
@@ -1175,6 +1180,15 @@ impl Machine {
                     State::Quarantine { lease, renewal }
                 }
             },
+            // Someone else signs with this identity: never hand the key over beside it. Let
+            // the lease go and leave the identity for one lease, so that once the other
+            // signer stops, whoever takes it next (this node included) watches again and
+            // hands it over.
+            Event::SealSeen { ticket } if ticket == lease.ticket => {
+                self.cool_down(&lease.identity, now, self.params.lease);
+                out.push(Action::Release { lease });
+                Self::seek_now(now)
+            }
             Event::QuarantineDone { ticket } if ticket == lease.ticket => {
                 // The guard must know F before the client can hold the key.
                 out.push(Action::ExtendGuard {

@@ -204,6 +204,8 @@ pub struct Metrics {
     pub client_exits: Counter,
     /// Fences the guard did not confirm in time, so the daemon killed the client itself.
     pub backstop_kills: Counter,
+    /// Quarantines that saw the identity sealing elsewhere, or could not watch the chain.
+    pub doppelgangers: Counter,
     renew_latency: Histogram,
     hand_off_latency: Histogram,
 }
@@ -280,6 +282,13 @@ impl Default for Metrics {
             "Fences the guard did not confirm in time, so the daemon killed the client itself",
             backstop_kills.clone(),
         );
+        let doppelgangers = Counter::default();
+        registry.register(
+            "leased_doppelgangers",
+            "Leases given up in quarantine because the chain showed the identity sealing \
+             elsewhere, or could not be watched",
+            doppelgangers.clone(),
+        );
         let renew_latency = Histogram::new(LATENCY_BUCKETS);
         registry.register(
             "leased_renew_latency_seconds",
@@ -304,6 +313,7 @@ impl Default for Metrics {
             client_starts,
             client_exits,
             backstop_kills,
+            doppelgangers,
             renew_latency,
             hand_off_latency,
         }

@@ -120,6 +120,8 @@ pub struct Parts {
     pub leases: Arc<dyn LeaseStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub guards: Arc<dyn GuardSpawner>,
+    /// The chain every quarantine watches for the identity's seals, if any.
+    pub watch: Option<super::Watch>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -146,6 +148,7 @@ impl Parts {
             leases,
             secrets,
             guards: Arc::new(ProcessSpawner),
+            watch: None,
         })
     }
 }

@@ -434,6 +434,11 @@ impl Member {
     /// Starts daemon `node`; it stops when the returned sender is dropped or sent to, and
     /// its task can be aborted (a kill -9: its guards see their pipe close).
     fn start(&self, node: &str, client_extra: &str) -> Daemon {
+        self.start_watching(node, client_extra, None)
+    }
+
+    /// [`Member::start`], with every quarantine watching `watch`.
+    fn start_watching(&self, node: &str, client_extra: &str, watch: Option<Watch>) -> Daemon {
         let parts = Parts {
             leases: self.leases.clone(),
             secrets: self.secrets.clone(),
@@ -441,6 +446,7 @@ impl Member {
                 node: node.into(),
                 world: self.world.clone(),
             }),
+            watch,
         };
         let config = self.config(node, client_extra);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -858,5 +864,135 @@ fn a_fence_while_a_dead_guard_s_client_is_still_dying_waits_for_the_client() {
         until(Duration::from_secs(5), || signing(&member, "vm-2") == 1).await;
         member.world().assert_no_overlap();
         vm2.terminate().await;
+    });
+}
+
+/// A chain of one block per second of the paused clock, sealed by `sealer` until the
+/// paused clock passes `zombie_until` and by someone else after; unreadable while `blind`.
+struct FakeChain {
+    sealer: String,
+    zombie_until: MonoTime,
+    blind_until: MonoTime,
+}
+
+impl FakeChain {
+    fn header(&self, number: u64) -> shared::seal::RpcHeader {
+        let at = MonoTime::from_duration(Duration::from_secs(number));
+        let miner = if at < self.zombie_until {
+            self.sealer.clone()
+        } else {
+            format!("0x{}", "ee".repeat(20))
+        };
+        let zero = |n: usize| format!("0x{}", "00".repeat(n));
+        shared::seal::RpcHeader {
+            hash: format!("0x{number:064x}"),
+            parent_hash: zero(32),
+            sha3_uncles: zero(32),
+            miner,
+            state_root: zero(32),
+            transactions_root: zero(32),
+            receipts_root: zero(32),
+            logs_bloom: zero(256),
+            difficulty: "0x2".into(),
+            number: format!("0x{number:x}"),
+            gas_limit: "0x1".into(),
+            gas_used: "0x0".into(),
+            // Block times are wall-clock seconds; these blocks are all "new".
+            timestamp: format!("0x{:x}", chain::unix_now() + 1),
+            extra_data: "0x".into(),
+            mix_hash: zero(32),
+            nonce: zero(8),
+            base_fee_per_gas: None,
+            withdrawals_root: None,
+            blob_gas_used: None,
+            author: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Chain for FakeChain {
+    async fn head(&self) -> Result<u64, String> {
+        if paused_now() < self.blind_until {
+            return Err("connection refused".into());
+        }
+        Ok(paused_now().since_origin().as_secs())
+    }
+
+    async fn header(&self, number: u64) -> Result<Option<shared::seal::RpcHeader>, String> {
+        Ok((number <= self.head().await?).then(|| self.header(number)))
+    }
+}
+
+fn watching(chain: FakeChain) -> Watch {
+    Watch {
+        chain: Arc::new(chain),
+        engine: shared::seal::Engine::Qbft,
+        window: Duration::from_secs(3),
+        poll: Duration::from_millis(200),
+    }
+}
+
+#[test]
+fn a_doppelganger_keeps_the_key_back_until_it_stops_sealing_then_the_identity_is_handed_over() {
+    paused(async {
+        let member = Member::new(1).await;
+        let stops = paused_now() + Duration::from_secs(40);
+        let chain = FakeChain {
+            sealer: member.addresses[0].clone(),
+            zombie_until: stops,
+            blind_until: MonoTime::ZERO,
+        };
+        let vm1 = member.start_watching("vm-1", "", Some(watching(chain)));
+        let started = until(Duration::from_secs(90), || signing(&member, "vm-1") == 1).await;
+        let at = paused_now();
+        assert!(
+            at >= stops,
+            "handed over at {at} beside a doppelganger sealing until {stops}"
+        );
+        // Within the window plus D of the zombie's end (and a poll).
+        let late = at.saturating_duration_since(stops);
+        assert!(
+            late <= Duration::from_secs(3 + 15 + 1),
+            "handed over {late:?} after the zombie stopped"
+        );
+        eprintln!("doppelganger: handed over {late:?} after the other signer stopped ({started:?} in all)");
+        vm1.terminate().await;
+    });
+}
+
+#[test]
+fn a_chain_that_cannot_be_watched_keeps_the_key_back() {
+    paused(async {
+        let member = Member::new(1).await;
+        let sees_again = paused_now() + Duration::from_secs(30);
+        let chain = FakeChain {
+            sealer: member.addresses[0].clone(),
+            zombie_until: MonoTime::ZERO,
+            blind_until: sees_again,
+        };
+        let vm1 = member.start_watching("vm-1", "", Some(watching(chain)));
+        until(Duration::from_secs(60), || signing(&member, "vm-1") == 1).await;
+        assert!(paused_now() >= sees_again + Duration::from_secs(3));
+        vm1.terminate().await;
+    });
+}
+
+#[test]
+fn a_quiet_chain_passes_the_quarantine_after_its_window() {
+    paused(async {
+        let member = Member::new(1).await;
+        let chain = FakeChain {
+            sealer: member.addresses[0].clone(),
+            zombie_until: MonoTime::ZERO,
+            blind_until: MonoTime::ZERO,
+        };
+        let vm1 = member.start_watching("vm-1", "", Some(watching(chain)));
+        let took = until(Duration::from_secs(10), || signing(&member, "vm-1") == 1).await;
+        assert!(
+            (Duration::from_secs(3)..Duration::from_secs(4)).contains(&took),
+            "{took:?}"
+        );
+        vm1.terminate().await;
     });
 }

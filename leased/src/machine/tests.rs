@@ -1858,3 +1858,60 @@ fn the_engine_signer_is_given_up_after_one_lease_with_a_last_try() {
     assert!(signer_attempts(&a).is_empty());
     assert!(signer_attempts(&m.handle(t(now + 1_000), Event::Tick)).is_empty());
 }
+
+// ---- doppelganger ----
+
+#[test]
+fn a_seal_seen_in_quarantine_releases_without_a_hand_off_and_leaves_the_identity_for_a_lease() {
+    let (mut m, lease) = quarantined(params(), 100);
+    let a = m.handle(
+        t(1_000),
+        Event::SealSeen {
+            ticket: lease.ticket,
+        },
+    );
+    assert!(has_release(&a), "{a:?}");
+    assert!(hand_offs(&a).is_empty());
+    assert!(!a.iter().any(|a| matches!(a, Action::ExtendGuard { .. })));
+    assert_eq!(m.state().kind(), StateKind::Seeking);
+    // Left to others for one lease (D = 15 s), then tried again.
+    let mut ms = 1_000;
+    let tried_at = loop {
+        ms += 100;
+        assert!(ms < 30_000, "never tried again");
+        m.handle(t(ms), Event::Tick);
+        if let State::Seeking {
+            phase: SeekPhase::Listing { ticket },
+        } = m.state().clone()
+        {
+            let a = m.handle(
+                t(ms),
+                Event::Listed {
+                    ticket,
+                    available: vec![name("m0-v1")],
+                },
+            );
+            if tried(&a) == ["m0-v1"] {
+                break ms;
+            }
+        }
+    };
+    assert!(
+        (16_000..17_000).contains(&tried_at),
+        "tried again at {tried_at} ms (cool-down of D from 1 000)"
+    );
+}
+
+#[test]
+fn a_stale_seal_report_changes_nothing() {
+    let (mut m, lease) = holding(100);
+    let before = m.state().clone();
+    let a = m.handle(
+        t(1_000),
+        Event::SealSeen {
+            ticket: lease.ticket,
+        },
+    );
+    assert!(!has_release(&a));
+    assert_eq!(m.state(), &before);
+}
