@@ -38,6 +38,10 @@
 //! # GETH_CACHE = "512"
 //! [http]
 //! listen = "127.0.0.1:9797"
+//! [quarantine]                       # optional: the doppelganger watch
+//! rpc = "http://127.0.0.1:8545"      # JSON-RPC of a peer, or of the local client following
+//! engine = "clique"                  # clique, aura or qbft
+//! window_secs = 30                   # no seal by the identity for this long, 1–600
 //! [azure]                            # only for keyvault: and blob: stores
 //! credential = "managed-identity"    # or "developer-tools", "client-secret"
 //! # managed_identity_client_id = "…"  # a user-assigned identity
@@ -126,6 +130,8 @@ pub struct Config {
     pub lease: LeaseConfig,
     pub client: ClientConfig,
     pub http: HttpConfig,
+    /// `[quarantine]`: the doppelganger watch; `None` when the section is absent.
+    pub quarantine: Option<QuarantineConfig>,
 }
 
 /// `[store]`
@@ -181,6 +187,16 @@ pub struct ClientConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+/// `[quarantine]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineConfig {
+    /// The JSON-RPC whose blocks are watched.
+    pub rpc: String,
+    pub engine: shared::seal::Engine,
+    /// No seal by the identity for this long after acquiring, before the hand-off.
+    pub window: Duration,
 }
 
 /// Settings given on the command line; each replaces the file's value before validation.
@@ -462,6 +478,7 @@ struct File {
     lease: Section<LeaseFile>,
     client: Section<ClientFile>,
     http: Section<HttpFile>,
+    quarantine: Section<QuarantineFile>,
     azure: Section<AzureTable>,
 }
 
@@ -503,6 +520,13 @@ struct ClientFile {
 #[derive(Deserialize, Default)]
 struct HttpFile {
     listen: Field<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct QuarantineFile {
+    rpc: Field<String>,
+    engine: Field<shared::seal::Engine>,
+    window_secs: Field<u64>,
 }
 
 /// A duration setting in whole `unit`s: `default` when absent; `None` when wrong or when
@@ -583,6 +607,7 @@ fn build(
     let lease = r.open("lease", file.lease);
     let client = r.open("client", file.client);
     let http = r.open("http", file.http);
+    let quarantine = r.open("quarantine", file.quarantine);
 
     let node = read_node(&mut r, file.node);
     let runtime_dir = read_runtime_dir(&mut r, file.runtime_dir, check_dir);
@@ -596,8 +621,18 @@ fn build(
         lease.as_ref().map(|l| (l.margin, l.duration)),
     );
     let http = read_http(&mut r, http);
+    let quarantine = read_quarantine(&mut r, quarantine);
 
-    match (node, runtime_dir, store, identity, lease, client, http) {
+    match (
+        node,
+        runtime_dir,
+        store,
+        identity,
+        lease,
+        client,
+        http,
+        quarantine,
+    ) {
         (
             Some(node),
             Some(runtime_dir),
@@ -606,6 +641,7 @@ fn build(
             Some(lease),
             Some(client),
             Some(http),
+            Some(quarantine),
         ) if r.is_empty() => Ok(Config {
             node,
             runtime_dir,
@@ -614,6 +650,7 @@ fn build(
             lease,
             client,
             http,
+            quarantine,
         }),
         _ => {
             debug_assert!(!r.is_empty(), "a setting failed without a problem");
@@ -1064,6 +1101,55 @@ fn read_http(r: &mut Report, (s, unknown): (HttpFile, Unknown)) -> Option<HttpCo
     r.finish(unknown);
     Some(HttpConfig { listen: listen? })
 }
+
+/// `[quarantine]`: absent (`Some(None)`), or all of it checked.
+fn read_quarantine(
+    r: &mut Report,
+    (s, unknown): (QuarantineFile, Unknown),
+) -> Option<Option<QuarantineConfig>> {
+    let absent = matches!(s.rpc, Field::Absent)
+        && matches!(s.engine, Field::Absent)
+        && matches!(s.window_secs, Field::Absent);
+    if absent {
+        r.finish(unknown);
+        return Some(None);
+    }
+    let rpc = r
+        .required("quarantine.rpc", s.rpc)
+        .and_then(|u| match url::Url::parse(&u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(u),
+            _ => {
+                r.problem(
+                    "quarantine.rpc",
+                    format!("{u:?} must be an http:// or https:// JSON-RPC URL"),
+                );
+                None
+            }
+        });
+    let engine = r.required("quarantine.engine", s.engine);
+    let window = duration(
+        r,
+        "quarantine.window_secs",
+        s.window_secs,
+        Duration::from_secs(1),
+        DEFAULT_QUARANTINE_WINDOW,
+        |w| match w {
+            w if w < Duration::from_secs(1) || w > Duration::from_secs(600) => {
+                Err(format!("{} is outside 1–600", w.as_secs()))
+            }
+            _ => Ok(()),
+        },
+    );
+    r.finish(unknown);
+    Some(Some(QuarantineConfig {
+        rpc: rpc?,
+        engine: engine?,
+        window: window?,
+    }))
+}
+
+/// The default `quarantine.window_secs`.
+pub const DEFAULT_QUARANTINE_WINDOW: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests;

@@ -610,7 +610,7 @@ fn unknown_settings_and_sections_are_errors_with_their_names() {
     assert_eq!(
         p,
         [
-            "extra: unknown setting; known here: node, runtime_dir, store, identity, lease, client, http, azure",
+            "extra: unknown setting; known here: node, runtime_dir, store, identity, lease, client, http, quarantine, azure",
             "nodes: unknown setting (did you mean node?)",
             "lease.duraton_secs: unknown setting (did you mean duration_secs?)",
             "client.restart_backof_millis: unknown setting (did you mean restart_backoff_millis?)",
@@ -983,4 +983,35 @@ fn the_start_timeout_is_checked() {
         let p = one_problem(&[("client.start_timeout_secs", Some(bad))]);
         assert!(p.contains("client.start_timeout_secs"), "{p}");
     }
+}
+
+#[test]
+fn the_quarantine_watch_is_off_without_its_section_and_checked_whole_with_it() {
+    assert_eq!(ok(EXAMPLE).quarantine, None);
+    let c = ok(&format!(
+        "{EXAMPLE}[quarantine]\nrpc = \"http://127.0.0.1:8545\"\nengine = \"clique\"\n"
+    ));
+    assert_eq!(
+        c.quarantine,
+        Some(QuarantineConfig {
+            rpc: "http://127.0.0.1:8545".into(),
+            engine: shared::seal::Engine::Clique,
+            window: DEFAULT_QUARANTINE_WINDOW,
+        })
+    );
+    let problems = Config::parse(
+        &format!("{EXAMPLE}[quarantine]\nengine = \"pow\"\nwindow_secs = 0\nwindw = 3\n"),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        problems.keys(),
+        [
+            "quarantine.rpc",
+            "quarantine.engine",
+            "quarantine.window_secs",
+            "quarantine.windw"
+        ],
+        "{problems}"
+    );
 }

@@ -148,7 +148,17 @@ impl Parts {
             leases,
             secrets,
             guards: Arc::new(ProcessSpawner),
-            watch: None,
+            watch: match &config.quarantine {
+                Some(q) => Some(super::Watch {
+                    chain: Arc::new(
+                        super::RpcChain::new(&q.rpc).map_err(|e| format!("quarantine.rpc: {e}"))?,
+                    ),
+                    engine: q.engine,
+                    window: q.window,
+                    poll: Duration::from_millis(500),
+                }),
+                None => None,
+            },
         })
     }
 }
