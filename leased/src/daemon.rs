@@ -139,6 +139,11 @@ enum Msg {
     GuardDone {
         run: Ticket,
     },
+    /// Why something for the lease `lease` failed, in case the lease is given up for it.
+    Failure {
+        lease: Ticket,
+        detail: String,
+    },
 }
 
 /// What the driver keeps about the lease it holds: for its metadata, `/status`, and the
@@ -316,6 +321,12 @@ impl Driver {
             Msg::Guard { run, event } => self.on_guard(run, event),
             Msg::GuardGone { run } => self.on_guard_gone(run),
             Msg::GuardDone { run } => self.guard_done(run),
+            Msg::Failure { lease, detail } => {
+                if let Some(ctx) = self.ctx(lease) {
+                    ctx.failure = Some(detail);
+                }
+                None
+            }
         }
     }
 
@@ -462,11 +473,9 @@ impl Driver {
                     let _ = self.tx.send(Msg::Machine(event.expect("an event")));
                 }
             },
-            Action::SetEngineSigner {
-                lease,
-                attempt,
-                last_try,
-            } => self.set_engine_signer(lease.ticket, attempt, last_try),
+            Action::SetEngineSigner { lease, attempt } => {
+                self.set_engine_signer(lease.ticket, attempt)
+            }
             Action::Fence { lease, reason } => self.fence(lease, reason),
             Action::Release { lease } => {
                 let note = self

@@ -381,13 +381,10 @@ pub enum Action {
     /// [`Action::FetchKeyAndHandOff`].
     RestartClient { lease: Lease, run: Ticket },
     /// Give the running client its key over the engine-signer RPC, once; answer with
-    /// [`Event::EngineSignerResult`]. `last_try`: the machine will not try again if this
-    /// attempt fails.
-    SetEngineSigner {
-        lease: Lease,
-        attempt: Ticket,
-        last_try: bool,
-    },
+    /// [`Event::EngineSignerResult`]. The client counts as running (serving) only once
+    /// an attempt has succeeded; the machine tries again every [`SIGNER_RETRY`] until the
+    /// hand-off's start timeout fails it.
+    SetEngineSigner { lease: Lease, attempt: Ticket },
     /// Stop signing now: clear the engine signer, SIGTERM then SIGKILL the client, delete
     /// the key file, wipe the key; answer with [`Event::FenceDone`]. May arrive while a
     /// hand-off is still in progress, which it must cancel.
@@ -550,10 +547,10 @@ pub struct Run {
 pub enum SignerPhase {
     /// Nothing to do (no engine signer, or no client running).
     Idle,
-    /// Attempt `attempt` is out; after `give_up` no new attempt starts.
-    Setting { attempt: Ticket, give_up: MonoTime },
+    /// Attempt `attempt` is out.
+    Setting { attempt: Ticket },
     /// The last attempt failed; the next starts at `at`.
-    RetryAt { at: MonoTime, give_up: MonoTime },
+    RetryAt { at: MonoTime },
 }
 
 /// What a fenced node is waiting for.
@@ -961,9 +958,9 @@ impl Machine {
                         client = ClientPhase::Starting { since: now };
                     }
                 }
-                if let SignerPhase::RetryAt { at, give_up } = run.signer {
+                if let SignerPhase::RetryAt { at } = run.signer {
                     if now >= at {
-                        run.signer = self.set_signer(&lease, now, give_up, out);
+                        run.signer = self.set_signer(&lease, out);
                     }
                 }
                 State::Holding {
@@ -1000,7 +997,7 @@ impl Machine {
                     ClientPhase::Running => renew,
                 };
                 Some(match run.signer {
-                    SignerPhase::RetryAt { at, .. } => wake.min(at),
+                    SignerPhase::RetryAt { at } => wake.min(at),
                     _ => wake,
                 })
             }
@@ -1252,11 +1249,13 @@ impl Machine {
                 }
                 RenewOutcome::Transient => h.renewal.failed(now, p),
             },
+            // With an engine signer the client runs but cannot sign until it has the key:
+            // it stays starting (bounded by the start timeout) until an attempt succeeds.
             Event::ClientStarted { run } if run == current && starting => {
-                h.client = ClientPhase::Running;
                 if p.engine_signer {
-                    let give_up = now + p.lease;
-                    h.run.signer = self.set_signer(&h.lease, now, give_up, out);
+                    h.run.signer = self.set_signer(&h.lease, out);
+                } else {
+                    h.client = ClientPhase::Running;
                 }
             }
             // A client gone before it was reported running never started: the hand-off
@@ -1280,22 +1279,16 @@ impl Machine {
             Event::ClientExited { run } if run == current && h.client == ClientPhase::Running => {
                 return self.client_exited(h, now, out);
             }
-            Event::EngineSignerResult { attempt, set } => {
-                if let SignerPhase::Setting {
-                    attempt: a,
-                    give_up,
-                } = h.run.signer
-                {
-                    if a == attempt {
-                        h.run.signer = match set {
-                            true => SignerPhase::Idle,
-                            false if now >= give_up => SignerPhase::Idle,
-                            false => SignerPhase::RetryAt {
-                                at: now + SIGNER_RETRY,
-                                give_up,
-                            },
-                        };
-                    }
+            Event::EngineSignerResult { attempt, set }
+                if h.run.signer == (SignerPhase::Setting { attempt }) =>
+            {
+                if set {
+                    h.run.signer = SignerPhase::Idle;
+                    h.client = ClientPhase::Running;
+                } else {
+                    h.run.signer = SignerPhase::RetryAt {
+                        at: now + SIGNER_RETRY,
+                    };
                 }
             }
             _ => {}
@@ -1323,21 +1316,14 @@ impl Machine {
         h.into_state()
     }
 
-    /// One attempt to set the engine signer; the last if it starts at or after `give_up`.
-    fn set_signer(
-        &mut self,
-        lease: &Lease,
-        now: MonoTime,
-        give_up: MonoTime,
-        out: &mut Vec<Action>,
-    ) -> SignerPhase {
+    /// One attempt to set the engine signer.
+    fn set_signer(&mut self, lease: &Lease, out: &mut Vec<Action>) -> SignerPhase {
         let attempt = self.new_ticket();
         out.push(Action::SetEngineSigner {
             lease: lease.clone(),
             attempt,
-            last_try: now >= give_up,
         });
-        SignerPhase::Setting { attempt, give_up }
+        SignerPhase::Setting { attempt }
     }
 
     /// The key could not be handed over: fence (which cancels what is under way), release,

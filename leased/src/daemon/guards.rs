@@ -562,27 +562,29 @@ impl Driver {
 
     /// One attempt to give the running client its key over the engine-signer RPC; the
     /// machine decides about retries.
-    pub(super) fn set_engine_signer(&mut self, lease: Ticket, attempt: Ticket, last_try: bool) {
+    pub(super) fn set_engine_signer(&mut self, lease: Ticket, attempt: Ticket) {
         let url = self.config.client.engine_signer_rpc.clone();
         let key = self.ctx(lease).and_then(|c| c.signer_key.clone());
-        self.answer(async move {
-            let (Some(url), Some(key)) = (url, key) else {
-                return Event::EngineSignerResult {
-                    attempt,
-                    set: false,
-                };
+        let tx = self.tx.clone();
+        self.spawn(async move {
+            let result = match (url, key) {
+                (Some(url), Some(key)) => {
+                    crate::engine_signer::set_signer(&url, key.expose(), Duration::from_secs(1))
+                        .await
+                }
+                _ => Err("no engine-signer key for this lease".into()),
             };
-            let result =
-                crate::engine_signer::set_signer(&url, key.expose(), Duration::from_secs(1)).await;
             match &result {
                 Ok(()) => log("engine signer set"),
-                Err(e) if last_try => log(format!("setting the engine signer failed: {e}")),
-                Err(e) => tracing::debug!("setting the engine signer failed, retrying: {e}"),
+                Err(e) => {
+                    tracing::debug!("setting the engine signer failed, retrying: {e}");
+                    // Why, should the start timeout fail the hand-off.
+                    let detail = format!("the engine signer could not be set: {e}");
+                    let _ = tx.send(Msg::Failure { lease, detail });
+                }
             }
-            Event::EngineSignerResult {
-                attempt,
-                set: result.is_ok(),
-            }
+            let set = result.is_ok();
+            let _ = tx.send(Msg::Machine(Event::EngineSignerResult { attempt, set }));
         });
     }
 }

@@ -1732,13 +1732,11 @@ fn no_epoch_is_decided_or_written_for_a_lease_given_up() {
 
 // ---- the engine signer ----
 
-fn signer_attempts(actions: &[Action]) -> Vec<(Ticket, bool)> {
+fn signer_attempts(actions: &[Action]) -> Vec<Ticket> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::SetEngineSigner {
-                attempt, last_try, ..
-            } => Some((*attempt, *last_try)),
+            Action::SetEngineSigner { attempt, .. } => Some(*attempt),
             _ => None,
         })
         .collect()
@@ -1758,10 +1756,9 @@ fn without_an_engine_signer_nothing_is_set() {
 }
 
 #[test]
-fn the_engine_signer_is_set_at_every_client_start_and_retried_for_one_lease() {
+fn the_engine_signer_is_set_at_every_client_start_and_the_client_serves_only_once_it_is() {
     let mut p = params();
     p.engine_signer = true;
-    // Renewing keeps the lease up for the whole test.
     let (mut m, lease) = quarantined(p, 100);
     m.handle(
         t(130),
@@ -1770,9 +1767,13 @@ fn the_engine_signer_is_set_at_every_client_start_and_retried_for_one_lease() {
         },
     );
     let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
-    let [(first, false)] = signer_attempts(&a)[..] else {
+    let [first] = signer_attempts(&a)[..] else {
         panic!("{a:?}")
     };
+    assert!(
+        !m.state().is_serving(),
+        "serving before the client has its key"
+    );
     // Fails: tried again SIGNER_RETRY later, not before.
     let a = m.handle(
         t(200),
@@ -1784,38 +1785,37 @@ fn the_engine_signer_is_set_at_every_client_start_and_retried_for_one_lease() {
     assert!(a.contains(&Action::ScheduleWake { at: t(450) }), "{a:?}");
     assert!(signer_attempts(&m.handle(t(449), Event::Tick)).is_empty());
     let a = m.handle(t(450), Event::Tick);
-    let [(second, false)] = signer_attempts(&a)[..] else {
+    let [second] = signer_attempts(&a)[..] else {
         panic!("{a:?}")
     };
     // The first attempt's late answer is not the second's.
-    let a = m.handle(
+    m.handle(
         t(460),
         Event::EngineSignerResult {
             attempt: first,
             set: true,
         },
     );
-    assert!(signer_attempts(&a).is_empty());
-    let a = m.handle(
+    assert!(!m.state().is_serving());
+    m.handle(
         t(500),
         Event::EngineSignerResult {
             attempt: second,
             set: true,
         },
     );
-    assert!(!a
-        .iter()
-        .any(|a| matches!(a, Action::ScheduleWake { at } if *at < t(5_100))));
-    // The client restarts: its signer is empty again.
+    assert!(m.state().is_serving());
+    // The client restarts: its signer is empty again, and it serves once it is set.
     let r = run(&m);
     m.handle(t(600), Event::ClientExited { run: r });
     m.handle(t(1_600), Event::Tick);
     let a = m.handle(t(1_700), Event::ClientStarted { run: r });
     assert_eq!(signer_attempts(&a).len(), 1, "{a:?}");
+    assert!(!m.state().is_serving());
 }
 
 #[test]
-fn the_engine_signer_is_given_up_after_one_lease_with_a_last_try() {
+fn an_engine_signer_not_set_within_the_start_timeout_fails_the_hand_off() {
     let mut p = params();
     p.engine_signer = true;
     let (mut m, lease) = quarantined(p, 100);
@@ -1826,12 +1826,11 @@ fn the_engine_signer_is_given_up_after_one_lease_with_a_last_try() {
         },
     );
     let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
-    let mut attempt = signer_attempts(&a)[0].0;
+    let mut attempt = signer_attempts(&a)[0];
     let mut now = 140;
-    let mut last = false;
-    while !last {
-        now += 250;
-        // The lease stays renewed.
+    loop {
+        now += 100;
+        // The lease stays renewed; the client never takes the key.
         m.handle(t(now), renewed(lease.ticket, now - 1));
         m.handle(
             t(now),
@@ -1840,23 +1839,16 @@ fn the_engine_signer_is_given_up_after_one_lease_with_a_last_try() {
                 set: false,
             },
         );
-        let a = m.handle(t(now + 250), Event::Tick);
         now += 250;
-        let [(next, is_last)] = signer_attempts(&a)[..] else {
-            panic!("no attempt at {now}: {a:?}")
-        };
-        (attempt, last) = (next, is_last);
-        assert_eq!(last, now >= 140 + 15_000, "at {now}");
+        let a = m.handle(t(now), Event::Tick);
+        if let Some(reason) = fence_reason(&a) {
+            assert_eq!(reason, FenceReason::HandOffFailed);
+            break;
+        }
+        attempt = signer_attempts(&a)[0];
     }
-    let a = m.handle(
-        t(now + 100),
-        Event::EngineSignerResult {
-            attempt,
-            set: false,
-        },
-    );
-    assert!(signer_attempts(&a).is_empty());
-    assert!(signer_attempts(&m.handle(t(now + 1_000), Event::Tick)).is_empty());
+    // The start timeout (10 s) from the hand-off at 130 ms.
+    assert!((10_130..10_600).contains(&now), "gave up at {now} ms");
 }
 
 // ---- doppelganger ----
