@@ -340,22 +340,28 @@ impl Node {
     /// The safe start of a [`Sealing::Gated`] sealer: waits until it has a peer and its head
     /// is every reachable peer's head (same height, same hash), then unlocks its account
     /// and restarts its miner. `peers` are the peers' JSON-RPC endpoints; one that does not
-    /// answer (dead, frozen) is left out. Returns when the miner runs again.
+    /// answer (dead, frozen) is left out. Returns, when the miner runs again, the height at
+    /// which the node was found in step with its peers.
     ///
     /// The miner is restarted because geth, having failed to seal with a locked account,
     /// does not try again on an idle Clique chain; `miner_stop` returns before the miner has
     /// stopped, hence the wait on `eth_mining`; and a fresh extra-data, because geth does
     /// not retry sealing a block identical to one it gave up on.
-    pub fn unlock_when_synced(&self, peers: &[&Rpc], timeout: Duration) -> Result<(), String> {
+    pub fn unlock_when_synced(&self, peers: &[&Rpc], timeout: Duration) -> Result<u64, String> {
         let keystore = self
             .keystore
             .as_ref()
             .ok_or_else(|| format!("{}: not a sealer", self.name))?;
         let deadline = Instant::now() + timeout;
+        let mut synced_at = 0;
         wait_for(
             deadline,
             &format!("{}: synced with its peers", self.name),
-            || in_sync(&self.rpc, peers),
+            || {
+                let head = in_sync(&self.rpc, peers)?;
+                synced_at = head.unwrap_or(0);
+                Ok(head.is_some())
+            },
         )?;
         let address = format!("0x{}", keystore.address.to_plain_hex());
         self.rpc.call(
@@ -369,7 +375,7 @@ impl Node {
         let extra = format!("gated {}", std::process::id() ^ self.pid());
         self.rpc.call("miner_setExtra", json!([extra]))?;
         self.rpc.call("miner_start", json!([]))?;
-        Ok(())
+        Ok(synced_at)
     }
 
     /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; waits for the exit.
@@ -442,11 +448,10 @@ impl Drop for Node {
     }
 }
 
-/// True once `node` has a peer and sits at the head of every peer that answers.
-fn in_sync(node: &Rpc, peers: &[&Rpc]) -> Result<bool, String> {
-    let connected = node.call("admin_peers", json!([]))?;
-    if connected.as_array().is_none_or(Vec::is_empty) {
-        return Ok(false);
+/// `node`'s height once it has a peer and sits at the head of every peer that answers.
+fn in_sync(node: &Rpc, peers: &[&Rpc]) -> Result<Option<u64>, String> {
+    if node.peer_count()? == 0 {
+        return Ok(None);
     }
     let own = node.head()?;
     let mut answered = 0;
@@ -454,10 +459,10 @@ fn in_sync(node: &Rpc, peers: &[&Rpc]) -> Result<bool, String> {
         let Ok(theirs) = peer.head() else { continue };
         answered += 1;
         if theirs != own {
-            return Ok(false);
+            return Ok(None);
         }
     }
-    Ok(answered > 0)
+    Ok((answered > 0).then_some(own.0))
 }
 
 fn wait_for(
@@ -739,7 +744,7 @@ pub struct Takeover {
     pub first_seal: u64,
     /// From the death to the first sample that held that block.
     pub latency: Duration,
-    /// Canonical blocks between the death and that block, all sealed by others.
+    /// Canonical blocks between the death and that block sealed by others.
     pub blocks_between: u64,
     /// Of those, the heights at which the identity was in turn (sealed out of turn by
     /// another signer instead).
@@ -888,34 +893,48 @@ impl ChainChecker {
         counts
     }
 
-    /// When `signer`, whose sealer died at `died` with the chain at `head_at_death`, first
-    /// sealed again on `node`'s chain (as last sampled), and what it missed meanwhile.
-    /// `signers` is the Clique signer set, which sets whose turn each height is.
+    /// When `signer`, whose sealer died at `died`, first sealed again on `node`'s chain (as
+    /// last sampled), and what it missed meanwhile. The chain at the death is its highest
+    /// block first seen by then; the seal again is the signer's first block above that
+    /// which was first seen at or after `fresh_from` (when the replacement could first
+    /// seal), so that a block the dead sealer made just before dying, which spread late,
+    /// does not count. Both are as exact as the sampling interval. `signers` is the Clique
+    /// signer set, which sets whose turn each height is.
     pub fn takeover(
         &self,
         node: &str,
         signer: Address,
         signers: &[Address],
-        head_at_death: u64,
         died: Instant,
+        fresh_from: Instant,
     ) -> Option<Takeover> {
         let chain = self.chain(node);
-        let first = chain
+        let head_at_death = chain
             .iter()
-            .find(|s| s.number > head_at_death && s.signer == signer)?;
+            .filter(|s| s.first_seen <= died)
+            .map(|s| s.number)
+            .max()
+            .unwrap_or(0);
+        let first = chain.iter().find(|s| {
+            s.number > head_at_death && s.signer == signer && s.first_seen >= fresh_from
+        })?;
         let mut sorted = signers.to_vec();
         sorted.sort();
         let turn = sorted.iter().position(|s| *s == signer)? as u64;
-        let between = first.number - head_at_death - 1;
-        let in_turn_missed = (head_at_death + 1..first.number)
-            .filter(|n| n % sorted.len() as u64 == turn)
-            .count() as u64;
+        let gap = || {
+            chain
+                .iter()
+                .filter(|s| s.number > head_at_death && s.number < first.number)
+                .filter(|s| s.signer != signer)
+        };
         Some(Takeover {
             head_at_death,
             first_seal: first.number,
             latency: first.first_seen.saturating_duration_since(died),
-            blocks_between: between,
-            in_turn_missed,
+            blocks_between: gap().count() as u64,
+            in_turn_missed: gap()
+                .filter(|s| s.number % sorted.len() as u64 == turn)
+                .count() as u64,
         })
     }
 }
@@ -1054,3 +1073,6 @@ impl Drop for Sampler {
         self.stop_thread();
     }
 }
+
+#[cfg(test)]
+mod tests;
