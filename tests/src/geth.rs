@@ -77,6 +77,13 @@ pub fn locate() -> Result<PathBuf, String> {
     Err(line)
 }
 
+/// Writes `line` to the test process's stderr past libtest's capture, which takes only
+/// `print!` and `eprint!`: a skip or a measured figure shows in every run, passing or not.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Keys as geth takes them.
 
