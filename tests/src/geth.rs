@@ -102,6 +102,7 @@ impl Keystore {
     pub fn write(dir: &Path, key: &ValidatorKey) -> Keystore {
         let keystore = dir.join("keystore");
         fs::create_dir_all(&keystore).expect("create the keystore directory");
+        // Random, so that no two keystores of a run share one.
         let password = hex::encode(ValidatorKey::generate().expose_bytes().as_slice());
         let file = keyfile::encode(
             key,

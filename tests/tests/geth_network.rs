@@ -61,7 +61,6 @@ fn geth_or_skip(test: &str) -> Option<PathBuf> {
 
 /// A consortium as `orchestrator init` leaves it, and its sealers.
 struct Network {
-    dir: tempfile::TempDir,
     geth: PathBuf,
     genesis: PathBuf,
     /// In `orchestrator init`'s order (`m0-v0`, `m0-v1`, …).
@@ -72,6 +71,9 @@ struct Network {
     /// Each identity's node, by index; `None` once killed.
     nodes: Vec<Option<Node>>,
     sampler: Sampler,
+    /// Last, so that it is removed after the nodes (whose logs a failing test prints) are
+    /// gone: fields drop in order.
+    dir: tempfile::TempDir,
 }
 
 impl Network {
