@@ -5,6 +5,11 @@
 #   .tools/venv   Python virtual environment from ops/test-deps/requirements.txt (PyPI)
 #   .tools/node   node_modules from ops/test-deps/package.json + package-lock.json (npm)
 #   .tools/deb    Debian packages from ops/test-deps/debian-packages.txt, unpacked (apt, no root)
+#   .tools/bin/geth  geth 1.13.15, the last geth that seals Clique blocks, for the geth
+#                 network tests: from ../shared/tools/geth/ beside the checkout (checked
+#                 against GETH_SHA256 below) or from $GETH, a path to a geth 1.13 binary.
+#                 Without either it says how to get geth and goes on; the geth tests then
+#                 skip, each with one line.
 #
 # Idempotent: each part keeps a stamp of the pin files it was installed from and is
 # skipped when the stamp still matches, so a second run takes well under a second. A
@@ -23,6 +28,11 @@ readonly INSTALL_RECIPE=1
 # pip-tools compiles requirements.in into requirements.txt; only --relock uses it.
 readonly PIP_TOOLS_PIN='pip-tools==7.6.2'
 readonly MIN_PYTHON='3.10' # eth-account 0.14 requires it
+# No registry these machines reach has a geth that still seals Clique (v1.14 only follows
+# it), so the binary travels beside the checkout with its source; this is the sha256 of
+# the gunzipped binary, as ../shared/tools/geth/README.md gives it.
+readonly GETH_VERSION='1.13.15'
+readonly GETH_SHA256='f05b4abe40888fe598e2b8771b5407b8f3664bf9972e945c9991c52bd1f10621'
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pins="$root/ops/test-deps"
@@ -30,6 +40,7 @@ tools="$root/.tools"
 venv="$tools/venv"
 node_prefix="$tools/node"
 deb_root="$tools/deb"
+geth_archive="$root/../shared/tools/geth/geth-$GETH_VERSION-linux-amd64.gz"
 
 say() { printf 'test-deps: %s\n' "$*"; }
 die() {
@@ -200,6 +211,50 @@ install_deb_tools() {
     say "debian packages unpacked: $(paste -sd' ' - <"$deb_root/.installed")"
 }
 
+# Installs geth into .tools/bin/geth. The archive beside the checkout must gunzip to the
+# pinned checksum; a binary named by $GETH (built by hand, say) cannot be held to it, so it
+# must at least say it is geth $GETH_VERSION. Copied, not linked, so that the tests run
+# what was checked. Nothing to install is not an error: the geth tests skip.
+install_geth() {
+    local target="$tools/bin/geth"
+    if [[ -n "${GETH:-}" ]]; then
+        [[ -x "$GETH" ]] || die "\$GETH is '$GETH', which is not an executable file."
+        local version
+        version="$("$GETH" version </dev/null 2>/dev/null | sed -n 's/^Version: //p')" ||
+            die "\`$GETH version\` failed."
+        [[ "$version" == "$GETH_VERSION"* ]] ||
+            die "\$GETH is geth '${version:-unknown}'; the geth tests need $GETH_VERSION (v1.14 and later no longer seal Clique)."
+        if [[ -x "$target" ]] && cmp -s "$GETH" "$target"; then
+            say "geth up to date in .tools/bin (from \$GETH)"
+            return
+        fi
+        mkdir -p "$tools/bin"
+        cp "$GETH" "$target.tmp" && chmod 0755 "$target.tmp" && mv -f "$target.tmp" "$target" ||
+            die "cannot copy \$GETH to .tools/bin/geth."
+        say "geth $version installed from \$GETH (not checksum-pinned)"
+        return
+    fi
+    if [[ -x "$target" && "$(sha256_of_stdin <"$target")" == "$GETH_SHA256" ]]; then
+        say "geth up to date in .tools/bin"
+        return
+    fi
+    if [[ ! -f "$geth_archive" ]]; then
+        say "geth not installed, so the geth network tests will skip: put geth-$GETH_VERSION-linux-amd64.gz in ../shared/tools/geth/ beside the checkout, or set GETH to a geth $GETH_VERSION binary, and run ops/install-test-deps.sh again."
+        return
+    fi
+    need gunzip "Install gzip."
+    mkdir -p "$tools/bin"
+    gunzip -c "$geth_archive" >"$target.tmp" || die "cannot gunzip $geth_archive."
+    local sum
+    sum="$(sha256_of_stdin <"$target.tmp")"
+    if [[ "$sum" != "$GETH_SHA256" ]]; then
+        rm -f "$target.tmp"
+        die "$geth_archive gunzips to sha256 $sum, not the pinned $GETH_SHA256."
+    fi
+    chmod 0755 "$target.tmp" && mv -f "$target.tmp" "$target" || die "cannot install .tools/bin/geth."
+    say "geth $GETH_VERSION installed in .tools/bin (sha256 checked)"
+}
+
 # Regenerates the lock files from requirements.in and package.json. Resolves against the
 # registries, so the result can change from day to day: review the diff before committing.
 relock() {
@@ -237,7 +292,7 @@ main() {
     "") ;;
     --relock) ;;
     -h | --help)
-        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         return
         ;;
     *) die "unknown argument '$1' (usage: ops/install-test-deps.sh [--relock])" ;;
@@ -256,6 +311,7 @@ main() {
     install_python_tools
     install_node_tools
     install_deb_tools
+    install_geth
 }
 
 main "$@"

@@ -3,10 +3,11 @@
 #
 # Installs the pinned interop tools the tests use (eth-account, jsonschema and
 # azure-keyvault-secrets from PyPI; ethers, solc, @ethereumjs/client and Azurite from npm;
-# libfaketime from the distribution's packages) into .tools/ of this checkout, idempotently, then runs every test of the workspace. The
+# libfaketime from the distribution's packages; geth 1.13.15 from ../shared/tools/geth/ or
+# $GETH) into .tools/ of this checkout, idempotently, then runs every test of the workspace. The
 # tests that need Azurite start it themselves on loopback, in memory, and stop it when they
-# end. The interop tests fail, never skip, when a tool is missing. Extra arguments go to
-# cargo test.
+# end. The interop tests fail, never skip, when a tool is missing; the geth tests alone
+# skip without geth, one line each, except under CI. Extra arguments go to cargo test.
 #
 # Then the chaos run (issue 11) on both stores side by side, twice for 3 minutes: with the
 # fixed seed 1 (the seed that found re-created lease records signed beside their old

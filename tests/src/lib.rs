@@ -8,6 +8,7 @@ pub mod chaos;
 pub mod cluster;
 pub mod fake_rpc;
 pub mod fault_proxy;
+pub mod geth;
 pub mod kv_double;
 pub mod lease_conformance;
 pub mod memory_store;
