@@ -23,6 +23,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use integration_tests::cluster::{Cluster, ClusterSpec, Stores};
 use integration_tests::geth::{
     self, decode_address_array, ChainChecker, Identity, Keystore, Node, NodeConfig, Rpc, Sampler,
     Sealing,
@@ -434,4 +435,110 @@ fn a_sealer_killed_and_replaced_behind_the_sync_gate_seals_again_without_equivoc
     for node in net.nodes.iter_mut().flatten() {
         node.stop();
     }
+}
+
+/// The doppelganger quarantine against a real chain (issue 13 §3): while geth seals with an
+/// identity outside any daemon (a zombie), a daemon that leases it must not hand its key
+/// over; once the zombie stops, the identity is handed over within the watch window plus D.
+/// Here every identity is sealed by a bare geth, so the daemon refuses all three until the
+/// sealer of `m0-v0` is killed; then it hands over `m0-v0` and only it.
+#[test]
+fn a_daemon_keeps_an_identity_a_zombie_geth_seals_with_until_the_zombie_stops() {
+    let test = "a_daemon_keeps_an_identity_a_zombie_geth_seals_with_until_the_zombie_stops";
+    let Some(geth) = geth_or_skip(test) else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let mut net = Network::provision(geth);
+    net.start_sealers();
+    net.wait_for_every_identity("v1", 0, 1, START_TIMEOUT);
+
+    const WINDOW_SECS: u64 = 4;
+    const D_SECS: u64 = 15;
+    let provisioned = (0..IDENTITIES)
+        .map(|i| {
+            (
+                Name::new(format!("m0-v{i}")).expect("a name"),
+                net.validators[i],
+            )
+        })
+        .collect();
+    let mut cluster = Cluster::start(ClusterSpec {
+        identities: IDENTITIES,
+        daemons: 0,
+        duration_secs: D_SECS,
+        stores: Stores::Specs {
+            leases: format!("sqlite:{}", net.path("leases.db").display()),
+            secrets: format!("dir:{}", net.path("secrets").display()),
+            azure: Box::default(),
+            azure_toml: String::new(),
+        },
+        provisioned: Some(provisioned),
+        ..ClusterSpec::default()
+    });
+    let watched = net.node(1).rpc.addr;
+    let quarantine = format!(
+        "\n[quarantine]\nrpc = \"http://{watched}\"\nengine = \"clique\"\nwindow_secs = {WINDOW_SECS}\n"
+    );
+    let daemon = cluster.spawn_daemon_edited("vm-1", |text| text + &quarantine);
+    cluster.daemons.push(daemon);
+
+    // Every identity seals on the chain outside any daemon: none is handed over.
+    std::thread::sleep(Duration::from_secs(20));
+    let log = cluster.daemon_log("vm-1");
+    let lines = cluster.sign_lines();
+    assert!(
+        lines.is_empty(),
+        "a key was handed over beside its zombie: {} sign lines, the first {:?}\n{log}",
+        lines.len(),
+        lines.first()
+    );
+    assert!(log.contains("doppelganger"), "no doppelganger line:\n{log}");
+
+    // The zombie of m0-v0 stops.
+    let killed = Instant::now();
+    net.nodes[0].as_mut().expect("running").kill9();
+    net.sampler.remove("v0");
+    net.nodes[0] = None;
+    let zombie = net.validators[0].to_string().to_ascii_lowercase();
+    let limit = Duration::from_secs(WINDOW_SECS + D_SECS + 10);
+    let handed = integration_tests::cluster::wait_for(limit, || {
+        cluster
+            .sign_lines()
+            .into_iter()
+            .find(|l| l.address == zombie)
+            .map(|_| killed.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "m0-v0 not handed over within {limit:?} of its zombie's end\n{}",
+            cluster.daemon_log("vm-1")
+        )
+    });
+    geth::say(&format!(
+        "GETH_FIGURES doppelganger: zombie_killed_to_hand_over_ms={} window_s={WINDOW_SECS} d_s={D_SECS}",
+        handed.as_millis()
+    ));
+    assert!(
+        handed <= Duration::from_secs(WINDOW_SECS + D_SECS + 2),
+        "handed over {handed:?} after the zombie stopped (window + D = {} s)",
+        WINDOW_SECS + D_SECS
+    );
+    // The identities still sealed by their bare geths were never handed over.
+    let others: Vec<String> = net.validators[1..]
+        .iter()
+        .map(|a| a.to_string().to_ascii_lowercase())
+        .collect();
+    let beside: Vec<_> = cluster
+        .sign_lines()
+        .into_iter()
+        .filter(|l| others.contains(&l.address))
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "handed over beside a sealing geth: {} sign lines, the first {:?}",
+        beside.len(),
+        beside.first()
+    );
+    cluster.daemon("vm-1").term();
 }
