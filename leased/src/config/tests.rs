@@ -1077,3 +1077,31 @@ fn the_start_timeout_is_checked() {
         assert!(p.contains("client.start_timeout_secs"), "{p}");
     }
 }
+
+#[test]
+fn the_client_examples_in_ops_parse() {
+    let examples = [
+        (
+            include_str!("../../../ops/clients/geth-clique.toml"),
+            ClientFormat::GethKeystore,
+        ),
+        (
+            include_str!("../../../ops/clients/besu-qbft.toml"),
+            ClientFormat::Besu,
+        ),
+        (
+            include_str!("../../../ops/clients/nethermind-aura.toml"),
+            ClientFormat::NethermindKeystore,
+        ),
+        (
+            include_str!("../../../ops/clients/openethereum-aura.toml"),
+            ClientFormat::RawHex,
+        ),
+    ];
+    for (text, format) in examples {
+        let c = ok(text);
+        assert_eq!(c.client.format, format);
+    }
+    let c = ok(include_str!("../../../ops/leased.example.toml"));
+    assert_eq!(c.client.format, ClientFormat::RawHex);
+}
