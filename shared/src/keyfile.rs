@@ -101,11 +101,14 @@ pub fn detect(bytes: &[u8]) -> Result<KeyFormat, KeyFileError> {
     if bytes.len() == 32 {
         return Ok(KeyFormat::Nethermind);
     }
-    if keystore::looks_like_keystore(bytes) {
-        return Ok(KeyFormat::KeystoreV3);
-    }
-    if keystore::is_json_object(bytes) {
-        return Err(KeyFileError::JsonNotKeystore);
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        // JSON that parses and has no crypto member is not a keystore; anything else that
+        // opens like one is taken for a keystore, so that a damaged one is reported as such.
+        return match keystore::is_json_object(bytes) && !keystore::looks_like_keystore(bytes) {
+            true => Err(KeyFileError::JsonNotKeystore),
+            false => Ok(KeyFormat::KeystoreV3),
+        };
     }
     let text = std::str::from_utf8(bytes).map_err(|_| KeyFileError::NotText(bytes.len()))?;
     Ok(if text.trim_start().starts_with("0x") {
@@ -215,6 +218,8 @@ mod tests {
             detect(secret_file),
             Err(KeyFileError::JsonNotKeystore)
         ));
+        // A truncated keystore is still one, to be reported as damaged when read.
+        assert_eq!(detect(br#"{"crypto": {"#).unwrap(), KeyFormat::KeystoreV3);
     }
 
     #[test]
