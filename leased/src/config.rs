@@ -3,7 +3,8 @@
 //! This module owns the file's names and every rule about their values. It reports every
 //! problem it finds, each with the setting's dotted name (`lease.duration_secs: 10 is
 //! outside 15–60`), never just the first; the binary prints them and exits 64. It never
-//! reads key material: the password file is only a path handed to the client.
+//! reads key material: the password file is only a path, read at each hand-off, and the
+//! password secret only a name.
 //!
 //! The file is read with the workspace's one idiom for configuration ([`shared::config`]):
 //! its shape is the `File` structs at the end of this module, one per section (`[azure]`
@@ -25,8 +26,9 @@
 //! margin_secs = 5                    # M; default D/3, at least 2
 //! standby_poll_millis = 500          # how often a standby looks for a free identity
 //! [client]
-//! format  = "raw-hex"                # raw-hex, besu, nethermind or keystore-v3
-//! # password_file = "/etc/leased/keystore-password"   # keystore-v3 only, and then required
+//! format  = "raw-hex"                # see "Client formats" below
+//! # password_file = "/etc/leased/keystore-password"   # or:
+//! # password_secret = "keystore-password"             # a secret in store.secrets
 //! command = ["besu", "--node-private-key-file={key_file}"]
 //! # engine_signer_rpc = "http://127.0.0.1:8545"
 //! restart_backoff_millis = 1000      # first restart delay; doubles per recent exit
@@ -47,6 +49,29 @@
 //! # managed_identity_client_id = "…"  # a user-assigned identity
 //! # ca_file = "/etc/leased/extra-ca.pem"
 //! ```
+//!
+//! Client formats (`client.format`), each published in `runtime_dir` under one name:
+//!
+//! | format | what the client gets | placeholder |
+//! |---|---|---|
+//! | `raw-hex` | `validator.key`: 64 hex digits and a newline | `{key_file}` |
+//! | `besu` | `validator.key`: `0x` and 64 hex digits (Besu's `--node-private-key-file`) | `{key_file}` |
+//! | `nethermind` | `validator.key`: the 32 bytes (Nethermind's `node.key.plain`) | `{key_file}` |
+//! | `keystore-v3` | `validator-keystore.json`, encrypted under the password | `{key_file}`, `{password_file}` |
+//! | `geth-nodekey` | `nodekey`: 64 hex digits, no `0x`, no newline (geth's `--nodekey`) | `{key_file}` |
+//! | `geth-keystore` | `keystore/`, a 0700 directory with one keystore-v3 file named `UTC--…--ADDRESS` (geth's `--keystore`, with `--password` and `--unlock {address}`) | `{keystore_dir}`, `{password_file}` |
+//! | `nethermind-keystore` | the same directory, for Nethermind's `--KeyStore.KeyStoreDirectory`, `--KeyStore.PasswordFiles` and `--KeyStore.UnlockAccounts {address}` | `{keystore_dir}`, `{password_file}` |
+//!
+//! With `client.engine_signer_rpc` (OpenEthereum, Nethermind) the key goes over the RPC
+//! instead, whatever the format.
+//!
+//! The password (`client.password_file` or `client.password_secret`, never both) serves
+//! twice: it decrypts secrets stored as keystore-v3 (`orchestrator init --secret-format
+//! keystore-v3`), and it encrypts the keystore a keystore format hands over. A keystore
+//! format needs one; so do keystore-v3 secrets, whatever the format, which the daemon
+//! checks against the pool's secrets at start-up (see `daemon::handoff`). With
+//! `password_secret`, the secret's value is written to `runtime_dir/password` (0600) for
+//! each hand-off whose command names `{password_file}`, and deleted with the key.
 //!
 //! Rules where the issue left a choice:
 //!
@@ -77,10 +102,14 @@
 //!   no credentials, no `NOTIFY_SOCKET`), plus these variables, plus `PATH` set to
 //!   [`DEFAULT_CLIENT_PATH`] unless listed. Names are letters, digits and `_`, not starting
 //!   with a digit; values are text without NUL.
-//! - `client.command` placeholders: `{key_file}`, `{password_file}` (only with a password
-//!   file) and `{address}`; `{{` and `}}` stand for literal braces.
+//! - `client.command` placeholders: `{key_file}` (file formats), `{keystore_dir}`
+//!   (directory formats), `{password_file}` (only with a password file or secret) and
+//!   `{address}`; `{{` and `}}` stand for literal braces.
 //! - `client.engine_signer_rpc`: the key goes over the RPC and never to a file, so the
-//!   command may not name `{key_file}`.
+//!   command may not name `{key_file}` or `{keystore_dir}`.
+//! - `client.password_secret` is a secret name (1–127 of 0-9, a-z, A-Z and '-'). The
+//!   start-up check leaves it out of the pool's secrets even if it starts with
+//!   `identity.pool`; no lease record is made for it, so it is never leased.
 //! - `runtime_dir` and `client.password_file` must be absolute paths. If `runtime_dir`
 //!   exists it must be a directory owned by the daemon's user with no group or other
 //!   permissions; if it does not, the daemon creates it with mode 0700.
@@ -99,6 +128,7 @@ use shared::azure::{AzureOptions, AzureTable};
 use shared::config::{Field, Report, Section, Unknown};
 use shared::keyfile::KeyFormat;
 use shared::lease::{LeaseDuration, MAX_LEASE, MIN_LEASE};
+use shared::name::Name;
 use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use toml::{Table, Value};
 
@@ -164,11 +194,103 @@ pub struct LeaseConfig {
     pub standby_poll: Duration,
 }
 
+/// `client.format`: the form in which the client takes its key (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    /// `raw-hex`: 64 hex digits and a newline.
+    RawHex,
+    /// `besu`: `0x` and 64 hex digits.
+    Besu,
+    /// `nethermind`: the 32 key bytes (`node.key.plain`).
+    Nethermind,
+    /// `keystore-v3`: one keystore file, encrypted under the password.
+    KeystoreV3,
+    /// `geth-nodekey`: 64 hex digits without `0x` or newline.
+    GethNodekey,
+    /// `geth-keystore`: a keystore directory holding one keystore file.
+    GethKeystore,
+    /// `nethermind-keystore`: the same directory, for Nethermind.
+    NethermindKeystore,
+}
+
+impl ClientFormat {
+    pub const ALL: [Self; 7] = [
+        Self::RawHex,
+        Self::Besu,
+        Self::Nethermind,
+        Self::KeystoreV3,
+        Self::GethNodekey,
+        Self::GethKeystore,
+        Self::NethermindKeystore,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RawHex => "raw-hex",
+            Self::Besu => "besu",
+            Self::Nethermind => "nethermind",
+            Self::KeystoreV3 => "keystore-v3",
+            Self::GethNodekey => "geth-nodekey",
+            Self::GethKeystore => "geth-keystore",
+            Self::NethermindKeystore => "nethermind-keystore",
+        }
+    }
+
+    /// The key-file format, for the formats that are one file in a [`KeyFormat`].
+    pub fn key_format(self) -> Option<KeyFormat> {
+        match self {
+            Self::RawHex => Some(KeyFormat::RawHex),
+            Self::Besu => Some(KeyFormat::Besu),
+            Self::Nethermind => Some(KeyFormat::Nethermind),
+            Self::KeystoreV3 => Some(KeyFormat::KeystoreV3),
+            Self::GethNodekey | Self::GethKeystore | Self::NethermindKeystore => None,
+        }
+    }
+
+    /// Whether the client gets a directory (`{keystore_dir}`) rather than a file.
+    pub fn is_directory(self) -> bool {
+        matches!(self, Self::GethKeystore | Self::NethermindKeystore)
+    }
+
+    /// Whether the client gets the key encrypted, so that a password is required.
+    pub fn needs_password(self) -> bool {
+        matches!(
+            self,
+            Self::KeystoreV3 | Self::GethKeystore | Self::NethermindKeystore
+        )
+    }
+}
+
+impl std::fmt::Display for ClientFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ClientFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "unknown client format {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// `[client]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    pub format: KeyFormat,
+    pub format: ClientFormat,
+    /// The keystore password, read from this file at each hand-off.
     pub password_file: Option<PathBuf>,
+    /// The keystore password, fetched from this secret at each hand-off.
+    pub password_secret: Option<Name>,
     pub command: CommandTemplate,
     /// Set the key through `parity_setEngineSignerSecret` instead of restarting the client.
     pub engine_signer_rpc: Option<String>,
@@ -326,16 +448,23 @@ pub fn check_runtime_dir(state: &DirState, our_uid: u32) -> Result<(), Problem> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placeholder {
     KeyFile,
+    KeystoreDir,
     PasswordFile,
     Address,
 }
 
 impl Placeholder {
-    const ALL: [Self; 3] = [Self::KeyFile, Self::PasswordFile, Self::Address];
+    const ALL: [Self; 4] = [
+        Self::KeyFile,
+        Self::KeystoreDir,
+        Self::PasswordFile,
+        Self::Address,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::KeyFile => "key_file",
+            Self::KeystoreDir => "keystore_dir",
             Self::PasswordFile => "password_file",
             Self::Address => "address",
         }
@@ -358,6 +487,8 @@ pub struct CommandTemplate {
 /// Values for the command's placeholders.
 #[derive(Debug, Clone, Copy)]
 pub struct Substitutions<'a> {
+    /// What was published for the client: the key file, or the keystore directory (for
+    /// `{keystore_dir}`); validation lets the command name only the one its format has.
     pub key_file: &'a Path,
     /// Required when the command uses `{password_file}`, which validation ensures only
     /// happens when `client.password_file` is set.
@@ -401,7 +532,7 @@ impl CommandTemplate {
                     .iter()
                     .map(|piece| match piece {
                         Piece::Text(t) => t.clone(),
-                        Piece::Slot(Placeholder::KeyFile) => {
+                        Piece::Slot(Placeholder::KeyFile | Placeholder::KeystoreDir) => {
                             s.key_file.to_string_lossy().into_owned()
                         }
                         Piece::Slot(Placeholder::PasswordFile) => s
@@ -449,7 +580,7 @@ fn parse_arg(arg: &str) -> Result<Vec<Piece>, String> {
                     .find(|p| p.name() == name)
                     .ok_or_else(|| {
                         format!(
-                            "unknown placeholder {{{name}}}; allowed: {{key_file}}, {{password_file}}, {{address}}"
+                            "unknown placeholder {{{name}}}; allowed: {{key_file}}, {{keystore_dir}}, {{password_file}}, {{address}}"
                         )
                     })?;
                 if !text.is_empty() {
@@ -506,6 +637,7 @@ struct LeaseFile {
 struct ClientFile {
     format: Field<String>,
     password_file: Field<PathBuf>,
+    password_secret: Field<String>,
     command: Field<Vec<String>>,
     engine_signer_rpc: Field<String>,
     restart_backoff_millis: Field<u64>,
@@ -880,7 +1012,7 @@ fn read_client(
     let format = r
         .or("client.format", s.format, "raw-hex".into())
         .and_then(|f| {
-            f.parse::<KeyFormat>()
+            f.parse::<ClientFormat>()
                 .map_err(|e| r.problem("client.format", e))
                 .ok()
         });
@@ -896,16 +1028,34 @@ fn read_client(
             }
             p => Some(p),
         });
-    match (format, &password_file) {
-        (Some(f), Some(None)) if f.needs_password() => r.problem(
-            "client.password_file",
-            format!("is required with format {f}"),
-        ),
-        (Some(f), Some(Some(_))) if !f.needs_password() => r.problem(
-            "client.password_file",
-            format!("is only used with keystore-v3, not with format {f}"),
-        ),
-        _ => {}
+    let password_secret = r
+        .optional("client.password_secret", s.password_secret)
+        .and_then(|n| match n.map(Name::new).transpose() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.problem("client.password_secret", e.to_string());
+                None
+            }
+        });
+    // Whether a password is configured; unknown (None) when either setting is wrong.
+    let has_password = match (&password_file, &password_secret) {
+        (Some(Some(_)), Some(Some(_))) => {
+            r.problem(
+                "client.password_secret",
+                "cannot be set together with client.password_file: the password comes from one place",
+            );
+            None
+        }
+        (Some(f), Some(n)) => Some(f.is_some() || n.is_some()),
+        _ => None,
+    };
+    if let (Some(f), Some(false)) = (format, has_password) {
+        if f.needs_password() {
+            r.problem(
+                "client.password_file",
+                format!("is required with format {f} (or set client.password_secret)"),
+            );
+        }
     }
 
     let command = r.required("client.command", s.command).and_then(|args| {
@@ -927,11 +1077,27 @@ fn read_client(
             }
         }
     });
-    if let (Some(cmd), Some(None)) = (&command, &password_file) {
+    if let (Some(cmd), Some(false)) = (&command, has_password) {
         if cmd.uses(Placeholder::PasswordFile) {
             r.problem(
                 "client.command",
-                "uses {password_file}, but client.password_file is not set",
+                "uses {password_file}, but neither client.password_file nor client.password_secret is set",
+            );
+        }
+    }
+    if let (Some(cmd), Some(f)) = (&command, format) {
+        if f.is_directory() && cmd.uses(Placeholder::KeyFile) {
+            r.problem(
+                "client.command",
+                format!("uses {{key_file}}, but format {f} hands over a directory: use {{keystore_dir}}"),
+            );
+        }
+        if !f.is_directory() && cmd.uses(Placeholder::KeystoreDir) {
+            r.problem(
+                "client.command",
+                format!(
+                    "uses {{keystore_dir}}, but format {f} hands over a file: use {{key_file}}"
+                ),
             );
         }
     }
@@ -952,12 +1118,17 @@ fn read_client(
         });
     // One way in: with an engine signer the key never reaches a file.
     if let (Some(cmd), Some(Some(_))) = (&command, &rpc) {
-        if cmd.uses(Placeholder::KeyFile) {
-            r.problem(
-                "client.command",
-                "uses {key_file}, but with client.engine_signer_rpc the key goes over the RPC \
-                 and no key file is written",
-            );
+        for p in [Placeholder::KeyFile, Placeholder::KeystoreDir] {
+            if cmd.uses(p) {
+                r.problem(
+                    "client.command",
+                    format!(
+                        "uses {{{}}}, but with client.engine_signer_rpc the key goes over the RPC \
+                         and nothing is written for the client",
+                        p.name()
+                    ),
+                );
+            }
         }
     }
 
@@ -1040,6 +1211,7 @@ fn read_client(
     Some(ClientConfig {
         format: format?,
         password_file: password_file?,
+        password_secret: password_secret?,
         command: command?,
         engine_signer_rpc: rpc?,
         restart_backoff: backoff?,

@@ -60,6 +60,8 @@ use stores::{LeaseMeta, Stores};
 
 /// Exit status when another daemon holds the runtime directory's lock.
 pub const EXIT_LOCKED: Status = Status::TempFail;
+/// Exit status when the configuration cannot work with what the stores hold.
+pub const EXIT_CONFIG: Status = Status::Usage;
 /// Exit status when the stores or the HTTP listener cannot be set up.
 pub const EXIT_UNAVAILABLE: Status = Status::Unavailable;
 /// Exit status when the process cannot be made safe to hold a key.
@@ -102,6 +104,12 @@ pub async fn run_with<S>(config: Config, parts: Parts, shutdown: S, clock: Clock
 where
     S: Future<Output = ()>,
 {
+    // A pool whose secrets the client config cannot use is a configuration error, found
+    // now rather than at the first hand-off.
+    if let Err(message) = handoff::check_pool_secrets(&config, &*parts.secrets).await {
+        log(message);
+        return EXIT_CONFIG.into();
+    }
     match Driver::new(config, parts, clock).await {
         Ok(driver) => driver.run(shutdown).await,
         Err(message) => {

@@ -3,7 +3,10 @@
 //!
 //! The daemon starts the guard as `leased guard [--key-file F] [--password-file P]
 //! [--grace-millis N] -- CLIENT ARGV…` (placeholders already substituted) with the guard's
-//! stdin and stdout as pipes, and talks to it in lines:
+//! stdin and stdout as pipes, and talks to it in lines. `F` is the key file or, for a
+//! keystore format, the keystore directory; `P` a password file the daemon wrote (never
+//! the operator's own). Both are zeroed and deleted at the fence, a directory with every
+//! file in it.
 //!
 //! | daemon → guard     | meaning |
 //! |--------------------|---------|
@@ -189,7 +192,7 @@ impl fmt::Display for MonoNanos {
 pub struct GuardConfig {
     /// The client's argv, placeholders already substituted. Never empty.
     pub client: Vec<OsString>,
-    /// The key file handed to the client; deleted on fence.
+    /// The key file (or keystore directory) handed to the client; deleted on fence.
     pub key_file: Option<PathBuf>,
     /// The keystore password file, if any; deleted on fence.
     pub password_file: Option<PathBuf>,
@@ -1363,11 +1366,26 @@ pub(crate) fn processes() -> Vec<ProcStat> {
 }
 
 /// Overwrites a key or password file with zeros (so the tmpfs pages do not keep the
-/// secret) and deletes it. A missing file is fine: the daemon may have removed it.
+/// secret) and deletes it. A directory (a client's keystore directory) has each of its
+/// files zeroed and deleted, then is removed itself; a symbolic link is removed, never
+/// followed. A missing path is fine: the daemon may have removed it.
 pub(crate) fn remove_secret_file(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
+        Ok(meta) if meta.file_type().is_dir() => {
+            let mut first_error = None;
+            for entry in std::fs::read_dir(path)? {
+                if let Err(e) = entry.and_then(|e| remove_secret_file(&e.path())) {
+                    first_error.get_or_insert(e);
+                }
+            }
+            return match (first_error, std::fs::remove_dir(path)) {
+                (Some(e), _) => Err(e),
+                (None, Err(e)) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
         Ok(meta) if meta.file_type().is_file() => {
             // Best effort: the unlink below is what counts.
             if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
@@ -1548,5 +1566,26 @@ mod tests {
         let outcome = h.task.await.expect("joins");
         assert!(outcome.complete);
         assert!(!key.exists(), "the key file is deleted");
+    }
+
+    #[tokio::test]
+    async fn a_fence_deletes_a_keystore_directory_with_its_files_and_no_file_a_link_points_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "not ours").expect("write");
+        let keystore = dir.path().join("keystore");
+        std::fs::create_dir(&keystore).expect("mkdir");
+        let file = keystore.join("UTC--2026-01-01T00-00-00.000000000Z--00");
+        std::fs::write(&file, "{}").expect("write");
+        std::os::unix::fs::symlink(&outside, keystore.join("link")).expect("symlink");
+        let mut config = sleeper();
+        config.key_file = Some(keystore.clone());
+        let mut h = Harness::start(config);
+        assert!(matches!(h.event().await, GuardEvent::Ready(_)));
+        h.send("fence").await;
+        assert!(matches!(h.event().await, GuardEvent::Fenced { .. }));
+        assert!(h.task.await.expect("joins").complete);
+        assert!(!keystore.exists(), "the keystore directory is deleted");
+        assert_eq!(std::fs::read(&outside).expect("read"), b"not ours");
     }
 }

@@ -9,8 +9,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use shared::keyfile::{self, KeyFileError, KeyFormat};
-use shared::keystore::KdfParams;
+use shared::keyfile::{self, KeyFileError, KeyFormat, CONTENT_TYPE_RAW_HEX};
+use shared::keystore::{self, KdfParams};
+use shared::secret::dir;
+use shared::secret::{SecretProperties, SecretValue};
 use shared::{fsutil, ValidatorKey};
 use zeroize::Zeroizing;
 
@@ -142,24 +144,20 @@ fn generate(args: GenerateArgs) -> Result<(), Failure> {
 
 fn inspect(args: InspectArgs) -> Result<(), Failure> {
     let bytes = Zeroizing::new(read_input(&args.file, "key file", MAX_KEY_FILE)?);
+    // A `dir:` store's file is JSON too, but not a keystore: it holds the secret's value
+    // and says in what format.
+    if !keystore::looks_like_keystore(&bytes) && keystore::is_json_object(&bytes) {
+        if let Ok((properties, value)) = dir::decode_secret_file(&bytes) {
+            return inspect_secret_file(&args, &properties, &value);
+        }
+    }
     let format = keyfile::detect(&bytes)
         .map_err(|e| Failure::data(format!("{}: {e}", args.file.display())))?;
-    let password = match (&args.password_file, format.needs_password()) {
-        (Some(p), true) => Some(read_password(p)?),
-        (None, true) => {
-            return Err(Failure::usage(format!(
-                "{} is a keystore-v3 file; pass --password-file FILE",
-                args.file.display()
-            )))
-        }
-        (Some(_), false) => {
-            return Err(Failure::usage(format!(
-                "{} is a {format} key file, which has no password; drop --password-file",
-                args.file.display()
-            )))
-        }
-        (None, false) => None,
-    };
+    let password = password_for(
+        &args,
+        format.needs_password(),
+        &format!("a {format} key file"),
+    )?;
     let (key, format) = keyfile::decode(&bytes, password.as_ref().map(|p| p.as_slice()))
         .map_err(|e| decode_failure(&args.file, e))?;
     if !args.json {
@@ -167,6 +165,67 @@ fn inspect(args: InspectArgs) -> Result<(), Failure> {
         print_line(&format!("format      {format}"))?;
     }
     print_identity(&key, args.json, true)
+}
+
+/// `inspect` of a `dir:` secret store's file: the key in its value, read as its content
+/// type says.
+fn inspect_secret_file(
+    args: &InspectArgs,
+    properties: &SecretProperties,
+    value: &SecretValue,
+) -> Result<(), Failure> {
+    let file = args.file.display();
+    let content_type = properties.content_type.as_deref().unwrap_or("");
+    let (key, format) = if content_type == CONTENT_TYPE_RAW_HEX {
+        password_for(args, false, "a dir: secret file holding a raw-hex key")?;
+        let key = ValidatorKey::from_hex(value.expose())
+            .map_err(|e| Failure::data(format!("{file}: the secret {}: {e}", properties.name)))?;
+        (key, KeyFormat::RawHex)
+    } else if content_type == keystore::CONTENT_TYPE {
+        let password = password_for(
+            args,
+            true,
+            "a dir: secret file holding a keystore-v3 keystore",
+        )?
+        .expect("required above");
+        let key = keystore::decrypt(value.expose().as_bytes(), &password)
+            .map_err(|e| Failure::data(format!("{file}: the secret {}: {e}", properties.name)))?;
+        (key, KeyFormat::KeystoreV3)
+    } else {
+        return Err(Failure::data(format!(
+            "{file} is a dir: secret file, of secret {}, whose content type {content_type:?} \
+             is not a key ({CONTENT_TYPE_RAW_HEX} or {})",
+            properties.name,
+            keystore::CONTENT_TYPE
+        )));
+    };
+    if !args.json {
+        print_line(&format!(
+            "format      dir: secret file of {}, holding {format}",
+            properties.name
+        ))?;
+    }
+    print_identity(&key, args.json, true)
+}
+
+/// The password `--password-file` gives, checked against whether `what` (the file, as
+/// detected) needs one.
+fn password_for(
+    args: &InspectArgs,
+    needed: bool,
+    what: &str,
+) -> Result<Option<Zeroizing<Vec<u8>>>, Failure> {
+    let file = args.file.display();
+    match (&args.password_file, needed) {
+        (Some(p), true) => Ok(Some(read_password(p)?)),
+        (None, true) => Err(Failure::usage(format!(
+            "{file} is {what}; pass --password-file FILE"
+        ))),
+        (Some(_), false) => Err(Failure::usage(format!(
+            "{file} is {what}, which has no password; drop --password-file"
+        ))),
+        (None, false) => Ok(None),
+    }
 }
 
 /// Prints the key's public identity: the address only (generate) or all fields (inspect),

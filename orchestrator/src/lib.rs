@@ -12,6 +12,7 @@ pub mod contracts;
 mod exit;
 pub mod genesis;
 mod key_cmd;
+mod leased_check;
 mod network_cmd;
 pub mod networkinfo;
 pub mod provision;

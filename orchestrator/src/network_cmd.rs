@@ -36,6 +36,7 @@ use crate::exit::Failure;
 use crate::genesis::{
     self, Admin, AuraContractForm, Consortium, ContractAccount, Flavour, NETWORK_ID_RANGE,
 };
+use crate::leased_check;
 use crate::networkinfo::{self, printable, AddressList, MemberInfo, NetworkInfo};
 use crate::provision::{
     self, Identity, Plan, Progress, RateLimiter, SecretFormat, MAX_VALIDATORS, MIN_VALIDATORS,
@@ -93,6 +94,10 @@ pub(crate) struct CommonArgs {
     /// KDF for keystore-v3 secrets: scrypt n=262144 r=8 p=1 (default) or pbkdf2 600,000 rounds.
     #[arg(long, value_enum)]
     kdf: Option<KdfArg>,
+    /// The leased.toml of this member's VMs, to warn if its [identity] pool or [client]
+    /// password settings cannot use the secrets stored here.
+    #[arg(long, value_name = "FILE")]
+    leased_config: Option<PathBuf>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -191,6 +196,7 @@ struct ConfigFile {
     secret_format: Field<SecretFormatArg>,
     password_file: Field<PathBuf>,
     kdf: Field<KdfArg>,
+    leased_config: Field<PathBuf>,
     network_id: Field<u64>,
     flavours: Field<Vec<FlavourArg>>,
     admin_balance_wei: Field<u128>,
@@ -214,6 +220,7 @@ struct FileConfig {
     secret_format: Option<SecretFormatArg>,
     password_file: Option<PathBuf>,
     kdf: Option<KdfArg>,
+    leased_config: Option<PathBuf>,
     network_id: Option<u64>,
     flavours: Option<Vec<FlavourArg>>,
     admin_balance_wei: Option<u128>,
@@ -246,6 +253,7 @@ struct Settled {
     out: PathBuf,
     bootnodes: Vec<String>,
     format: SecretFormat,
+    leased_config: Option<PathBuf>,
     json: bool,
     azure: AzureOptions,
 }
@@ -275,6 +283,7 @@ fn load_config(path: Option<&Path>) -> Result<(FileConfig, Vec<String>), Failure
         secret_format: r.optional("secret_format", f.secret_format).flatten(),
         password_file: r.optional("password_file", f.password_file).flatten(),
         kdf: r.optional("kdf", f.kdf).flatten(),
+        leased_config: r.optional("leased_config", f.leased_config).flatten(),
         network_id: r.optional("network_id", f.network_id).flatten(),
         flavours: r.optional("flavours", f.flavours).flatten(),
         admin_balance_wei: r
@@ -320,6 +329,7 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
         .unwrap_or(SecretFormatArg::RawHex);
     let password_file = args.password_file.or_else(|| file.password_file.clone());
     let kdf = args.kdf.or(file.kdf);
+    let leased_config = args.leased_config.or_else(|| file.leased_config.clone());
 
     // A setting the file has wrong is reported as such, not again as missing.
     let require = |name: &str, problems: &mut Vec<String>| {
@@ -428,9 +438,18 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
         out: out?,
         bootnodes,
         format: format?,
+        leased_config,
         json: args.json,
         azure,
     })
+}
+
+/// Warns when the secrets about to be stored do not suit the member's `leased` config.
+fn warn_about_leased(settled: &Settled) {
+    let keystores = matches!(settled.format, SecretFormat::KeystoreV3 { .. });
+    for w in leased_check::warnings(settled.member, keystores, settled.leased_config.as_deref()) {
+        tracing::warn!("{w}");
+    }
 }
 
 fn read_password(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
@@ -595,6 +614,7 @@ pub(crate) fn run_init(args: InitArgs) -> Result<(), Failure> {
         return Err(problems_failure(problems));
     }
     let settled = settled.expect("no problems means every setting is present");
+    warn_about_leased(&settled);
 
     let mut bases = BTreeMap::new();
     for (flavour, path) in &base_paths {
@@ -692,6 +712,7 @@ pub(crate) fn run_join(args: JoinArgs) -> Result<(), Failure> {
         return Err(problems_failure(problems));
     }
     let settled = settled.expect("no problems means every setting is present");
+    warn_about_leased(&settled);
     let source = source.expect("checked above");
 
     let bytes = fetch_consortium_data(&source)?;

@@ -324,3 +324,76 @@ fn help_teaches_the_formats_and_exit_codes() {
         assert!(help.contains(word), "generate --help lacks {word}: {help}");
     }
 }
+
+/// A `dir:` store's file is JSON but no keystore: `inspect` reads the secret it holds (it
+/// said "is a keystore-v3 file; pass --password-file" before), or says what the file is.
+#[test]
+fn inspect_reads_a_dir_secret_file_or_says_what_it_is() {
+    use shared::keyfile::CONTENT_TYPE_RAW_HEX;
+    use shared::name::Name;
+    use shared::secret::dir::DirSecretStore;
+    use shared::secret::{SecretStore, SecretValue};
+
+    let d = tempfile::tempdir().unwrap();
+    let raw = ValidatorKey::generate();
+    let encrypted = ValidatorKey::generate();
+    let ks = keystore::encrypt(&encrypted, b"pw", &KdfParams::scrypt_fast_for_tests()).unwrap();
+    let store = DirSecretStore::open(&d.path().join("secrets")).unwrap();
+    let put = |name: &str, value: String, content_type: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(store.create_if_absent(
+            &Name::new(name).unwrap(),
+            &SecretValue::new(value.into()),
+            Some(content_type),
+            &Default::default(),
+        ))
+        .unwrap();
+    };
+    put("m0-v0", raw.expose_hex().to_string(), CONTENT_TYPE_RAW_HEX);
+    put("m0-v1", ks, keystore::CONTENT_TYPE);
+    put("m0-v2", "hello".into(), "text/plain");
+    fs::write(d.path().join("pw"), "pw\n").unwrap();
+
+    let o = orchestrator(&["key", "inspect", "secrets/m0-v0"], d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("dir: secret file of m0-v0, holding raw-hex"),
+        "{out}"
+    );
+    assert!(out.contains(&raw.address().to_string()), "{out}");
+    assert!(!out.contains(raw.expose_hex().as_str()));
+
+    let o = orchestrator(&["key", "inspect", "secrets/m0-v1"], d.path());
+    assert_one_line_failure(
+        &o,
+        64,
+        "is a dir: secret file holding a keystore-v3 keystore; pass --password-file",
+        "",
+    );
+    let o = orchestrator(
+        &[
+            "key",
+            "inspect",
+            "secrets/m0-v1",
+            "--password-file",
+            "pw",
+            "--json",
+        ],
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["address"], encrypted.address().to_string());
+
+    let o = orchestrator(&["key", "inspect", "secrets/m0-v2"], d.path());
+    assert_one_line_failure(&o, 65, "whose content type \"text/plain\" is not a key", "");
+    assert!(!stderr(&o).contains("hello"));
+
+    // Other JSON is not called a keystore either.
+    fs::write(d.path().join("other.json"), r#"{"a": 1}"#).unwrap();
+    let o = orchestrator(&["key", "inspect", "other.json"], d.path());
+    assert_one_line_failure(&o, 65, "not a keystore-v3 keystore", "");
+}

@@ -701,3 +701,62 @@ fn join_refuses_other_answers_and_never_prints_a_urls_query() {
         assert!(!d.path().join(p).exists(), "{p} was written");
     }
 }
+
+/// `--leased-config`: a leased.toml whose client config cannot decrypt the keystore-v3
+/// secrets being stored, or whose pool takes none of them, is warned of; the run goes on.
+#[test]
+fn init_warns_when_the_leased_config_cannot_use_the_secrets() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("pw"), "pw\n").unwrap();
+    fs::write(
+        d.path().join("leased.toml"),
+        "[identity]\npool = \"m1-\"\n[client]\nformat = \"geth-keystore\"\n",
+    )
+    .unwrap();
+    let o = orchestrator(
+        &init_args(&[
+            "--secret-format",
+            "keystore-v3",
+            "--kdf",
+            "pbkdf2",
+            "--password-file",
+            "pw",
+            "--leased-config",
+            "leased.toml",
+        ]),
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("sets neither password_file nor password_secret"),
+        "{err}"
+    );
+    assert!(
+        err.contains("identity.pool \"m1-\" takes none of member 0's"),
+        "{err}"
+    );
+    // Raw hex suits every client format: no warning.
+    let o = orchestrator(
+        &[
+            "init",
+            "--member",
+            "2",
+            "--validators",
+            "2",
+            "--admin",
+            ADMIN0,
+            "--secrets",
+            "dir:secrets2",
+            "--leases",
+            "sqlite:leases2.db",
+            "--out",
+            "net2",
+            "--leased-config",
+            "leased.toml",
+        ],
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("password_secret"), "{}", stderr(&o));
+}

@@ -8,6 +8,9 @@
 //! | `nethermind`  | the 32 key bytes, binary               | Nethermind `node.key.plain` |
 //! | `keystore-v3` | Web3 Secret Storage JSON (encrypted)   | geth, OpenEthereum, Nethermind, Besu, wallets |
 //!
+//! geth's `nodekey` (64 hex digits, nothing before or after: [`encode_nodekey`]) reads back
+//! as `raw-hex`; detection cannot tell them apart, and needs not.
+//!
 //! Every encoder returns a zeroizing buffer; the caller writes it with
 //! [`crate::fsutil::write_new_private`].
 
@@ -83,6 +86,10 @@ pub enum KeyFileError {
     PasswordNotUsed(KeyFormat),
     #[error("key file is not text, and not a 32-byte binary key ({0} bytes)")]
     NotText(usize),
+    #[error(
+        "the file is a JSON document but not a keystore-v3 keystore (it has no crypto member)"
+    )]
+    JsonNotKeystore,
 }
 
 /// Detects the format of a key file from its content.
@@ -94,8 +101,14 @@ pub fn detect(bytes: &[u8]) -> Result<KeyFormat, KeyFileError> {
     if bytes.len() == 32 {
         return Ok(KeyFormat::Nethermind);
     }
-    if keystore::looks_like_keystore(bytes) {
-        return Ok(KeyFormat::KeystoreV3);
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        // JSON that parses and has no crypto member is not a keystore; anything else that
+        // opens like one is taken for a keystore, so that a damaged one is reported as such.
+        return match keystore::is_json_object(bytes) && !keystore::looks_like_keystore(bytes) {
+            true => Err(KeyFileError::JsonNotKeystore),
+            false => Ok(KeyFormat::KeystoreV3),
+        };
     }
     let text = std::str::from_utf8(bytes).map_err(|_| KeyFileError::NotText(bytes.len()))?;
     Ok(if text.trim_start().starts_with("0x") {
@@ -158,6 +171,12 @@ pub fn encode(
     }
 }
 
+/// geth's `nodekey` (`--nodekey FILE`, or `DATADIR/geth/nodekey`): the key as 64 hex
+/// digits, without `0x` and without a newline; geth refuses anything else.
+pub fn encode_nodekey(key: &ValidatorKey) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(key.expose_hex().as_bytes().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +206,20 @@ mod tests {
         assert_eq!(&besu[..], format!("0x{}", *hex).as_bytes());
         let bin = encode(&key, KeyFormat::Nethermind, None, &kdf).unwrap();
         assert_eq!(bin.len(), 32);
+        let nodekey = encode_nodekey(&key);
+        assert_eq!(&nodekey[..], hex.as_bytes());
+        assert_eq!(decode(&nodekey, None).unwrap().0, key);
+    }
+
+    #[test]
+    fn json_that_is_not_a_keystore_is_named_as_such() {
+        let secret_file = br#"{"name":"m0-v0","contentType":"x","tags":{},"value":"00"}"#;
+        assert!(matches!(
+            detect(secret_file),
+            Err(KeyFileError::JsonNotKeystore)
+        ));
+        // A truncated keystore is still one, to be reported as damaged when read.
+        assert_eq!(detect(br#"{"crypto": {"#).unwrap(), KeyFormat::KeystoreV3);
     }
 
     #[test]

@@ -261,11 +261,66 @@ pub fn decrypt(json: &[u8], password: &[u8]) -> Result<ValidatorKey, KeystoreErr
     Ok(key)
 }
 
-/// True when `bytes` look like a keystore (a JSON object with a `crypto` member), for format
-/// detection. Does not validate.
+/// True when `bytes` look like a keystore (a JSON object with a `crypto` or `Crypto`
+/// member), for format detection. Does not validate the keystore.
 pub fn looks_like_keystore(bytes: &[u8]) -> bool {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
-    matches!(start, Some(i) if bytes[i] == b'{')
+    json_members(bytes).is_some_and(|m| m.iter().any(|k| k == "crypto" || k == "Crypto"))
+}
+
+/// True when `bytes` are a JSON object, whatever its members.
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    json_members(bytes).is_some()
+}
+
+/// True when the keystore names its address, so that [`decrypt`] checked the key against
+/// it and a client that files keystores by address (geth, Nethermind) can read it as is.
+pub fn names_its_address(json: &[u8]) -> bool {
+    serde_json::from_slice::<KeystoreJson>(json).is_ok_and(|ks| ks.address.is_some())
+}
+
+/// The names of a JSON object's members; `None` when `bytes` are not a JSON object. The
+/// values are skipped unread, so nothing of a secret is kept.
+fn json_members(bytes: &[u8]) -> Option<Vec<String>> {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    if bytes[start] != b'{' || bytes.len() > MAX_KEYSTORE_BYTES {
+        return None;
+    }
+    let map: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        serde_json::from_slice(bytes).ok()?;
+    Some(map.into_keys().collect())
+}
+
+/// The name geth and Nethermind give a keystore file in their keystore directory,
+/// `UTC--2006-01-02T15-04-05.000000000Z--<address, 40 lower-case hex digits>`, for the
+/// time `unix` (seconds and nanoseconds since 1970, UTC). Both find a key by its address in
+/// the name.
+pub fn keystore_file_name(address: &Address, unix: std::time::Duration) -> String {
+    let secs = unix.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "UTC--{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}.{:09}Z--{}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        unix.subsec_nanos(),
+        address.to_plain_hex()
+    )
+}
+
+/// Year, month and day of the `days`-th day after 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Howard Hinnant's algorithm, for days on or after the epoch.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
 }
 
 fn parse_kdf(
@@ -397,6 +452,44 @@ fn uuid_v4() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keystore_files_are_named_as_geth_names_them() {
+        let key = ValidatorKey::generate();
+        let hex = key.address().to_plain_hex();
+        let at =
+            |s: u64, n: u32| keystore_file_name(&key.address(), std::time::Duration::new(s, n));
+        assert_eq!(
+            at(0, 0),
+            format!("UTC--1970-01-01T00-00-00.000000000Z--{hex}")
+        );
+        // 2024-02-29 (a leap day) 23:59:59.5
+        assert_eq!(
+            at(1_709_251_199, 500_000_000),
+            format!("UTC--2024-02-29T23-59-59.500000000Z--{hex}")
+        );
+        assert_eq!(
+            at(951_868_800, 7),
+            format!("UTC--2000-03-01T00-00-00.000000007Z--{hex}")
+        );
+    }
+
+    #[test]
+    fn only_a_json_object_with_a_crypto_member_looks_like_a_keystore() {
+        let key = ValidatorKey::generate();
+        let ks = encrypt(&key, b"pw", &KdfParams::scrypt_fast_for_tests()).unwrap();
+        assert!(looks_like_keystore(ks.as_bytes()));
+        assert!(names_its_address(ks.as_bytes()));
+        let upper = ks.replacen("\"crypto\"", "\"Crypto\"", 1);
+        assert!(looks_like_keystore(upper.as_bytes()));
+        let secret_file = br#"{"name":"m0-v0","tags":{},"value":"00"}"#;
+        assert!(!looks_like_keystore(secret_file));
+        assert!(is_json_object(secret_file));
+        assert!(!looks_like_keystore(b"{ not json"));
+        assert!(!looks_like_keystore(b"0xabc"));
+        let no_address = ks.replacen("\"address\"", "\"addr\"", 1);
+        assert!(!names_its_address(no_address.as_bytes()));
+    }
 
     const PASSWORD: &[u8] = b"correct horse battery staple";
 

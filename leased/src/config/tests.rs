@@ -128,8 +128,9 @@ fn the_issue_example_parses_with_defaults_filled_in() {
         c.lease_duration(),
         LeaseDuration::Fixed(Duration::from_secs(15))
     );
-    assert_eq!(c.client.format, KeyFormat::RawHex);
+    assert_eq!(c.client.format, ClientFormat::RawHex);
     assert_eq!(c.client.password_file, None);
+    assert_eq!(c.client.password_secret, None);
     assert_eq!(c.client.engine_signer_rpc, None);
     assert_eq!(c.client.restart_backoff, ms(1_000));
     assert_eq!(c.client.crash_loop_max_exits, 5);
@@ -183,7 +184,7 @@ fn optional_settings_parse() {
             standby_poll: ms(250),
         }
     );
-    assert_eq!(c.client.format, KeyFormat::KeystoreV3);
+    assert_eq!(c.client.format, ClientFormat::KeystoreV3);
     assert_eq!(
         c.client.password_file.as_deref(),
         Some(Path::new("/etc/leased/pw"))
@@ -326,7 +327,7 @@ fn the_client_command_is_required_and_non_empty() {
 fn command_placeholders_are_checked_and_rendered() {
     assert_eq!(
         one_problem(&[("client.command", Some(r#"["besu", "--key={keyfile}"]"#))]),
-        r#"client.command[1]: "--key={keyfile}" unknown placeholder {keyfile}; allowed: {key_file}, {password_file}, {address}"#
+        r#"client.command[1]: "--key={keyfile}" unknown placeholder {keyfile}; allowed: {key_file}, {keystore_dir}, {password_file}, {address}"#
     );
     // Every bad argument is reported, by index.
     let p = problems(&edits(&[(
@@ -356,15 +357,50 @@ fn command_placeholders_are_checked_and_rendered() {
 }
 
 #[test]
-fn keystore_v3_needs_a_password_file_and_only_it_takes_one() {
+fn keystore_formats_need_a_password_from_a_file_or_a_secret_and_only_one() {
+    for f in ["keystore-v3", "geth-keystore", "nethermind-keystore"] {
+        let command = match f {
+            "keystore-v3" => r#"["x", "{key_file}"]"#,
+            _ => r#"["x", "{keystore_dir}"]"#,
+        };
+        assert_eq!(
+            one_problem(&[
+                ("client.format", Some(&format!("{f:?}"))),
+                ("client.command", Some(command)),
+            ]),
+            format!(
+                "client.password_file: is required with format {f} (or set client.password_secret)"
+            )
+        );
+        for password in [
+            ("client.password_file", r#""/etc/pw""#),
+            ("client.password_secret", r#""keystore-password""#),
+        ] {
+            ok(&edits(&[
+                ("client.format", Some(&format!("{f:?}"))),
+                ("client.command", Some(command)),
+                (password.0, Some(password.1)),
+            ]));
+        }
+    }
+    // With any other format, a password decrypts keystore-v3 secrets.
+    let c = ok(&edits(&[("client.password_file", Some(r#""/etc/pw""#))]));
     assert_eq!(
-        one_problem(&[("client.format", Some(r#""keystore-v3""#))]),
-        "client.password_file: is required with format keystore-v3"
+        c.client.password_file.as_deref(),
+        Some(Path::new("/etc/pw"))
     );
+    let c = ok(&edits(&[("client.password_secret", Some(r#""pw-1""#))]));
+    assert_eq!(c.client.password_secret.unwrap().as_str(), "pw-1");
     assert_eq!(
-        one_problem(&[("client.password_file", Some(r#""/etc/pw""#))]),
-        "client.password_file: is only used with keystore-v3, not with format raw-hex"
+        one_problem(&[
+            ("client.password_file", Some(r#""/etc/pw""#)),
+            ("client.password_secret", Some(r#""pw-1""#)),
+        ]),
+        "client.password_secret: cannot be set together with client.password_file: the \
+         password comes from one place"
     );
+    assert!(one_problem(&[("client.password_secret", Some(r#""a/b""#))])
+        .starts_with("client.password_secret: "));
     assert_eq!(
         one_problem(&[
             ("client.format", Some(r#""keystore-v3""#)),
@@ -377,16 +413,73 @@ fn keystore_v3_needs_a_password_file_and_only_it_takes_one() {
             "client.command",
             Some(r#"["geth", "--password={password_file}"]"#)
         )]),
-        "client.command: uses {password_file}, but client.password_file is not set"
+        "client.command: uses {password_file}, but neither client.password_file nor \
+         client.password_secret is set"
     );
     let p = one_problem(&[("client.format", Some(r#""pem""#))]);
     assert!(
-        p.starts_with("client.format: unknown key format \"pem\""),
+        p.starts_with("client.format: unknown client format \"pem\""),
         "{p}"
     );
-    for f in ["besu", "nethermind"] {
-        ok(&edits(&[("client.format", Some(&format!("{f:?}")))]));
+    for f in ["besu", "nethermind", "geth-nodekey"] {
+        let c = ok(&edits(&[("client.format", Some(&format!("{f:?}")))]));
+        assert_eq!(c.client.format.as_str(), f);
     }
+}
+
+#[test]
+fn a_directory_format_takes_keystore_dir_and_a_file_format_key_file() {
+    let pw = ("client.password_file", Some(r#""/etc/pw""#));
+    assert_eq!(
+        one_problem(&[("client.format", Some(r#""geth-keystore""#)), pw]),
+        "client.command: uses {key_file}, but format geth-keystore hands over a directory: \
+         use {keystore_dir}"
+    );
+    assert_eq!(
+        one_problem(&[("client.command", Some(r#"["x", "{keystore_dir}"]"#))]),
+        "client.command: uses {keystore_dir}, but format raw-hex hands over a file: use \
+         {key_file}"
+    );
+    let c = ok(&edits(&[
+        ("client.format", Some(r#""geth-keystore""#)),
+        pw,
+        (
+            "client.command",
+            Some(
+                r#"["geth", "--keystore", "{keystore_dir}", "--password", "{password_file}", "--unlock", "{address}"]"#,
+            ),
+        ),
+    ]));
+    let argv = c.client.command.render(&Substitutions {
+        key_file: Path::new("/run/leased/keystore"),
+        password_file: Some(Path::new("/etc/pw")),
+        address: "0xab",
+    });
+    assert_eq!(
+        argv,
+        [
+            "geth",
+            "--keystore",
+            "/run/leased/keystore",
+            "--password",
+            "/etc/pw",
+            "--unlock",
+            "0xab"
+        ]
+    );
+    assert_eq!(
+        one_problem(&[
+            ("client.command", Some(r#"["x", "{keystore_dir}"]"#)),
+            ("client.format", Some(r#""nethermind-keystore""#)),
+            pw,
+            (
+                "client.engine_signer_rpc",
+                Some(r#""http://127.0.0.1:8545""#)
+            ),
+        ]),
+        "client.command: uses {keystore_dir}, but with client.engine_signer_rpc the key goes \
+         over the RPC and nothing is written for the client"
+    );
 }
 
 #[test]
@@ -494,7 +587,7 @@ fn with_an_engine_signer_the_command_cannot_name_a_key_file() {
     assert_eq!(
         p,
         "client.command: uses {key_file}, but with client.engine_signer_rpc the key goes \
-         over the RPC and no key file is written"
+         over the RPC and nothing is written for the client"
     );
 }
 
@@ -1014,4 +1107,32 @@ fn the_quarantine_watch_is_off_without_its_section_and_checked_whole_with_it() {
         ],
         "{problems}"
     );
+}
+
+#[test]
+fn the_client_examples_in_ops_parse() {
+    let examples = [
+        (
+            include_str!("../../../ops/clients/geth-clique.toml"),
+            ClientFormat::GethKeystore,
+        ),
+        (
+            include_str!("../../../ops/clients/besu-qbft.toml"),
+            ClientFormat::Besu,
+        ),
+        (
+            include_str!("../../../ops/clients/nethermind-aura.toml"),
+            ClientFormat::NethermindKeystore,
+        ),
+        (
+            include_str!("../../../ops/clients/openethereum-aura.toml"),
+            ClientFormat::RawHex,
+        ),
+    ];
+    for (text, format) in examples {
+        let c = ok(text);
+        assert_eq!(c.client.format, format);
+    }
+    let c = ok(include_str!("../../../ops/leased.example.toml"));
+    assert_eq!(c.client.format, ClientFormat::RawHex);
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -460,13 +461,18 @@ impl Driver {
             || Stager::new(&self.config).key_path(),
             |k| k.path().to_path_buf(),
         );
+        // A password leased wrote (from a secret) is the client's; the operator's own
+        // password file is only named, and never given to the guard, which deletes what
+        // it is given at the fence.
+        let written_password = key_file.as_ref().and_then(KeyFile::password);
         let argv = client.command.render(&Substitutions {
             key_file: &key_path,
-            password_file: client.password_file.as_deref(),
+            password_file: written_password.or(client.password_file.as_deref()),
             address,
         });
         let mut config = GuardConfig::new(client_argv(argv));
         config.key_file = key_file.as_ref().map(|k| k.path().to_path_buf());
+        config.password_file = written_password.map(Path::to_path_buf);
         config.grace = client.fence_grace;
         let spawned = self.guards.spawn(GuardSpec {
             config,

@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use shared::fsutil;
 use shared::keyfile::CONTENT_TYPE_RAW_HEX;
+use shared::keystore::{self, KdfParams};
 use shared::lease::sqlite::SqliteLeaseStore;
 use shared::lease::{meta, LeaseDuration, LeaseStore, StoreClock, StoreTime};
 use shared::secret::dir::DirSecretStore;
@@ -20,7 +21,7 @@ use shared::secret::SecretStore;
 use shared::ValidatorKey;
 
 use super::*;
-use crate::config::Overrides;
+use crate::config::{ClientFormat, Overrides};
 use crate::guard::{ExitKind, FenceStop};
 
 /// The real instant every paused clock in these tests counts from; taken before any test
@@ -101,6 +102,9 @@ struct FakeGuardRecord {
     /// A SIGKILL of its client's group stops the client this much later.
     linger: Duration,
     argv: Vec<String>,
+    /// What the guard was told to delete at its fence.
+    key_file: Option<PathBuf>,
+    password_file: Option<PathBuf>,
     ctl: mpsc::UnboundedSender<Ctl>,
     commands: Vec<String>,
     killed: bool,
@@ -229,6 +233,8 @@ impl GuardSpawner for FakeGuards {
                 node: self.node.clone(),
                 linger: Duration::ZERO,
                 argv: argv.clone(),
+                key_file: spec.config.key_file.clone(),
+                password_file: spec.config.password_file.clone(),
                 ctl,
                 commands: Vec::new(),
                 killed: false,
@@ -383,6 +389,12 @@ struct Member {
 
 impl Member {
     async fn new(identities: usize) -> Self {
+        Self::with_secrets(identities, None).await
+    }
+
+    /// `identities` keys stored as keystore-v3 secrets under `password` (fast KDF), or as
+    /// raw hex when `password` is `None`.
+    async fn with_secrets(identities: usize, password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let leases = SqliteLeaseStore::open_with_clock(
             &dir.path().join("leases.db"),
@@ -394,14 +406,17 @@ impl Member {
         for i in 0..identities {
             let name = Name::new(format!("m0-v{i}")).unwrap();
             let key = ValidatorKey::generate();
-            let value = SecretValue::new(key.expose_hex());
+            let (value, content_type) = match password {
+                None => (SecretValue::new(key.expose_hex()), CONTENT_TYPE_RAW_HEX),
+                Some(pw) => {
+                    let json =
+                        keystore::encrypt(&key, pw.as_bytes(), &KdfParams::scrypt_fast_for_tests())
+                            .unwrap();
+                    (SecretValue::new(json.into()), keystore::CONTENT_TYPE)
+                }
+            };
             secrets
-                .create_if_absent(
-                    &name,
-                    &value,
-                    Some(CONTENT_TYPE_RAW_HEX),
-                    &Default::default(),
-                )
+                .create_if_absent(&name, &value, Some(content_type), &Default::default())
                 .await
                 .unwrap();
             leases.create_record(&name).await.unwrap();
@@ -417,28 +432,53 @@ impl Member {
     }
 
     fn config(&self, node: &str, client_extra: &str) -> Config {
-        let runtime = self.dir.path().join(node);
-        fsutil::ensure_private_dir(&runtime).unwrap();
+        self.config_with_client(
+            node,
+            &format!(
+                "format = \"raw-hex\"\n\
+                 command = [\"client\", \"--key-file\", \"{{key_file}}\", \"{{address}}\"]\n\
+                 {client_extra}"
+            ),
+        )
+    }
+
+    /// The config of daemon `node` with `client` as its whole `[client]` section.
+    fn config_with_client(&self, node: &str, client: &str) -> Config {
         let text = format!(
             "node = {node:?}\nruntime_dir = {runtime:?}\n\
              [store]\nleases = \"sqlite:/unused\"\nsecrets = \"dir:/unused\"\n\
              [identity]\npool = \"m0-\"\n[lease]\nduration_secs = 15\n\
-             [client]\nformat = \"raw-hex\"\n\
-             command = [\"client\", \"--key-file\", \"{{key_file}}\", \"{{address}}\"]\n\
-             {client_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            runtime = runtime.display().to_string(),
+             [client]\n{client}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            runtime = self.runtime_dir(node).display().to_string(),
         );
         Config::parse(&text, &Overrides::default()).unwrap()
+    }
+
+    fn runtime_dir(&self, node: &str) -> PathBuf {
+        let runtime = self.dir.path().join(node);
+        fsutil::ensure_private_dir(&runtime).unwrap();
+        runtime
     }
 
     /// Starts daemon `node`; it stops when the returned sender is dropped or sent to, and
     /// its task can be aborted (a kill -9: its guards see their pipe close).
     fn start(&self, node: &str, client_extra: &str) -> Daemon {
-        self.start_watching(node, client_extra, None)
+        self.start_with(self.config(node, client_extra))
     }
 
     /// [`Member::start`], with every quarantine watching `watch`.
     fn start_watching(&self, node: &str, client_extra: &str, watch: Option<Watch>) -> Daemon {
+        self.start_configured(self.config(node, client_extra), watch)
+    }
+
+    /// Starts a daemon with `config`, as [`Member::start`] does.
+    fn start_with(&self, config: Config) -> Daemon {
+        self.start_configured(config, None)
+    }
+
+    fn start_configured(&self, config: Config, watch: Option<Watch>) -> Daemon {
+        let node = config.node.clone();
+        let node = node.as_str();
         let parts = Parts {
             leases: self.leases.clone(),
             secrets: self.secrets.clone(),
@@ -448,7 +488,6 @@ impl Member {
             }),
             watch,
         };
-        let config = self.config(node, client_extra);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -865,6 +904,212 @@ fn a_fence_while_a_dead_guard_s_client_is_still_dying_waits_for_the_client() {
         member.world().assert_no_overlap();
         vm2.terminate().await;
     });
+}
+
+/// The runtime directory's entries, but for the lock file.
+fn runtime_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "leased.lock")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Reads the key back from what the client was handed in `format` at `path`, checking
+/// the modes on the way: 0600 files, a 0700 directory holding one keystore named after the
+/// address.
+fn key_handed_over(format: ClientFormat, path: &std::path::Path, password: &[u8]) -> ValidatorKey {
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let file = if format.is_directory() {
+        assert_eq!(mode(path), 0o700, "{format}");
+        let entries: Vec<_> = fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(entries.len(), 1, "{format}: {entries:?}");
+        entries[0].clone()
+    } else {
+        path.to_path_buf()
+    };
+    assert_eq!(mode(&file), 0o600, "{format}");
+    let bytes = fs::read(&file).unwrap();
+    let (key, detected) =
+        shared::keyfile::decode(&bytes, format.needs_password().then_some(password)).unwrap();
+    match format {
+        ClientFormat::GethNodekey => {
+            assert_eq!(bytes, key.expose_hex().as_bytes(), "no 0x, no newline");
+        }
+        ClientFormat::GethKeystore | ClientFormat::NethermindKeystore => {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("UTC--"), "{name}");
+            assert!(name.ends_with(&key.address().to_plain_hex()), "{name}");
+        }
+        f => assert_eq!(Some(detected), f.key_format(), "{f}"),
+    }
+    key
+}
+
+#[test]
+fn a_keystore_v3_secret_is_handed_over_in_every_client_format_and_gone_after_the_fence() {
+    for format in ClientFormat::ALL {
+        paused(async {
+            let member = Member::with_secrets(1, Some("pw")).await;
+            let pw = member.dir.path().join("keystore-password");
+            fsutil::write_new_private(&pw, b"pw\n").unwrap();
+            let slot = if format.is_directory() {
+                "keystore_dir"
+            } else {
+                "key_file"
+            };
+            let client = format!(
+                "format = {:?}\npassword_file = {:?}\n\
+                 command = [\"client\", \"--key\", \"{{{slot}}}\", \"{{address}}\"]\n",
+                format.as_str(),
+                pw.display().to_string()
+            );
+            let vm1 = member.start_with(member.config_with_client("vm-1", &client));
+            until(Duration::from_secs(5), || signing(&member, "vm-1") == 1).await;
+            let (path, guard_key_file, guard_password) = {
+                let w = member.world();
+                let g = &w.guards[0];
+                (
+                    PathBuf::from(&g.argv[2]),
+                    g.key_file.clone(),
+                    g.password_file.clone(),
+                )
+            };
+            assert_eq!(guard_key_file.as_ref(), Some(&path), "{format}");
+            // The operator's password file is the client's to read, not the guard's to delete.
+            assert_eq!(guard_password, None, "{format}");
+            let key = key_handed_over(format, &path, b"pw");
+            assert_eq!(key.address().to_string(), member.addresses[0], "{format}");
+            assert_eq!(vm1.terminate().await, ExitCode::SUCCESS);
+            // Fenced: nothing of the key is left in the runtime directory.
+            assert!(!path.exists(), "{format}");
+            assert_eq!(
+                runtime_entries(&member.runtime_dir("vm-1")),
+                Vec::<String>::new()
+            );
+            assert!(pw.exists());
+        });
+    }
+}
+
+#[test]
+fn a_password_from_a_secret_is_written_for_the_client_and_deleted_with_the_key() {
+    paused(async {
+        // Raw-hex secrets, handed over as a geth keystore: leased encrypts them.
+        let member = Member::new(1).await;
+        member
+            .secrets
+            .create_if_absent(
+                &Name::new("keystore-password").unwrap(),
+                &SecretValue::new("s3cret\n".to_string().into()),
+                Some("text/plain"),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let client = "format = \"geth-keystore\"\npassword_secret = \"keystore-password\"\n\
+             command = [\"geth\", \"--keystore\", \"{keystore_dir}\", \"--password\", \
+             \"{password_file}\", \"--unlock\", \"{address}\"]\n";
+        let vm1 = member.start_with(member.config_with_client("vm-1", client));
+        until(Duration::from_secs(5), || signing(&member, "vm-1") == 1).await;
+        let runtime = member.runtime_dir("vm-1");
+        let (argv, guard_password) = {
+            let w = member.world();
+            (w.guards[0].argv.clone(), w.guards[0].password_file.clone())
+        };
+        assert_eq!(argv[2], runtime.join("keystore").display().to_string());
+        let password = runtime.join("password");
+        assert_eq!(argv[4], password.display().to_string());
+        assert_eq!(argv[6], member.addresses[0]);
+        assert_eq!(guard_password.as_ref(), Some(&password));
+        assert_eq!(fs::read(&password).unwrap(), b"s3cret");
+        assert_eq!(
+            fs::metadata(&password).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let key = key_handed_over(
+            ClientFormat::GethKeystore,
+            &runtime.join("keystore"),
+            b"s3cret",
+        );
+        assert_eq!(key.address().to_string(), member.addresses[0]);
+        // Neither the key nor the password reaches the lease's metadata.
+        let record = member
+            .leases
+            .read(&Name::new("m0-v0").unwrap())
+            .await
+            .unwrap();
+        for (_, v) in record.metadata.iter() {
+            assert!(!v.contains(key.expose_hex().as_str()) && !v.contains("s3cret"));
+        }
+        assert_eq!(vm1.terminate().await, ExitCode::SUCCESS);
+        assert_eq!(runtime_entries(&runtime), Vec::<String>::new());
+    });
+}
+
+#[test]
+fn a_pool_of_keystore_secrets_without_a_password_is_refused_at_start_up() {
+    paused(async {
+        let member = Member::with_secrets(2, Some("pw")).await;
+        let cases = [
+            // No password at all.
+            "format = \"raw-hex\"\ncommand = [\"client\", \"{key_file}\"]\n".to_string(),
+            // A password secret that is not there.
+            "format = \"raw-hex\"\npassword_secret = \"missing\"\n\
+             command = [\"client\", \"{key_file}\"]\n"
+                .to_string(),
+            // A password file that cannot be read.
+            format!(
+                "format = \"raw-hex\"\npassword_file = {:?}\ncommand = [\"client\", \"{{key_file}}\"]\n",
+                member.dir.path().join("no-such-file").display().to_string()
+            ),
+        ];
+        for client in cases {
+            let vm1 = member.start_with(member.config_with_client("vm-1", &client));
+            assert_eq!(vm1.task.await.unwrap(), ExitCode::from(64), "{client}");
+            assert!(member.world().guards.is_empty(), "{client}");
+            assert_eq!(member.holder(0).await, None);
+        }
+        // Raw-hex secrets suit a keystore format: leased encrypts them.
+        let raw = Member::new(1).await;
+        let pw = raw.dir.path().join("pw");
+        fsutil::write_new_private(&pw, b"pw").unwrap();
+        let client = format!(
+            "format = \"nethermind-keystore\"\npassword_file = {:?}\n\
+             command = [\"client\", \"{{keystore_dir}}\", \"{{password_file}}\", \"{{address}}\"]\n",
+            pw.display().to_string()
+        );
+        let vm1 = raw.start_with(raw.config_with_client("vm-1", &client));
+        until(Duration::from_secs(5), || signing(&raw, "vm-1") == 1).await;
+        assert_eq!(vm1.terminate().await, ExitCode::SUCCESS);
+    });
+}
+
+#[test]
+fn start_up_sweeps_leftover_keystore_directories_and_password_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["keystore", ".handoff-7"] {
+        fs::create_dir(d.join(sub)).unwrap();
+        fs::write(d.join(sub).join("UTC--x--ab"), b"{}").unwrap();
+    }
+    for f in [
+        "password",
+        ".handoff-7.password",
+        "nodekey",
+        "validator.key",
+        "leased.lock",
+    ] {
+        fs::write(d.join(f), b"x").unwrap();
+    }
+    handoff::sweep_key_files(d);
+    assert_eq!(runtime_entries(d), Vec::<String>::new());
+    assert!(d.join("leased.lock").exists());
 }
 
 /// A chain of one block per second of the paused clock, sealed by `sealer` until the

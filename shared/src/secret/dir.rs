@@ -53,6 +53,31 @@ struct FileIn {
     value: String,
 }
 
+/// Reads the content of one of this store's files: the secret's properties and value. The
+/// error says what is wrong and where, never what the file holds (it holds a key). Used by
+/// `orchestrator key inspect`, which is given such a file.
+pub fn decode_secret_file(bytes: &[u8]) -> Result<(SecretProperties, SecretValue), String> {
+    // serde_json's messages can quote the offending value, and this file holds a key:
+    // report only what kind of error it is and where.
+    let parsed: FileIn = serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "is not a secret file: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let name = Name::new(parsed.name).map_err(|e| format!("holds an invalid name: {e}"))?;
+    Ok((
+        SecretProperties {
+            name,
+            content_type: parsed.content_type,
+            tags: parsed.tags,
+        },
+        SecretValue::new(Zeroizing::new(parsed.value)),
+    ))
+}
+
 impl DirSecretStore {
     /// Opens (creating it 0700 if missing) the directory `dir`. Refuses a directory that
     /// group or others can access.
@@ -89,30 +114,10 @@ impl DirSecretStore {
         let bytes = Zeroizing::new(
             fsutil::read_limited(path, MAX_FILE).map_err(|e| backend(path, "cannot read", e))?,
         );
-        // serde_json's messages can quote the offending value, and this file holds a key:
-        // report only what kind of error it is and where.
-        let parsed: FileIn = serde_json::from_slice(&bytes).map_err(|e| SecretError::Backend {
-            message: format!(
-                "{} is not a secret file: {:?} error at line {} column {}",
-                path.display(),
-                e.classify(),
-                e.line(),
-                e.column()
-            ),
+        decode_secret_file(&bytes).map_err(|message| SecretError::Backend {
+            message: format!("{} {message}", path.display()),
             source: None,
-        })?;
-        let name = Name::new(parsed.name).map_err(|e| SecretError::Backend {
-            message: format!("{} holds an invalid name: {e}", path.display()),
-            source: None,
-        })?;
-        Ok((
-            SecretProperties {
-                name,
-                content_type: parsed.content_type,
-                tags: parsed.tags,
-            },
-            SecretValue::new(Zeroizing::new(parsed.value)),
-        ))
+        })
     }
 
     fn create_blocking(
