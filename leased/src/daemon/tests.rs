@@ -504,12 +504,18 @@ impl Member {
         lock(&self.world)
     }
 
+    async fn record(&self, identity: usize) -> shared::lease::LeaseRecord {
+        let name = Name::new(format!("m0-v{identity}")).unwrap();
+        self.leases.read(&name).await.unwrap()
+    }
+
+    /// Metadata field `key` of identity `identity`'s record.
+    async fn metadata(&self, identity: usize, key: &str) -> Option<String> {
+        self.record(identity).await.metadata.get(key).cloned()
+    }
+
     async fn holder(&self, identity: usize) -> Option<String> {
-        let record = self
-            .leases
-            .read(&Name::new(format!("m0-v{identity}")).unwrap())
-            .await
-            .unwrap();
+        let record = self.record(identity).await;
         (record.state == shared::lease::LeaseState::Leased)
             .then(|| record.metadata.get(meta::HOLDER_NODE).cloned())
             .flatten()
@@ -563,11 +569,7 @@ fn a_daemon_leases_hands_the_key_over_and_its_guard_runs_the_client_until_sigter
         }
         // The holder's metadata, with the lease's epoch and the address.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let record = member
-            .leases
-            .read(&Name::new("m0-v0").unwrap())
-            .await
-            .unwrap();
+        let record = member.record(0).await;
         let field = |k: &str| record.metadata.get(k).map(String::as_str);
         assert_eq!(field(meta::HOLDER_NODE), Some("vm-1"));
         assert_eq!(field(meta::EPOCH), Some("1"));
@@ -639,15 +641,7 @@ fn sigterm_hands_the_identity_to_a_standby_within_a_poll() {
         member.world().assert_no_overlap();
         // The new lease's number is the next one.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let record = member
-            .leases
-            .read(&Name::new("m0-v0").unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            record.metadata.get(meta::EPOCH).map(String::as_str),
-            Some("2")
-        );
+        assert_eq!(member.metadata(0, meta::EPOCH).await.as_deref(), Some("2"));
         vm2.terminate().await;
     });
 }
@@ -680,15 +674,7 @@ fn an_exited_client_is_restarted_by_its_guard_and_a_dead_guard_by_a_new_hand_off
         assert_eq!(member.world().guards_of("vm-1"), [0, 1]);
         // Still the same lease: the identity never left this node.
         assert_eq!(member.holder(0).await.as_deref(), Some("vm-1"));
-        let record = member
-            .leases
-            .read(&Name::new("m0-v0").unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            record.metadata.get(meta::EPOCH).map(String::as_str),
-            Some("1")
-        );
+        assert_eq!(member.metadata(0, meta::EPOCH).await.as_deref(), Some("1"));
         vm1.terminate().await;
     });
 }
@@ -709,14 +695,9 @@ fn a_crash_looping_client_gives_the_identity_to_a_standby() {
         }
         let took = until(Duration::from_secs(5), || signing(&member, "vm-2") == 1).await;
         assert!(took <= Duration::from_secs(2), "{took:?}");
-        let record = member
-            .leases
-            .read(&Name::new("m0-v0").unwrap())
-            .await
-            .unwrap();
         // vm-1 said why it gave the identity up, until vm-2's metadata replaced it.
         assert_eq!(
-            record.metadata.get(meta::HOLDER_NODE).map(String::as_str),
+            member.metadata(0, meta::HOLDER_NODE).await.as_deref(),
             Some("vm-2")
         );
         member.world().assert_no_overlap();
@@ -1039,11 +1020,7 @@ fn a_password_from_a_secret_is_written_for_the_client_and_deleted_with_the_key()
         );
         assert_eq!(key.address().to_string(), member.addresses[0]);
         // Neither the key nor the password reaches the lease's metadata.
-        let record = member
-            .leases
-            .read(&Name::new("m0-v0").unwrap())
-            .await
-            .unwrap();
+        let record = member.record(0).await;
         for (_, v) in record.metadata.iter() {
             assert!(!v.contains(key.expose_hex().as_str()) && !v.contains("s3cret"));
         }

@@ -132,6 +132,16 @@ fn quarantined(p: Params, sent_ms: u64) -> (Machine, Lease) {
     (m, lease)
 }
 
+/// The quarantine of `lease` ends at `ms`: the key is handed over.
+fn quarantine_done(m: &mut Machine, lease: &Lease, ms: u64) -> Vec<Action> {
+    m.handle(
+        t(ms),
+        Event::QuarantineDone {
+            ticket: lease.ticket,
+        },
+    )
+}
+
 /// A machine Holding m0-v1 with the client running; t_ok = `sent_ms`.
 fn holding_with(p: Params, sent_ms: u64) -> (Machine, Lease) {
     let (mut m, lease) = quarantined(p, sent_ms);
@@ -860,12 +870,7 @@ fn stale_answers_are_ignored_while_holding() {
 #[test]
 fn a_hand_off_failure_fences_and_leaves_the_identity_alone_for_a_while() {
     let (mut m, lease) = quarantined(params(), 100);
-    m.handle(
-        t(2_200),
-        Event::QuarantineDone {
-            ticket: lease.ticket,
-        },
-    );
+    quarantine_done(&mut m, &lease, 2_200);
     let a = m.handle(t(2_300), Event::HandOffFailed { run: run(&m) });
     assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
     m.handle(
@@ -896,12 +901,7 @@ fn a_hand_off_failure_fences_and_leaves_the_identity_alone_for_a_while() {
 #[test]
 fn item06_a_client_gone_before_it_started_is_a_failed_hand_off() {
     let (mut m, lease) = quarantined(params(), 100);
-    m.handle(
-        t(2_200),
-        Event::QuarantineDone {
-            ticket: lease.ticket,
-        },
-    );
+    quarantine_done(&mut m, &lease, 2_200);
     let a = m.handle(t(2_300), Event::ClientExited { run: run(&m) });
     assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
 }
@@ -1610,12 +1610,7 @@ fn a_client_exit_with_its_guard_still_up_restarts_through_that_guard() {
 #[test]
 fn a_guard_gone_before_its_client_started_fails_the_hand_off() {
     let (mut m, lease) = quarantined(params(), 100);
-    m.handle(
-        t(200),
-        Event::QuarantineDone {
-            ticket: lease.ticket,
-        },
-    );
+    quarantine_done(&mut m, &lease, 200);
     let a = m.handle(t(300), Event::GuardGone { run: run(&m) });
     assert_eq!(fence_reason(&a), Some(FenceReason::HandOffFailed));
 }
@@ -1745,12 +1740,7 @@ fn signer_attempts(actions: &[Action]) -> Vec<Ticket> {
 #[test]
 fn without_an_engine_signer_nothing_is_set() {
     let (mut m, lease) = quarantined(params(), 100);
-    m.handle(
-        t(130),
-        Event::QuarantineDone {
-            ticket: lease.ticket,
-        },
-    );
+    quarantine_done(&mut m, &lease, 130);
     let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
     assert!(signer_attempts(&a).is_empty());
 }
@@ -1760,12 +1750,7 @@ fn the_engine_signer_is_set_at_every_client_start_and_the_client_serves_only_onc
     let mut p = params();
     p.engine_signer = true;
     let (mut m, lease) = quarantined(p, 100);
-    m.handle(
-        t(130),
-        Event::QuarantineDone {
-            ticket: lease.ticket,
-        },
-    );
+    quarantine_done(&mut m, &lease, 130);
     let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
     let [first] = signer_attempts(&a)[..] else {
         panic!("{a:?}")
@@ -1819,12 +1804,7 @@ fn an_engine_signer_not_set_within_the_start_timeout_fails_the_hand_off() {
     let mut p = params();
     p.engine_signer = true;
     let (mut m, lease) = quarantined(p, 100);
-    m.handle(
-        t(130),
-        Event::QuarantineDone {
-            ticket: lease.ticket,
-        },
-    );
+    quarantine_done(&mut m, &lease, 130);
     let a = m.handle(t(140), Event::ClientStarted { run: run(&m) });
     let mut attempt = signer_attempts(&a)[0];
     let mut now = 140;
