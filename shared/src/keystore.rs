@@ -278,6 +278,13 @@ pub fn names_its_address(json: &[u8]) -> bool {
     serde_json::from_slice::<KeystoreJson>(json).is_ok_and(|ks| ks.address.is_some())
 }
 
+/// The address the keystore names, read without the password; `None` when it names none
+/// or not a valid one. Unverified: [`decrypt`] checks the key against it.
+pub fn stated_address(json: &[u8]) -> Option<Address> {
+    let ks = serde_json::from_slice::<KeystoreJson>(json).ok()?;
+    ks.address?.trim().parse().ok()
+}
+
 /// The names of a JSON object's members; `None` when `bytes` are not a JSON object. The
 /// values are skipped unread, so nothing of a secret is kept.
 fn json_members(bytes: &[u8]) -> Option<Vec<String>> {

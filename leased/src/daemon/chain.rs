@@ -176,6 +176,19 @@ pub(super) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The address `secret` is for: a raw-hex key's, or the one a keystore names (read without
+/// its password; the hand-off checks the key against it). The key is wiped on return.
+fn stated_address(secret: &shared::secret::Secret) -> Result<Address, String> {
+    let value = secret.value.expose();
+    match secret.properties.content_type.as_deref() {
+        Some(shared::keystore::CONTENT_TYPE) => shared::keystore::stated_address(value.as_bytes())
+            .ok_or_else(|| "the keystore names no address to watch for".to_string()),
+        _ => shared::ValidatorKey::from_hex(value)
+            .map(|k| k.address())
+            .map_err(|e| e.to_string()),
+    }
+}
+
 /// The quarantine of `lease` with a watch: at least `min_wait`, and the watch's window
 /// with no seal by the identity, before the key may be handed over. The identity's
 /// address comes from its secret (the key is dropped, wiped, at once).
@@ -190,11 +203,7 @@ pub(super) async fn quarantine(
     let ticket = lease.ticket;
     let started = tokio::time::Instant::now();
     let acquired_unix = unix_now();
-    let address = match secret.await.and_then(|s| {
-        shared::ValidatorKey::from_hex(s.value.expose())
-            .map(|k| k.address())
-            .map_err(|e| e.to_string())
-    }) {
+    let address = match secret.await.and_then(|s| stated_address(&s)) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(

@@ -1218,3 +1218,31 @@ fn a_quiet_chain_passes_the_quarantine_after_its_window() {
         vm1.terminate().await;
     });
 }
+
+/// Found reviewing the merge of the keystore formats with the doppelganger watch: the
+/// watch read the identity's address by decoding the secret as raw hex, so a pool of
+/// keystore-v3 secrets never passed its quarantine. A keystore names its address, and the
+/// hand-off checks the key against it.
+#[test]
+fn a_quiet_chain_passes_the_quarantine_of_a_keystore_secret_too() {
+    paused(async {
+        let member = Member::with_secrets(1, Some("pw")).await;
+        let pw = member.dir.path().join("keystore-password");
+        fsutil::write_new_private(&pw, b"pw\n").unwrap();
+        let client = format!(
+            "format = \"keystore-v3\"\npassword_file = {:?}\n\
+             command = [\"client\", \"--key\", \"{{key_file}}\", \"{{address}}\"]\n",
+            pw.display().to_string()
+        );
+        let chain = FakeChain {
+            sealer: member.addresses[0].clone(),
+            zombie_until: MonoTime::ZERO,
+            blind_until: MonoTime::ZERO,
+        };
+        let config = member.config_with_client("vm-1", &client);
+        let vm1 = member.start_configured(config, Some(watching(chain)));
+        let took = until(Duration::from_secs(10), || signing(&member, "vm-1") == 1).await;
+        assert!(took >= Duration::from_secs(3), "{took:?}");
+        vm1.terminate().await;
+    });
+}
