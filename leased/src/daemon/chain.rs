@@ -6,7 +6,7 @@
 //! [`shared::seal`]; the node serving them is not trusted to name the sealer.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::key::Address;
@@ -169,13 +169,6 @@ impl Watch {
     }
 }
 
-/// Now, in whole seconds since the epoch (block timestamps' clock).
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The address `secret` is for: a raw-hex key's, or the one a keystore names (read without
 /// its password; the hand-off checks the key against it). The key is wiped on return.
 fn stated_address(secret: &shared::secret::Secret) -> Result<Address, String> {
@@ -202,7 +195,7 @@ pub(super) async fn quarantine(
     use crate::machine::Event;
     let ticket = lease.ticket;
     let started = tokio::time::Instant::now();
-    let acquired_unix = unix_now();
+    let acquired_unix = super::stores::unix_now();
     let address = match secret.await.and_then(|s| stated_address(&s)) {
         Ok(a) => a,
         Err(e) => {

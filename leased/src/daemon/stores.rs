@@ -357,7 +357,8 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-fn unix_now() -> u64 {
+/// Now, in whole seconds since the epoch (also block timestamps' clock).
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

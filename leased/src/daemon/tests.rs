@@ -1120,7 +1120,7 @@ impl FakeChain {
             gas_limit: "0x1".into(),
             gas_used: "0x0".into(),
             // Block times are wall-clock seconds; these blocks are all "new".
-            timestamp: format!("0x{:x}", chain::unix_now() + 1),
+            timestamp: format!("0x{:x}", stores::unix_now() + 1),
             extra_data: "0x".into(),
             mix_hash: zero(32),
             nonce: zero(8),
