@@ -31,6 +31,8 @@
 //! # password_secret = "keystore-password"             # a secret in store.secrets
 //! command = ["besu", "--node-private-key-file={key_file}"]
 //! # engine_signer_rpc = "http://127.0.0.1:8545"
+//! # unlock_rpc = "http://127.0.0.1:8545"   # geth: unlocked over its RPC once in sync
+//! # sync_with = ["http://10.0.1.5:8545"]   # the sync gate's peers
 //! restart_backoff_millis = 1000      # first restart delay; doubles per recent exit
 //! crash_loop_max_exits = 5           # K exits ...
 //! crash_loop_window_secs = 60        # ... within W give the identity up
@@ -107,6 +109,16 @@
 //!   `{address}`; `{{` and `}}` stand for literal braces.
 //! - `client.engine_signer_rpc`: the key goes over the RPC and never to a file, so the
 //!   command may not name `{key_file}` or `{keystore_dir}`.
+//! - `client.unlock_rpc` (geth, format `geth-keystore` only) is loopback `http://` like
+//!   `engine_signer_rpc` (the password travels in it), and not beside it. geth starts
+//!   mining with the account locked; once it runs, the daemon unlocks it
+//!   (`personal_unlockAccount`) and restarts the miner, and locks it first at the fence.
+//! - `client.sync_with`: at most [`MAX_SYNC_PEERS`] `http://` JSON-RPC URLs of other
+//!   validators, only with `unlock_rpc` or `engine_signer_rpc`. The signer is enabled only
+//!   once the client has a peer, has no blocks left to fetch, and holds the head block of
+//!   every listed peer that answers; at least one must (`daemon::gate`). Empty (the
+//!   default): no gate, for a network of one. `client.start_timeout_secs` must then cover
+//!   the sync too.
 //! - `client.password_secret` is a secret name (1–127 of 0-9, a-z, A-Z and '-'). The
 //!   start-up check leaves it out of the pool's secrets even if it starts with
 //!   `identity.pool`; no lease record is made for it, so it is never leased.
@@ -135,6 +147,9 @@ use toml::{Table, Value};
 pub use shared::config::{Problem, Problems};
 
 use crate::machine::{self, Params};
+
+/// Most `client.sync_with` URLs.
+pub const MAX_SYNC_PEERS: usize = 16;
 
 /// The default `http.listen`: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
@@ -294,6 +309,12 @@ pub struct ClientConfig {
     pub command: CommandTemplate,
     /// Set the key through `parity_setEngineSignerSecret` instead of restarting the client.
     pub engine_signer_rpc: Option<String>,
+    /// geth's JSON-RPC: the client starts mining with its account locked, and the daemon
+    /// unlocks it and restarts the miner once the sync gate opens.
+    pub unlock_rpc: Option<String>,
+    /// The sync gate: peers' JSON-RPC URLs whose head the client must have before it is
+    /// given the key (`engine_signer_rpc`) or unlocked (`unlock_rpc`).
+    pub sync_with: Vec<String>,
     pub restart_backoff: Duration,
     pub crash_loop_max_exits: u32,
     pub crash_loop_window: Duration,
@@ -395,7 +416,8 @@ impl Config {
         p.crash_loop_max_exits = self.client.crash_loop_max_exits;
         p.crash_loop_window = self.client.crash_loop_window;
         p.start_timeout = self.client.start_timeout;
-        p.engine_signer = self.client.engine_signer_rpc.is_some();
+        p.engine_signer =
+            self.client.engine_signer_rpc.is_some() || self.client.unlock_rpc.is_some();
         p.seed = seed;
         p
     }
@@ -640,6 +662,8 @@ struct ClientFile {
     password_secret: Field<String>,
     command: Field<Vec<String>>,
     engine_signer_rpc: Field<String>,
+    unlock_rpc: Field<String>,
+    sync_with: Field<Vec<String>>,
     restart_backoff_millis: Field<u64>,
     crash_loop_max_exits: Field<u64>,
     crash_loop_window_secs: Field<u64>,
@@ -1132,6 +1156,67 @@ fn read_client(
         }
     }
 
+    let unlock = r
+        .optional("client.unlock_rpc", s.unlock_rpc)
+        .and_then(|u| match u {
+            Some(u) if !shared::net::is_loopback_http(&u) => {
+                r.problem(
+                    "client.unlock_rpc",
+                    format!(
+                        "{u:?} must be an http://HOST:PORT URL on loopback (127.0.0.1, [::1] or localhost): the password travels in it"
+                    ),
+                );
+                None
+            }
+            u => Some(u),
+        });
+    if let Some(Some(_)) = &unlock {
+        if let Some(Some(_)) = &rpc {
+            r.problem(
+                "client.unlock_rpc",
+                "cannot be set together with client.engine_signer_rpc: the signer is enabled one way",
+            );
+        }
+        if let Some(f) = format.filter(|f| *f != ClientFormat::GethKeystore) {
+            r.problem(
+                "client.unlock_rpc",
+                format!("unlocks a geth keystore account: it needs format geth-keystore, not {f}"),
+            );
+        }
+    }
+    let sync_with = r
+        .or("client.sync_with", s.sync_with, Vec::new())
+        .and_then(|urls| {
+            let mut ok = true;
+            if urls.len() > MAX_SYNC_PEERS {
+                r.problem(
+                    "client.sync_with",
+                    format!("lists {} URLs; at most {MAX_SYNC_PEERS}", urls.len()),
+                );
+                ok = false;
+            }
+            for (i, u) in urls.iter().enumerate() {
+                let good = url::Url::parse(u)
+                    .is_ok_and(|url| url.scheme() == "http" && url.host().is_some());
+                if !good {
+                    r.problem(
+                        format!("client.sync_with[{i}]"),
+                        format!("{u:?} must be an http:// JSON-RPC URL"),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(urls)
+        });
+    if let (Some(urls), Some(None), Some(None)) = (&sync_with, &rpc, &unlock) {
+        if !urls.is_empty() {
+            r.problem(
+                "client.sync_with",
+                "gates the signer, which needs client.unlock_rpc (geth) or client.engine_signer_rpc",
+            );
+        }
+    }
+
     let ms = Duration::from_millis(1);
     let backoff = duration(
         r,
@@ -1214,6 +1299,8 @@ fn read_client(
         password_secret: password_secret?,
         command: command?,
         engine_signer_rpc: rpc?,
+        unlock_rpc: unlock?,
+        sync_with: sync_with?,
         restart_backoff: backoff?,
         crash_loop_max_exits: max_exits?,
         crash_loop_window: window?,

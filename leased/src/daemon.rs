@@ -43,6 +43,7 @@ use crate::telemetry::Telemetry;
 use crate::{http, notify};
 
 mod chain;
+mod gate;
 mod guards;
 mod handoff;
 mod process;

@@ -18,3 +18,5 @@ pub mod machine;
 pub mod notify;
 pub mod oncall;
 pub mod telemetry;
+#[cfg(test)]
+mod test_rpc;

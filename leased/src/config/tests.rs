@@ -1136,3 +1136,104 @@ fn the_client_examples_in_ops_parse() {
     let c = ok(include_str!("../../../ops/leased.example.toml"));
     assert_eq!(c.client.format, ClientFormat::RawHex);
 }
+
+/// `[client]` for geth behind the sync gate, with `changes` on top.
+fn geth_unlock(changes: &[(&str, Option<&str>)]) -> String {
+    let base = [
+        ("client.format", Some(r#""geth-keystore""#)),
+        (
+            "client.password_file",
+            Some(r#""/etc/leased/keystore-password""#),
+        ),
+        (
+            "client.command",
+            Some(
+                r#"["geth", "--keystore", "{keystore_dir}", "--mine", "--miner.etherbase", "{address}"]"#,
+            ),
+        ),
+        ("client.unlock_rpc", Some(r#""http://127.0.0.1:8545""#)),
+        (
+            "client.sync_with",
+            Some(r#"["http://10.0.0.2:8545", "http://10.0.0.3:8545"]"#),
+        ),
+    ];
+    base.iter()
+        .chain(changes)
+        .fold(EXAMPLE.to_string(), |t, (k, v)| edit(&t, k, *v))
+}
+
+#[test]
+fn geth_unlock_behind_the_sync_gate_is_read() {
+    let c = ok(&geth_unlock(&[]));
+    assert_eq!(
+        c.client.unlock_rpc.as_deref(),
+        Some("http://127.0.0.1:8545")
+    );
+    assert_eq!(
+        c.client.sync_with,
+        ["http://10.0.0.2:8545", "http://10.0.0.3:8545"]
+    );
+    // The machine holds the client in Starting until the unlock succeeded.
+    assert!(c.machine_params(0).engine_signer);
+    // Without either setting there is no signer step and no gate.
+    let plain = ok(EXAMPLE);
+    assert!(plain.client.unlock_rpc.is_none() && plain.client.sync_with.is_empty());
+    assert!(!plain.machine_params(0).engine_signer);
+}
+
+#[test]
+fn unlock_rpc_is_loopback_geth_keystore_and_not_beside_an_engine_signer() {
+    let problems_of = |changes: &[(&str, Option<&str>)]| problems(&geth_unlock(changes));
+    assert_eq!(
+        problems_of(&[("client.unlock_rpc", Some(r#""http://10.0.0.5:8545""#))]),
+        [
+            r#"client.unlock_rpc: "http://10.0.0.5:8545" must be an http://HOST:PORT URL on loopback (127.0.0.1, [::1] or localhost): the password travels in it"#
+        ]
+    );
+    assert_eq!(
+        problems_of(&[
+            ("client.format", Some(r#""keystore-v3""#)),
+            ("client.command", Some(r#"["geth", "{key_file}"]"#)),
+        ]),
+        ["client.unlock_rpc: unlocks a geth keystore account: it needs format geth-keystore, not keystore-v3"]
+    );
+    let both = problems_of(&[(
+        "client.engine_signer_rpc",
+        Some(r#""http://127.0.0.1:8546""#),
+    )]);
+    assert!(
+        both.iter().any(|p| p
+            == "client.unlock_rpc: cannot be set together with client.engine_signer_rpc: the signer is enabled one way"),
+        "{both:#?}"
+    );
+}
+
+#[test]
+fn sync_with_lists_http_urls_and_needs_a_signer_step() {
+    assert_eq!(
+        problems(&edits(&[(
+            "client.sync_with",
+            Some(r#"["http://10.0.0.2:8545"]"#)
+        )])),
+        ["client.sync_with: gates the signer, which needs client.unlock_rpc (geth) or client.engine_signer_rpc"]
+    );
+    assert_eq!(
+        problems(&geth_unlock(&[(
+            "client.sync_with",
+            Some(r#"["http://10.0.0.2:8545", "10.0.0.3:8545"]"#)
+        )])),
+        [r#"client.sync_with[1]: "10.0.0.3:8545" must be an http:// JSON-RPC URL"#]
+    );
+    let many: Vec<String> = (0..=MAX_SYNC_PEERS)
+        .map(|i| format!("\"http://10.0.0.{i}:8545\""))
+        .collect();
+    assert_eq!(
+        problems(&geth_unlock(&[(
+            "client.sync_with",
+            Some(&format!("[{}]", many.join(", ")))
+        )])),
+        [format!(
+            "client.sync_with: lists 17 URLs; at most {MAX_SYNC_PEERS}"
+        )]
+    );
+}

@@ -39,7 +39,11 @@ impl RpcChain {
         })
     }
 
-    async fn call(
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(super) async fn call(
         &self,
         method: &str,
         params: serde_json::Value,

@@ -495,7 +495,6 @@ impl Driver {
     }
 
     pub(super) fn fence(&mut self, lease: Lease, reason: FenceReason) {
-        log(format!("fencing {}: {reason}", lease.identity));
         let telemetry = self.stores.telemetry.clone();
         telemetry.metrics(|m| m.fence(reason));
         // A hand-off still in flight is cancelled: it publishes nothing.
@@ -503,6 +502,7 @@ impl Driver {
             h.cancel();
         }
         let at = (self.clock)();
+        let address = self.ctx(lease.ticket).and_then(|c| c.address.clone());
         let detail = match self.ctx(lease.ticket) {
             Some(ctx) => {
                 ctx.signer_key = None;
@@ -512,6 +512,10 @@ impl Driver {
             }
             None => String::new(),
         };
+        match detail.is_empty() {
+            true => log(format!("fencing {}: {reason}", lease.identity)),
+            false => log(format!("fencing {}: {reason}: {detail}", lease.identity)),
+        }
         telemetry.update_snapshot(|s| {
             s.last_fence = Some((reason.as_str().to_string(), detail, at));
         });
@@ -519,17 +523,31 @@ impl Driver {
         // bounded well inside the margin; the guard's deadline holds regardless.
         let grace = self.config.client.fence_grace;
         let clear_budget = grace.min(Duration::from_secs(1));
-        let clear = self
-            .config
-            .client
-            .engine_signer_rpc
-            .clone()
-            .map(|url| async move {
-                match crate::engine_signer::clear_signer(&url, clear_budget).await {
-                    Ok(()) => log("engine signer cleared"),
-                    Err(e) => log(format!("clearing the engine signer: {e}")),
+        let client = &self.config.client;
+        let step = match (&client.engine_signer_rpc, &client.unlock_rpc, address) {
+            (Some(url), _, _) => Some((SignerStep::EngineSigner(url.clone()), None)),
+            (None, Some(url), Some(address)) => {
+                Some((SignerStep::Unlock(url.clone()), Some(address)))
+            }
+            _ => None,
+        };
+        let clear = step.map(|(step, address)| async move {
+            match (step, address) {
+                (SignerStep::EngineSigner(url), _) => {
+                    match crate::engine_signer::clear_signer(&url, clear_budget).await {
+                        Ok(()) => log("engine signer cleared"),
+                        Err(e) => log(format!("clearing the engine signer: {e}")),
+                    }
                 }
-            });
+                (SignerStep::Unlock(url), address) => {
+                    let address = address.unwrap_or_default();
+                    match crate::engine_signer::geth_lock(&url, &address, clear_budget).await {
+                        Ok(()) => log("account locked and miner stopped"),
+                        Err(e) => log(format!("locking the account: {e}")),
+                    }
+                }
+            }
+        });
         // Past F the lease may be someone else's already: no grace for the client.
         let late = self.deadline.is_some_and(|d| at > d + LATE_FENCE);
         let Some(g) = &mut self.guard else {
@@ -566,31 +584,81 @@ impl Driver {
         });
     }
 
-    /// One attempt to give the running client its key over the engine-signer RPC; the
-    /// machine decides about retries.
+    /// One attempt of the signer step: once the sync gate is open, give the running client
+    /// its key over the engine-signer RPC, or unlock geth's account and restart its miner.
+    /// The machine decides about retries.
     pub(super) fn set_engine_signer(&mut self, lease: Ticket, attempt: Ticket) {
-        let url = self.config.client.engine_signer_rpc.clone();
-        let key = self.ctx(lease).and_then(|c| c.signer_key.clone());
+        let client = &self.config.client;
+        let step = match (&client.engine_signer_rpc, &client.unlock_rpc) {
+            (Some(url), _) => Some(SignerStep::EngineSigner(url.clone())),
+            (None, Some(url)) => Some(SignerStep::Unlock(url.clone())),
+            (None, None) => None,
+        };
+        let gate = step
+            .as_ref()
+            .map(|s| super::gate::SyncGate::new(s.url(), &client.sync_with))
+            .transpose()
+            .map(Option::flatten);
+        let ctx = self.ctx(lease);
+        let secret = ctx.as_ref().and_then(|c| c.signer_key.clone());
+        let address = ctx.and_then(|c| c.address.clone());
+        let extra = format!("leased {} {}", self.config.node, attempt.number());
         let tx = self.tx.clone();
         self.spawn(async move {
-            let result = match (url, key) {
-                (Some(url), Some(key)) => {
-                    crate::engine_signer::set_signer(&url, key.expose(), Duration::from_secs(1))
+            let result = async {
+                let (Some(step), Some(secret), Some(address)) = (step, secret, address) else {
+                    return Err("no signer secret for this lease".to_string());
+                };
+                if let Some(gate) = gate? {
+                    gate.check()
                         .await
+                        .map_err(|e| format!("not yet in sync: {e}"))?;
                 }
-                _ => Err("no engine-signer key for this lease".into()),
-            };
+                let timeout = Duration::from_secs(1);
+                match step {
+                    SignerStep::EngineSigner(url) => {
+                        crate::engine_signer::set_signer(&url, secret.expose(), timeout).await
+                    }
+                    SignerStep::Unlock(url) => {
+                        crate::engine_signer::geth_unlock(
+                            &url,
+                            &address,
+                            secret.expose(),
+                            &extra,
+                            timeout,
+                        )
+                        .await
+                    }
+                }
+            }
+            .await;
             match &result {
-                Ok(()) => log("engine signer set"),
+                Ok(()) => log("signer enabled"),
                 Err(e) => {
-                    tracing::debug!("setting the engine signer failed, retrying: {e}");
+                    tracing::debug!("enabling the signer failed, retrying: {e}");
                     // Why, should the start timeout fail the hand-off.
-                    let detail = format!("the engine signer could not be set: {e}");
+                    let detail = format!("the signer could not be enabled: {e}");
                     let _ = tx.send(Msg::Failure { lease, detail });
                 }
             }
             let set = result.is_ok();
             let _ = tx.send(Msg::Machine(Event::EngineSignerResult { attempt, set }));
         });
+    }
+}
+
+/// How the signer is enabled once the client runs.
+enum SignerStep {
+    /// `client.engine_signer_rpc`
+    EngineSigner(String),
+    /// `client.unlock_rpc`
+    Unlock(String),
+}
+
+impl SignerStep {
+    fn url(&self) -> &str {
+        match self {
+            Self::EngineSigner(u) | Self::Unlock(u) => u,
+        }
     }
 }

@@ -95,7 +95,8 @@ pub(super) struct Staged {
     /// The staged password file, when the password came from a secret and the command
     /// names `{password_file}`.
     pub(super) password: Option<PathBuf>,
-    /// The key for the engine-signer RPC, when one is configured (and then no file).
+    /// What the staged signer step sends: the key for the engine-signer RPC (and then no
+    /// file), or the keystore's password for geth's unlock RPC.
     pub(super) signer_key: Option<SecretValue>,
 }
 
@@ -118,6 +119,8 @@ pub(super) struct Stager {
     /// A password from a secret is written for the client (its command names it).
     pub(super) writes_password: bool,
     pub(super) engine_signer: bool,
+    /// The client starts locked and is unlocked over `client.unlock_rpc`.
+    pub(super) unlock: bool,
     /// The KDF of the keystores leased encrypts for the client.
     pub(super) kdf: KdfParams,
 }
@@ -145,6 +148,7 @@ impl Stager {
             writes_password: client.password_secret.is_some()
                 && client.command.uses(Placeholder::PasswordFile),
             engine_signer: client.engine_signer_rpc.is_some(),
+            unlock: client.unlock_rpc.is_some(),
             kdf: client_kdf(),
         }
     }
@@ -258,12 +262,27 @@ impl Stager {
                 _ => Ok(None),
             }
         });
+        // geth's unlock takes the password that encrypted the keystore, as JSON text.
+        let unlock_password = match (&password, self.unlock) {
+            (Some(pw), true) => match std::str::from_utf8(pw) {
+                Ok(text) => Some(SecretValue::new(Zeroizing::new(text.to_string()))),
+                Err(_) => {
+                    remove_key_file(&staging);
+                    remove_key_file(&staged_password);
+                    return Err(
+                        "the keystore password is not UTF-8 text, which geth's unlock RPC needs"
+                            .into(),
+                    );
+                }
+            },
+            _ => None,
+        };
         match written {
             Ok(password) => Ok(Some(Staged {
                 address,
                 key: Some(staging),
                 password,
-                signer_key: None,
+                signer_key: unlock_password,
             })),
             Err(e) => {
                 remove_key_file(&staging);

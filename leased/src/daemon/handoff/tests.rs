@@ -21,6 +21,7 @@ fn stager(runtime_dir: &Path, format: ClientFormat) -> Stager {
         password_secret: Some(Name::new("pw").unwrap()),
         writes_password: format.needs_password(),
         engine_signer: false,
+        unlock: false,
         kdf: KdfParams::scrypt_fast_for_tests(),
     }
 }
