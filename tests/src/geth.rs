@@ -235,26 +235,8 @@ impl Node {
             peers,
             max_peers,
         } = config;
-        fs::create_dir_all(&datadir).expect("create the datadir");
         let log_path = datadir.with_extension("log");
-        // Before `geth init`, which would make a node key of its own.
-        fs::create_dir_all(datadir.join("geth")).expect("create the datadir");
-        let node_key = datadir.join("geth").join("nodekey");
-        shared::fsutil::write_new_private(&node_key, identity.node_key.expose_hex().as_bytes())
-            .expect("write the node key");
-        let init = Command::new(geth)
-            .arg("--datadir")
-            .arg(&datadir)
-            .arg("init")
-            .arg(genesis)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run geth init");
-        assert!(
-            init.status.success(),
-            "{name}: geth init failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        init_datadir(geth, genesis, &datadir, &identity, &name);
 
         let config_path = datadir.with_extension("toml");
         fs::write(
@@ -454,6 +436,28 @@ impl Drop for Node {
             );
         }
     }
+}
+
+/// A fresh `datadir` with `identity`'s node key, `geth init`ed from `genesis`.
+fn init_datadir(geth: &Path, genesis: &Path, datadir: &Path, identity: &Identity, name: &str) {
+    // The node key before `geth init`, which would make one of its own.
+    fs::create_dir_all(datadir.join("geth")).expect("create the datadir");
+    let node_key = datadir.join("geth").join("nodekey");
+    shared::fsutil::write_new_private(&node_key, identity.node_key.expose_hex().as_bytes())
+        .expect("write the node key");
+    let init = Command::new(geth)
+        .arg("--datadir")
+        .arg(datadir)
+        .arg("init")
+        .arg(genesis)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run geth init");
+    assert!(
+        init.status.success(),
+        "{name}: geth init failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 }
 
 /// `node`'s height once it has a peer and sits at the head of every peer that answers.
@@ -1081,6 +1085,8 @@ impl Drop for Sampler {
         self.stop_thread();
     }
 }
+
+pub mod network;
 
 #[cfg(test)]
 mod tests;

@@ -9,10 +9,13 @@
 //! sealed two blocks at one height in any node's view, and the governance contract
 //! returns the validators.
 //!
-//! `leased` cannot hand geth its key yet (the keystore format is being added), so the
-//! replacement scenario starts the replacement by hand the way the staged hand-off is to:
-//! mining with the account locked, unlocked once synced with its peers. Its figures are
-//! one greppable line each, `GETH_FIGURES …`, shown in every run (not captured).
+//! The replacement scenario starts a replacement by hand the way `leased`'s staged hand-off
+//! does: mining with the account locked, unlocked once synced with its peers. The
+//! `geth_validators_under_leased_*` tests then run the whole thing under `leased` (see
+//! `integration_tests::geth::network`): 4 VMs, each a daemon supervising a geth, 3
+//! identities, on `sqlite:` and on Azurite `blob:`, through kill -9, SIGSTOP past D and
+//! SIGTERM of holders. Figures are one greppable line each, `GETH_FIGURES …`, shown in
+//! every run (not captured).
 //!
 //! Without geth every test here prints one line and passes; `ops/install-test-deps.sh`
 //! installs it. The tests run one at a time, so that their figures are not skewed by
@@ -23,7 +26,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use integration_tests::azurite::Azurite;
 use integration_tests::cluster::{Cluster, ClusterSpec, Stores};
+use integration_tests::geth::network::{Fault, LeaseStore, Plan, ValidatorNetwork};
 use integration_tests::geth::{
     self, decode_address_array, ChainChecker, Identity, Keystore, Node, NodeConfig, Rpc, Sampler,
     Sealing,
@@ -541,4 +546,119 @@ fn a_daemon_keeps_an_identity_a_zombie_geth_seals_with_until_the_zombie_stops() 
         beside.first()
     );
     cluster.daemon("vm-1").term();
+}
+
+/// Issue 13 §2: 3 identities, 4 VMs, each a `leased` daemon supervising a geth that seals
+/// with the identity it leased (`geth-keystore`, unlocked behind the sync gate). The holder
+/// of one identity after another is killed with kill -9, frozen past D, and stopped with
+/// SIGTERM; each time a standby's geth must take the identity over, sync, and seal again
+/// within D plus the sync, and no identity ever seals two blocks at one height in any VM's
+/// view. The figures are printed as `GETH_FIGURES leased …` lines.
+fn validators_under_leased(test: &str, leases: impl FnOnce() -> (LeaseStore, Option<Azurite>)) {
+    let Some(geth) = geth_or_skip(test) else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let (leases, _azurite) = leases();
+    let store = match &leases {
+        LeaseStore::Sqlite => "sqlite",
+        LeaseStore::Blob { .. } => "blob",
+    };
+    const D_SECS: u64 = 15;
+    let mut net = ValidatorNetwork::provision(Plan {
+        geth: &geth,
+        identities: IDENTITIES,
+        vms: IDENTITIES + 1,
+        duration_secs: D_SECS,
+        leases,
+    });
+    let fail = |net: &ValidatorNetwork, e: String| -> ! { panic!("{e}\n{}", net.diagnostics()) };
+    let started = Instant::now();
+    net.start_all(START_TIMEOUT)
+        .unwrap_or_else(|e| fail(&net, e));
+    geth::say(&format!(
+        "GETH_FIGURES leased {store} steady: every identity sealed twice {} ms after the daemons started",
+        started.elapsed().as_millis()
+    ));
+
+    // Within D + the sync: the lease lapses after D, then geth starts, syncs and seals in turn.
+    let bound = Duration::from_secs(D_SECS) + RESEAL_TIMEOUT;
+    let mut figures = Vec::new();
+    for (index, fault) in [Fault::Kill9, Fault::Freeze, Fault::Term]
+        .into_iter()
+        .enumerate()
+    {
+        let f = net
+            .take_over(index, fault, bound)
+            .unwrap_or_else(|e| fail(&net, e));
+        geth::say(&format!("GETH_FIGURES leased {store} {f}"));
+        if fault == Fault::Kill9 {
+            // The killed VM comes back as the standby for the next fault.
+            net.restart_vm(&f.from_vm);
+        }
+        figures.push(f);
+    }
+
+    // The chain kept growing after the last take-over.
+    let last = figures.last().expect("three take-overs").first_seal;
+    net.sampler
+        .wait_until(RESEAL_TIMEOUT, "the chain to grow", |c| {
+            net.vms.iter().any(|v| c.height(&v.name) >= last + 3)
+        })
+        .unwrap_or_else(|e| fail(&net, e));
+    // No identity sealed two blocks at one height in any VM's view, stray blocks included.
+    let checker = net.sampler.snapshot();
+    let found = ValidatorNetwork::equivocations(&checker);
+    assert!(found.is_empty(), "equivocation:\n{found}");
+    // The governance contract at its address returns the validators.
+    let holder = net.holders().values().next().cloned().expect("a holder");
+    let rpc = net.vms[net.vm_index(&holder)].rpc;
+    let mut listed = net
+        .governance_validators(&rpc)
+        .unwrap_or_else(|e| fail(&net, e));
+    let mut expected: Vec<Address> = net.identities.iter().map(|(_, a)| *a).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected, "getValidators() on {holder}");
+    for f in &figures {
+        assert!(
+            f.first_seal_after <= bound,
+            "{f}: slower than D + sync ({bound:?})"
+        );
+    }
+    geth::say(&format!(
+        "GETH_FIGURES leased {store} end: height {} after {} ms, {} samples, no equivocation",
+        net.height(),
+        started.elapsed().as_millis(),
+        checker.samples()
+    ));
+    for d in &mut net.cluster.daemons {
+        d.term();
+    }
+    for d in &mut net.cluster.daemons {
+        d.wait_exit(Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn geth_validators_under_leased_on_sqlite_survive_kill_freeze_and_term() {
+    validators_under_leased(
+        "geth_validators_under_leased_on_sqlite_survive_kill_freeze_and_term",
+        || (LeaseStore::Sqlite, None),
+    );
+}
+
+#[test]
+fn geth_validators_under_leased_on_azurite_blob_survive_kill_freeze_and_term() {
+    validators_under_leased(
+        "geth_validators_under_leased_on_azurite_blob_survive_kill_freeze_and_term",
+        || {
+            let az = Azurite::start();
+            let store = LeaseStore::Blob {
+                endpoint: az.blob_endpoint(),
+                connection_string: az.connection_string(),
+            };
+            (store, Some(az))
+        },
+    );
 }
