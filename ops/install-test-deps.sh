@@ -20,7 +20,8 @@
 # to regenerate the lock files (requirements.txt with hashes, package-lock.json), and
 # commit all of them.
 #
-# Usage: ops/install-test-deps.sh [--relock]
+# Usage: ops/install-test-deps.sh [--relock | --geth]
+#   --geth   geth only (for ops/demo-geth.sh)
 set -euo pipefail
 
 # Bump to force every checkout to reinstall when the install steps below change.
@@ -291,11 +292,12 @@ main() {
     case "${1:-}" in
     "") ;;
     --relock) ;;
+    --geth) ;;
     -h | --help)
-        sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         return
         ;;
-    *) die "unknown argument '$1' (usage: ops/install-test-deps.sh [--relock])" ;;
+    *) die "unknown argument '$1' (usage: ops/install-test-deps.sh [--relock | --geth])" ;;
     esac
 
     mkdir -p "$tools"
@@ -305,6 +307,10 @@ main() {
         flock 9
     fi
 
+    if [[ "${1:-}" == --geth ]]; then
+        install_geth
+        return
+    fi
     if [[ "${1:-}" == --relock ]]; then
         relock
     fi
