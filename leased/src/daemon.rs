@@ -149,12 +149,17 @@ enum Msg {
     GuardDone {
         run: Ticket,
     },
-    /// Why something for the lease `lease` failed, in case the lease is given up for it.
-    Failure {
+    /// Why an attempt of the signer step failed: kept for the fence, should the hand-off
+    /// fail for it at the start timeout, and said at most
+    /// every [`SIGNER_WAIT_LOG_EVERY`], so that a hand-off waiting on its sync shows why.
+    SignerWait {
         lease: Ticket,
         detail: String,
     },
 }
+
+/// How often a hand-off waiting on its signer step says why.
+const SIGNER_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What the driver keeps about the lease it holds: for its metadata, `/status`, and the
 /// fence's explanation.
@@ -172,6 +177,8 @@ struct LeaseCtx {
     signer_key: Option<Arc<SecretValue>>,
     /// When the running hand-off began, for its latency.
     hand_off_began: Option<MonoTime>,
+    /// When a failed signer attempt was last said.
+    signer_wait_said: Option<MonoTime>,
 }
 
 struct Driver {
@@ -331,9 +338,17 @@ impl Driver {
             Msg::Guard { run, event } => self.on_guard(run, event),
             Msg::GuardGone { run } => self.on_guard_gone(run),
             Msg::GuardDone { run } => self.guard_done(run),
-            Msg::Failure { lease, detail } => {
+            Msg::SignerWait { lease, detail } => {
+                let now = (self.clock)();
                 if let Some(ctx) = self.ctx(lease) {
-                    ctx.failure = Some(detail);
+                    let due = ctx
+                        .signer_wait_said
+                        .is_none_or(|at| now >= at + SIGNER_WAIT_LOG_EVERY);
+                    if due {
+                        ctx.signer_wait_said = Some(now);
+                        tracing::info!("waiting to enable the signer: {detail}");
+                    }
+                    ctx.failure = Some(format!("the signer could not be enabled: {detail}"));
                 }
                 None
             }
@@ -412,6 +427,7 @@ impl Driver {
                         failure: None,
                         fenced: None,
                         signer_key: None,
+                        signer_wait_said: None,
                         hand_off_began: None,
                     });
                 }

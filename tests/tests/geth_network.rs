@@ -662,3 +662,68 @@ fn geth_validators_under_leased_on_azurite_blob_survive_kill_freeze_and_term() {
         },
     );
 }
+
+/// Issue 13 §3, the sync gate with real geth: a replacement whose geth cannot reach any
+/// peer must never seal. Here the standby VM's geth is cut off before the holder of m0-v0
+/// is killed; the standby acquires m0-v0 and starts geth, but the gate stays shut ("no
+/// peers yet"), so the account stays locked and that geth seals nothing. Without the gate
+/// it seals a block 1 of its own at once, on a chain the network left long ago.
+#[test]
+fn a_replacement_cut_off_from_its_peers_is_never_unlocked() {
+    let test = "a_replacement_cut_off_from_its_peers_is_never_unlocked";
+    let Some(geth) = geth_or_skip(test) else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    const D_SECS: u64 = 15;
+    let mut net = ValidatorNetwork::provision(Plan {
+        geth: &geth,
+        identities: IDENTITIES,
+        vms: IDENTITIES + 1,
+        duration_secs: D_SECS,
+        leases: LeaseStore::Sqlite,
+    });
+    let fail = |net: &ValidatorNetwork, e: String| -> ! { panic!("{e}\n{}", net.diagnostics()) };
+    net.start_all(START_TIMEOUT)
+        .unwrap_or_else(|e| fail(&net, e));
+    let standby = net
+        .standby()
+        .unwrap_or_else(|| fail(&net, "no single standby".into()));
+    net.isolate(&standby);
+
+    let (identity, signer) = net.identities[0].clone();
+    let holder = net.holders()[identity.as_str()].clone();
+    net.cluster.daemon(&holder).kill9();
+    let limit = Duration::from_secs(D_SECS + 10);
+    integration_tests::cluster::wait_for(limit, || {
+        (net.holders().get(identity.as_str()) == Some(&standby)).then_some(())
+    })
+    .unwrap_or_else(|| fail(&net, format!("{standby} did not acquire {identity}")));
+    // Its geth runs, alone, for well over the time an unlocked one needs to seal.
+    std::thread::sleep(Duration::from_secs(12));
+    let sealed_alone: Vec<u64> = net.sampler.with(|c| {
+        c.chain(&standby)
+            .iter()
+            .filter(|s| s.signer == signer && !s.seen_by.iter().any(|n| *n != standby))
+            .map(|s| s.number)
+            .collect()
+    });
+    assert!(
+        sealed_alone.is_empty(),
+        "the cut-off geth on {standby} sealed blocks {sealed_alone:?} as {identity}\n{}",
+        net.diagnostics()
+    );
+    let samples_of_it = net.sampler.with(|c| c.height(&standby));
+    let log = net.cluster.daemon_log(&standby);
+    assert!(
+        log.contains("has no peers yet") || log.contains("not yet in sync"),
+        "{standby}'s daemon never said why the signer waits (height seen {samples_of_it}):\n{}",
+        net.diagnostics()
+    );
+    let checker = net.sampler.snapshot();
+    let found = ValidatorNetwork::equivocations(&checker);
+    assert!(found.is_empty(), "equivocation:\n{found}");
+    for d in &mut net.cluster.daemons {
+        d.term();
+    }
+}

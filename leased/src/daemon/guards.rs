@@ -635,10 +635,9 @@ impl Driver {
             match &result {
                 Ok(()) => log("signer enabled"),
                 Err(e) => {
-                    tracing::debug!("enabling the signer failed, retrying: {e}");
-                    // Why, should the start timeout fail the hand-off.
-                    let detail = format!("the signer could not be enabled: {e}");
-                    let _ = tx.send(Msg::Failure { lease, detail });
+                    // Said now and then; kept, should the start timeout fail the hand-off.
+                    let detail = e.clone();
+                    let _ = tx.send(Msg::SignerWait { lease, detail });
                 }
             }
             let set = result.is_ok();

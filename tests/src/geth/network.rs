@@ -556,6 +556,32 @@ impl ValidatorNetwork {
         })
     }
 
+    /// Cuts `vm`'s geth off the network before it next starts: a listening port nobody
+    /// dials and no peers of its own. Its daemon is not told.
+    pub fn isolate(&self, vm: &str) {
+        let index = self.vm_index(vm);
+        let toml = self.vms[index].datadir.with_extension("toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "{}MaxPeers = 2\n",
+                super::p2p_config(free_port(), &[], None)
+            ),
+        )
+        .expect("write the geth config");
+    }
+
+    /// The VM whose daemon holds no identity, if exactly one.
+    pub fn standby(&self) -> Option<String> {
+        let holders = self.holders();
+        let idle: Vec<&Vm> = self
+            .vms
+            .iter()
+            .filter(|v| !holders.values().any(|h| *h == v.name))
+            .collect();
+        (idle.len() == 1).then(|| idle[0].name.clone())
+    }
+
     /// Starts the daemon of `vm` again (after a kill): a standby from now on.
     pub fn restart_vm(&mut self, vm: &str) {
         let index = self.vm_index(vm);
