@@ -112,7 +112,8 @@
 //! - `client.unlock_rpc` (geth, format `geth-keystore` only) is loopback `http://` like
 //!   `engine_signer_rpc` (the password travels in it), and not beside it. geth starts
 //!   mining with the account locked; once it runs, the daemon unlocks it
-//!   (`personal_unlockAccount`) and restarts the miner, and locks it first at the fence.
+//!   (`personal_unlockAccount`) and restarts the miner, and locks it first at the fence;
+//!   so the command may not pass `--unlock`.
 //! - `client.sync_with`: at most [`MAX_SYNC_PEERS`] `http://` JSON-RPC URLs of other
 //!   validators, only with `unlock_rpc` or `engine_signer_rpc`. The signer is enabled only
 //!   once the client has a peer, has no blocks left to fetch, and holds the head block of
@@ -1082,7 +1083,12 @@ fn read_client(
         }
     }
 
+    // geth's own unlock at start would seal before the sync gate opens.
+    let mut unlocks_at_start = false;
     let command = r.required("client.command", s.command).and_then(|args| {
+        unlocks_at_start = args
+            .iter()
+            .any(|a| a == "--unlock" || a.starts_with("--unlock="));
         if args.is_empty() {
             r.problem("client.command", "is empty; it needs at least the program");
             return None;
@@ -1183,6 +1189,13 @@ fn read_client(
                 format!("unlocks a geth keystore account: it needs format geth-keystore, not {f}"),
             );
         }
+    }
+    if let (Some(Some(_)), true) = (&unlock, unlocks_at_start) {
+        r.problem(
+            "client.command",
+            "passes --unlock, but with client.unlock_rpc the daemon unlocks the account once \
+             the client has synced: unlocked at start, geth may seal before it syncs",
+        );
     }
     let sync_with = r
         .or("client.sync_with", s.sync_with, Vec::new())

@@ -1197,6 +1197,16 @@ fn unlock_rpc_is_loopback_geth_keystore_and_not_beside_an_engine_signer() {
         ]),
         ["client.unlock_rpc: unlocks a geth keystore account: it needs format geth-keystore, not keystore-v3"]
     );
+    assert_eq!(
+        problems_of(&[(
+            "client.command",
+            Some(r#"["geth", "--keystore", "{keystore_dir}", "--unlock", "{address}", "--mine"]"#)
+        )]),
+        [
+            "client.command: passes --unlock, but with client.unlock_rpc the daemon unlocks the \
+          account once the client has synced: unlocked at start, geth may seal before it syncs"
+        ]
+    );
     let both = problems_of(&[(
         "client.engine_signer_rpc",
         Some(r#""http://127.0.0.1:8546""#),
