@@ -2,7 +2,8 @@
 //!
 //! The library parts are [`provision`] (identities into the secret and lease stores),
 //! [`contracts`] (the governance contract's committed artifacts and genesis state) and
-//! [`genesis`] (AuRa, QBFT and Clique genesis rendering). The command line, here, parses
+//! [`genesis`] (AuRa, QBFT and Clique genesis rendering); `governance` sends the
+//! contract's votes and validator changes to a running network. The command line, here, parses
 //! arguments and dispatches to the command modules. Every failure is printed
 //! as a single line on stderr, prefixed `orchestrator: error:`, with a sysexits-style exit
 //! status, so a deployment pipeline can tell bad input (64/65/66) from an environment
@@ -11,6 +12,7 @@
 pub mod contracts;
 mod exit;
 pub mod genesis;
+mod governance;
 mod key_cmd;
 mod leased_check;
 mod network_cmd;
@@ -59,6 +61,12 @@ enum Command {
     /// --consortium-data ./network/networkinfo.json --secrets dir:./secrets1
     /// --leases sqlite:./leases1.db --out ./member1
     Join(network_cmd::JoinArgs),
+    /// The governance contract on a running network: status, admin votes, and each
+    /// admin's validators, as signed transactions over JSON-RPC.
+    ///
+    /// Example: orchestrator governance status --rpc http://127.0.0.1:8545
+    #[command(subcommand)]
+    Governance(governance::GovernanceCommand),
 }
 
 /// Runs the CLI on `args` (including the program name) and returns the exit status.
@@ -76,6 +84,7 @@ where
         Command::Key(cmd) => key_cmd::run(cmd),
         Command::Init(args) => network_cmd::run_init(args),
         Command::Join(args) => network_cmd::run_join(args),
+        Command::Governance(cmd) => governance::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -310,6 +310,16 @@ fn load_config(path: Option<&Path>) -> Result<(FileConfig, Vec<String>), Failure
     Ok((FileConfig { wrong, ..file }, lines))
 }
 
+/// The `[azure]` settings of a `--config` file (the defaults without one); any problem in
+/// the file is a usage error.
+pub(crate) fn azure_options(path: Option<&Path>) -> Result<AzureOptions, Failure> {
+    let (file, problems) = load_config(path)?;
+    if let Some(first) = problems.first() {
+        return Err(Failure::usage(first.clone()));
+    }
+    Ok(file.azure.unwrap_or_default())
+}
+
 /// Flags over config file; every missing or bad setting is collected.
 fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Option<Settled> {
     let member = args.member.or(file.member);
@@ -1044,6 +1054,14 @@ fn finish(
         for v in validators {
             write(&mut stdout, format!("  {v}"))?;
         }
+        write(
+            &mut stdout,
+            format!(
+                "  each existing admin: orchestrator governance vote-add-admin {} --rpc URL --key-file ADMIN_KEY\n  \
+                 then this member:     orchestrator governance add-validator --secrets {} --member {} --rpc URL --key-file ADMIN_KEY",
+                settled.admin, settled.secrets_text, settled.member
+            ),
+        )?;
     }
     Ok(())
 }

@@ -372,6 +372,23 @@ pub fn ethereumjs_client_cli() -> PathBuf {
     cli
 }
 
+/// Foundry's `anvil` or `cast` (`@foundry-rs/NAME-linux-amd64`, pinned in
+/// ops/test-deps/package.json): the prebuilt binary the npm package carries.
+pub fn foundry(name: &str) -> PathBuf {
+    let package = format!("@foundry-rs/{name}-linux-amd64");
+    if !node_pins().iter().any(|(n, _)| *n == package) {
+        panic!("{package} is not pinned in ops/test-deps/package.json");
+    }
+    let bin = node_modules().join(&package).join("bin").join(name);
+    if !bin.is_file() {
+        missing(&format!(
+            "{package} carries no bin/{name} at {}",
+            bin.display()
+        ));
+    }
+    bin
+}
+
 /// Validates each of `documents` against the JSON Schema at `schema` with the Python
 /// `jsonschema` package; one result per document: `Ok(())` or `Err(first error)`.
 pub fn json_schema_validate(schema: &Path, documents: &[&Path]) -> Vec<Result<(), String>> {
