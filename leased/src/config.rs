@@ -33,6 +33,8 @@
 //! # engine_signer_rpc = "http://127.0.0.1:8545"
 //! # unlock_rpc = "http://127.0.0.1:8545"   # geth: unlocked over its RPC once in sync
 //! # sync_with = ["http://10.0.1.5:8545"]   # the sync gate's peers
+//! # enode = "enode://{node_id}@10.0.1.7:30303"   # registered while holding
+//! # node_key_file = "/var/lib/geth/geth/nodekey" # whose public key is {node_id}
 //! restart_backoff_millis = 1000      # first restart delay; doubles per recent exit
 //! crash_loop_max_exits = 5           # K exits ...
 //! crash_loop_window_secs = 60        # ... within W give the identity up
@@ -120,6 +122,12 @@
 //!   every listed peer that answers; at least one must (`daemon::gate`). Empty (the
 //!   default): no gate, for a network of one. `client.start_timeout_secs` must then cover
 //!   the sync too.
+//! - `client.enode`: the client's enode URL with `{node_id}` for its node id (or written
+//!   out). While the lease is held it is in the lease's metadata (`enode`), the live
+//!   bootnode list that `leased status` and `orchestrator bootnodes` read; it is removed
+//!   when the lease is given up. `{node_id}` is the public key of `client.node_key_file`
+//!   (absolute; read at each hand-off; raw hex, as geth's `nodekey`) if set, else of the
+//!   identity's key (Besu and `geth-nodekey` use the validator key as the node key).
 //! - `client.password_secret` is a secret name (1–127 of 0-9, a-z, A-Z and '-'). The
 //!   start-up check leaves it out of the pool's secrets even if it starts with
 //!   `identity.pool`; no lease record is made for it, so it is never leased.
@@ -148,6 +156,9 @@ use toml::{Table, Value};
 pub use shared::config::{Problem, Problems};
 
 use crate::machine::{self, Params};
+
+/// The placeholder of `client.enode` for the client's node id.
+pub const NODE_ID: &str = "{node_id}";
 
 /// Most `client.sync_with` URLs.
 pub const MAX_SYNC_PEERS: usize = 16;
@@ -316,6 +327,12 @@ pub struct ClientConfig {
     /// The sync gate: peers' JSON-RPC URLs whose head the client must have before it is
     /// given the key (`engine_signer_rpc`) or unlocked (`unlock_rpc`).
     pub sync_with: Vec<String>,
+    /// This client's enode URL, `{node_id}` standing for its node id: written into the
+    /// lease's metadata while it holds, for the live bootnode list.
+    pub enode: Option<String>,
+    /// The client's node key, whose public key is `{node_id}`; without it, the
+    /// identity's key is (a client that uses the validator key as its node key).
+    pub node_key_file: Option<PathBuf>,
     pub restart_backoff: Duration,
     pub crash_loop_max_exits: u32,
     pub crash_loop_window: Duration,
@@ -665,6 +682,8 @@ struct ClientFile {
     engine_signer_rpc: Field<String>,
     unlock_rpc: Field<String>,
     sync_with: Field<Vec<String>>,
+    enode: Field<String>,
+    node_key_file: Field<PathBuf>,
     restart_backoff_millis: Field<u64>,
     crash_loop_max_exits: Field<u64>,
     crash_loop_window_secs: Field<u64>,
@@ -1230,6 +1249,39 @@ fn read_client(
         }
     }
 
+    let enode = r.optional("client.enode", s.enode).and_then(|e| match e {
+        Some(e) if !shared::enode::is_enode_url(&e.replace(NODE_ID, &"0".repeat(128))) => {
+            r.problem(
+                "client.enode",
+                format!(
+                    "{e:?} is not an enode://{NODE_ID}@HOST:PORT URL (or one with the node id written out)"
+                ),
+            );
+            None
+        }
+        e => Some(e),
+    });
+    let node_key_file = r
+        .optional("client.node_key_file", s.node_key_file)
+        .and_then(|p| match p {
+            Some(p) if !p.is_absolute() => {
+                r.problem(
+                    "client.node_key_file",
+                    format!("{} must be an absolute path", p.display()),
+                );
+                None
+            }
+            p => Some(p),
+        });
+    if let (Some(Some(_)), Some(e)) = (&node_key_file, &enode) {
+        if !e.as_deref().is_some_and(|e| e.contains(NODE_ID)) {
+            r.problem(
+                "client.node_key_file",
+                format!("gives {NODE_ID}, which client.enode does not use"),
+            );
+        }
+    }
+
     let ms = Duration::from_millis(1);
     let backoff = duration(
         r,
@@ -1314,6 +1366,8 @@ fn read_client(
         engine_signer_rpc: rpc?,
         unlock_rpc: unlock?,
         sync_with: sync_with?,
+        enode: enode?,
+        node_key_file: node_key_file?,
         restart_backoff: backoff?,
         crash_loop_max_exits: max_exits?,
         crash_loop_window: window?,

@@ -36,6 +36,7 @@
 //! | `last_fence`      | string or null | why the last daemon to give the identity up did so, as it wrote it under its lease just before releasing: `hand_off_failed`, `crash_loop`, `deadline_missed`, `lease_lost`, or `shutdown` (a normal stop); null when none did since the last holder's metadata was written, which replaces it |
 //! | `last_fence_detail` | string or null | that daemon's one-line detail, e.g. `cannot start the client …` |
 //! | `last_fence_by`   | string or null | that daemon, `NODE (pid PID)` as in `holder`; null without `last_fence` |
+//! | `enode`           | string or null | `leased` only: the holder's client's enode URL, as it registered it (`[client] enode`); null otherwise, or when it is not a well-formed enode URL |
 //!
 //! The holder columns are what the holder wrote just *after* acquiring: for a moment after
 //! a take-over, and for a lease taken by a tool that writes no metadata, they still name the
@@ -181,6 +182,8 @@ pub struct StatusRow {
     pub last_fence: Option<String>,
     pub last_fence_detail: Option<String>,
     pub last_fence_by: Option<String>,
+    /// `leased` only: the holder's client's enode, as the holder registered it.
+    pub enode: Option<String>,
     /// `leased`, `breaking`: how long its holder may still sign at most (not in the JSON).
     #[serde(skip)]
     pub sign_bound: Option<SignBound>,
@@ -372,6 +375,10 @@ pub fn status_row(record: &LeaseRecord, now_unix: u64) -> StatusRow {
         last_fence,
         last_fence_detail: text(meta::LAST_FENCE_DETAIL),
         last_fence_by,
+        enode: match state {
+            LeaseState::Leased => text(meta::ENODE).filter(|e| shared::enode::is_enode_url(e)),
+            _ => None,
+        },
         sign_bound: sign_bound(record),
     }
 }
@@ -602,6 +609,18 @@ pub fn render_table(rows: &[StatusRow]) -> String {
     out.push('\n');
     for note in notes(rows) {
         out.push_str(&wrap(&note, "  "));
+    }
+    // The live bootnode list: whole URLs, one a line, for copying.
+    let live: Vec<&StatusRow> = rows.iter().filter(|r| r.enode.is_some()).collect();
+    if !live.is_empty() {
+        out.push_str("live enodes (held leases):\n");
+        for r in live {
+            out.push_str(&format!(
+                "  {}  {}\n",
+                printable(&r.identity),
+                r.enode.as_deref().map(printable).unwrap_or_default()
+            ));
+        }
     }
     out
 }

@@ -9,6 +9,7 @@
 //! status, so a deployment pipeline can tell bad input (64/65/66) from an environment
 //! problem (73/74). Nothing here prints key material.
 
+mod bootnodes_cmd;
 pub mod contracts;
 mod exit;
 pub mod genesis;
@@ -67,6 +68,11 @@ enum Command {
     /// Example: orchestrator governance status --rpc http://127.0.0.1:8545
     #[command(subcommand)]
     Governance(governance::GovernanceCommand),
+    /// The live bootnode list: the enodes that the holders of leased identities registered
+    /// (leased's `[client] enode`), in the forms clients take.
+    ///
+    /// Example: orchestrator bootnodes --leases sqlite:./leases.db --form bootnodes
+    Bootnodes(bootnodes_cmd::BootnodesArgs),
 }
 
 /// Runs the CLI on `args` (including the program name) and returns the exit status.
@@ -85,6 +91,7 @@ where
         Command::Init(args) => network_cmd::run_init(args),
         Command::Join(args) => network_cmd::run_join(args),
         Command::Governance(cmd) => governance::run(cmd),
+        Command::Bootnodes(args) => bootnodes_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

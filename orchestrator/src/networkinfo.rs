@@ -375,29 +375,7 @@ fn is_json_object_text(s: &str) -> bool {
     serde_json::from_str::<Value>(s).is_ok_and(|v| v.is_object())
 }
 
-/// `enode://<128 lowercase or uppercase hex>@<host>:<port>`, host without spaces or `@`,
-/// port 1–65535 in decimal digits: the schema's bootnode pattern, plus the port's range.
-pub fn is_enode_url(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("enode://") else {
-        return false;
-    };
-    let Some((id, addr)) = rest.split_once('@') else {
-        return false;
-    };
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return false;
-    };
-    id.len() == 128
-        && id.bytes().all(|b| b.is_ascii_hexdigit())
-        && !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        && (1..=5).contains(&port.len())
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p != 0)
-}
+pub use shared::enode::is_enode_url;
 
 /// A field name from the input, quoted and cut short.
 fn quote(s: &str) -> String {

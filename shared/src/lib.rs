@@ -7,6 +7,7 @@
 
 pub mod azure;
 pub mod config;
+pub mod enode;
 pub mod exit;
 pub mod fsutil;
 pub mod key;

@@ -1247,3 +1247,54 @@ fn sync_with_lists_http_urls_and_needs_a_signer_step() {
         )]
     );
 }
+
+#[test]
+fn the_enode_template_is_an_enode_url_and_the_node_key_file_serves_it() {
+    let c = ok(&edits(&[(
+        "client.enode",
+        Some(r#""enode://{node_id}@10.0.1.5:30303""#),
+    )]));
+    assert_eq!(
+        c.client.enode.as_deref(),
+        Some("enode://{node_id}@10.0.1.5:30303")
+    );
+    let c = ok(&edits(&[
+        (
+            "client.enode",
+            Some(r#""enode://{node_id}@10.0.1.5:30303""#),
+        ),
+        (
+            "client.node_key_file",
+            Some(r#""/var/lib/geth/geth/nodekey""#),
+        ),
+    ]));
+    assert_eq!(
+        c.client.node_key_file.as_deref(),
+        Some(Path::new("/var/lib/geth/geth/nodekey"))
+    );
+    assert_eq!(
+        one_problem(&[("client.enode", Some(r#""enode://{node_id}@10.0.1.5""#))]),
+        r#"client.enode: "enode://{node_id}@10.0.1.5" is not an enode://{node_id}@HOST:PORT URL (or one with the node id written out)"#
+    );
+    assert_eq!(
+        one_problem(&[
+            (
+                "client.enode",
+                Some(r#""enode://{node_id}@10.0.1.5:30303""#)
+            ),
+            ("client.node_key_file", Some(r#""nodekey""#)),
+        ]),
+        "client.node_key_file: nodekey must be an absolute path"
+    );
+    let written_out = format!("\"enode://{}@10.0.1.5:30303\"", "ab".repeat(64));
+    assert_eq!(
+        one_problem(&[
+            ("client.enode", Some(&written_out)),
+            (
+                "client.node_key_file",
+                Some(r#""/var/lib/geth/geth/nodekey""#)
+            ),
+        ]),
+        "client.node_key_file: gives {node_id}, which client.enode does not use"
+    );
+}

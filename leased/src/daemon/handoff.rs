@@ -98,6 +98,8 @@ pub(super) struct Staged {
     /// What the staged signer step sends: the key for the engine-signer RPC (and then no
     /// file), or the keystore's password for geth's unlock RPC.
     pub(super) signer_key: Option<SecretValue>,
+    /// The client's enode URL (`client.enode` with its node id), for the lease metadata.
+    pub(super) enode: Option<String>,
 }
 
 impl Staged {
@@ -121,6 +123,9 @@ pub(super) struct Stager {
     pub(super) engine_signer: bool,
     /// The client starts locked and is unlocked over `client.unlock_rpc`.
     pub(super) unlock: bool,
+    /// `client.enode` and `client.node_key_file`.
+    pub(super) enode: Option<String>,
+    pub(super) node_key_file: Option<PathBuf>,
     /// The KDF of the keystores leased encrypts for the client.
     pub(super) kdf: KdfParams,
 }
@@ -149,6 +154,8 @@ impl Stager {
                 && client.command.uses(Placeholder::PasswordFile),
             engine_signer: client.engine_signer_rpc.is_some(),
             unlock: client.unlock_rpc.is_some(),
+            enode: client.enode.clone(),
+            node_key_file: client.node_key_file.clone(),
             kdf: client_kdf(),
         }
     }
@@ -211,6 +218,7 @@ impl Stager {
             Decoded::Plain(key) | Decoded::Keystore { key, .. } => key,
         };
         let address = key.address().to_string();
+        let enode = self.enode(key);
         // One way in, as the config says: over the engine-signer RPC, or in a file.
         if self.engine_signer {
             return Ok((!cancelled()).then(|| Staged {
@@ -218,6 +226,7 @@ impl Stager {
                 key: None,
                 password: None,
                 signer_key: Some(SecretValue::new(key.expose_hex())),
+                enode,
             }));
         }
         let keystore = |password: Option<&[u8]>| -> Result<Zeroizing<Vec<u8>>, String> {
@@ -283,6 +292,7 @@ impl Stager {
                 key: Some(staging),
                 password,
                 signer_key: unlock_password,
+                enode,
             })),
             Err(e) => {
                 remove_key_file(&staging);
@@ -290,6 +300,40 @@ impl Stager {
                 Err(e)
             }
         }
+    }
+
+    /// `client.enode` with the node id: of `client.node_key_file`, else of `key`. The
+    /// registry is an aid, not the hand-off: a node key that cannot be read is said, and
+    /// the enode left out.
+    fn enode(&self, key: &ValidatorKey) -> Option<String> {
+        let template = self.enode.as_ref()?;
+        if !template.contains(crate::config::NODE_ID) {
+            return Some(template.clone());
+        }
+        let node_id = match &self.node_key_file {
+            None => key.enode_id(),
+            Some(path) => {
+                let read = fsutil::read_limited(path, 4096)
+                    .map_err(|e| e.to_string())
+                    .map(Zeroizing::new)
+                    .and_then(|bytes| {
+                        keyfile::decode(&bytes, None)
+                            .map(|(k, _)| k.enode_id())
+                            .map_err(|e| e.to_string())
+                    });
+                match read {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!(
+                            "client.node_key_file {}: {e}; the enode is not registered",
+                            path.display()
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(template.replace(crate::config::NODE_ID, &node_id))
     }
 
     /// Writes the encoded key to `staging`: the file itself, or a 0700 directory holding
@@ -635,6 +679,9 @@ impl Driver {
             ctx.signer_key = staged.signer_key.map(Arc::new);
             ctx.hand_off_began = Some(started);
             ctx.meta.set(shared::lease::meta::ADDRESS, &staged.address);
+            if let Some(enode) = &staged.enode {
+                ctx.meta.set(shared::lease::meta::ENODE, enode);
+            }
             if ctx.meta.epoch().is_some() {
                 let write = self.stores.write_metadata(lease.clone(), ctx.meta.clone());
                 self.spawn(write);

@@ -233,6 +233,8 @@ impl Stores {
             if let Some((meta, reason, detail)) = note {
                 meta.set(meta::LAST_FENCE, reason.as_str());
                 meta.set(meta::LAST_FENCE_DETAIL, &metadata_text(&detail));
+                // Its client no longer runs: out of the live bootnode list.
+                meta.remove(meta::ENODE);
                 let store = s.leases.clone();
                 if let Some(Err(e)) =
                     within(s.timeout, meta.write_latest(store.as_ref(), &lease)).await
@@ -302,6 +304,10 @@ impl LeaseMeta {
 
     pub(super) fn set(&self, key: &str, value: &str) {
         self.lock().0.insert(key.to_string(), value.to_string());
+    }
+
+    pub(super) fn remove(&self, key: &str) {
+        self.lock().0.remove(key);
     }
 
     /// Sets the epoch; true the first time.

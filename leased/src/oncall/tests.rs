@@ -194,6 +194,7 @@ fn row(
         last_fence: None,
         last_fence_detail: None,
         last_fence_by: None,
+        enode: None,
         // As on sqlite: the store reports the time left on every live lease.
         sign_bound: expires_in_secs.map(|secs| SignBound {
             secs,
@@ -394,6 +395,7 @@ async fn json_has_exactly_the_snake_case_fields() {
     assert_eq!(array.len(), 7);
     let want = [
         "address",
+        "enode",
         "epoch",
         "expires_in_secs",
         "held_for_secs",
@@ -426,6 +428,7 @@ async fn json_has_exactly_the_snake_case_fields() {
             "last_fence": null,
             "last_fence_detail": null,
             "last_fence_by": null,
+            "enode": null,
         })
     );
     assert_eq!(
@@ -441,6 +444,7 @@ async fn json_has_exactly_the_snake_case_fields() {
             "last_fence": null,
             "last_fence_detail": null,
             "last_fence_by": null,
+            "enode": null,
         })
     );
     assert_eq!(array[2]["state"], "expired");
@@ -1431,4 +1435,36 @@ fn arguments_parse_and_help_teaches() {
     let help = parse(&["status", "--help"]).unwrap_err().to_string();
     assert!(help.contains("held_for_secs") && help.contains("Exit status"));
     assert!(help.contains("last_fence_detail") && help.contains("gave an identity up"));
+}
+
+/// The live bootnode list: a held lease's enode is shown, in the JSON and below the table;
+/// an ended lease's is not, nor a value that is not an enode URL.
+#[test]
+fn a_held_lease_shows_its_enode_and_an_ended_one_does_not() {
+    let enode = format!("enode://{}@10.0.1.5:30303", "ab".repeat(64));
+    let record = |identity: &str, state: LeaseState, value: &str| LeaseRecord {
+        identity: Name::new(identity).unwrap(),
+        state,
+        duration: None,
+        remaining: None,
+        metadata: Metadata::from_pairs([(meta::ENODE, value), (meta::HOLDER_NODE, "vm-1")])
+            .unwrap(),
+    };
+    let rows = [
+        status_row(&record("m0-v0", LeaseState::Leased, &enode), 0),
+        status_row(&record("m0-v1", LeaseState::Expired, &enode), 0),
+        status_row(&record("m0-v2", LeaseState::Leased, "enode://not-one"), 0),
+    ];
+    assert_eq!(rows[0].enode.as_deref(), Some(enode.as_str()));
+    assert_eq!(rows[1].enode, None);
+    assert_eq!(rows[2].enode, None);
+    let json: serde_json::Value = serde_json::from_str(&render_json(&rows)).unwrap();
+    assert_eq!(json[0]["enode"], enode.as_str());
+    assert!(json[1]["enode"].is_null());
+    let text = render_table(&rows);
+    assert!(
+        text.contains(&format!("live enodes (held leases):\n  m0-v0  {enode}\n")),
+        "{text}"
+    );
+    assert!(!text.contains("m0-v1  enode"), "{text}");
 }

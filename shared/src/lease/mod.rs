@@ -443,6 +443,9 @@ pub mod meta {
     pub const LAST_FENCE: &str = "last_fence";
     /// One printable line with the detail of [`LAST_FENCE`] (never key material).
     pub const LAST_FENCE_DETAIL: &str = "last_fence_detail";
+    /// The holder's client's enode URL, while it holds (`[client] enode`): the live
+    /// bootnode list is the enodes of the held leases ([`crate::enode::live`]).
+    pub const ENODE: &str = "enode";
 }
 
 /// What the store says about one identity's lease.

@@ -22,6 +22,8 @@ fn stager(runtime_dir: &Path, format: ClientFormat) -> Stager {
         writes_password: format.needs_password(),
         engine_signer: false,
         unlock: false,
+        enode: None,
+        node_key_file: None,
         kdf: KdfParams::scrypt_fast_for_tests(),
     }
 }
@@ -277,4 +279,28 @@ fn geth_reads_the_keystore_directory_and_the_nodekey() {
         enode.starts_with(&format!("enode://{}@", key.enode_id())),
         "{enode}"
     );
+}
+
+/// `{node_id}` is the node key file's public key when one is named, else the identity's;
+/// a node key that cannot be read leaves the enode out, not the hand-off.
+#[test]
+fn the_enode_names_the_node_key_files_id_or_the_identitys() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = ValidatorKey::generate();
+    let node_key = ValidatorKey::generate();
+    let node_key_file = dir.path().join("nodekey");
+    std::fs::write(&node_key_file, node_key.expose_hex().as_bytes()).unwrap();
+    let mut s = stager(dir.path(), ClientFormat::RawHex);
+    s.enode = Some("enode://{node_id}@10.0.1.5:30303".into());
+    assert_eq!(
+        s.enode(&identity).unwrap(),
+        format!("enode://{}@10.0.1.5:30303", identity.enode_id())
+    );
+    s.node_key_file = Some(node_key_file.clone());
+    assert_eq!(
+        s.enode(&identity).unwrap(),
+        format!("enode://{}@10.0.1.5:30303", node_key.enode_id())
+    );
+    std::fs::remove_file(&node_key_file).unwrap();
+    assert_eq!(s.enode(&identity), None);
 }
