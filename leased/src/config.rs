@@ -44,6 +44,7 @@
 //! # GETH_CACHE = "512"
 //! [http]
 //! listen = "127.0.0.1:9797"
+//! # public = "0.0.0.0:8080"           # the Data API: GET /networkinfo, nothing else
 //! [quarantine]                       # optional: the doppelganger watch
 //! rpc = "http://127.0.0.1:8545"      # JSON-RPC of a peer, or of the local client following
 //! engine = "clique"                  # clique, aura or qbft
@@ -136,6 +137,8 @@
 //!   permissions; if it does not, the daemon creates it with mode 0700.
 //! - `http.listen` may be any address; a non-loopback one is an explicit choice in the
 //!   file, so it is allowed.
+//! - `http.public` (optional, not `http.listen`): the consortium Data API, `GET
+//!   /networkinfo` and nothing else (`data_api`), meant to be reachable by other members.
 //! - `node` defaults to the hostname and must be 1–253 visible ASCII characters (it is
 //!   written into lease metadata).
 
@@ -348,6 +351,8 @@ pub struct ClientConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The Data API's listener (`GET /networkinfo` only), when set.
+    pub public: Option<SocketAddr>,
 }
 
 /// `[quarantine]`
@@ -696,6 +701,7 @@ struct ClientFile {
 #[derive(Deserialize, Default)]
 struct HttpFile {
     listen: Field<String>,
+    public: Field<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1424,8 +1430,31 @@ fn read_http(r: &mut Report, (s, unknown): (HttpFile, Unknown)) -> Option<HttpCo
                 None
             }
         });
+    let public = r.optional("http.public", s.public).and_then(|p| match p {
+        None => Some(None),
+        Some(p) => match p.parse::<SocketAddr>() {
+            Ok(a) if Some(a) == listen => {
+                r.problem(
+                    "http.public",
+                    format!("{p:?} is http.listen too: the public listener serves /networkinfo alone, on an address of its own"),
+                );
+                None
+            }
+            Ok(a) => Some(Some(a)),
+            Err(_) => {
+                r.problem(
+                    "http.public",
+                    format!("{p:?} is not an address and port, like 0.0.0.0:8080"),
+                );
+                None
+            }
+        },
+    });
     r.finish(unknown);
-    Some(HttpConfig { listen: listen? })
+    Some(HttpConfig {
+        listen: listen?,
+        public: public?,
+    })
 }
 
 /// `[quarantine]`: absent (`Some(None)`), or all of it checked.

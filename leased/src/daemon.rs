@@ -214,6 +214,17 @@ impl Driver {
             .await
             .map_err(|e| format!("http.listen {}: {e}", config.http.listen))?;
         tokio::spawn(http::serve(listener, telemetry.clone(), clock));
+        if let Some(public) = config.http.public {
+            let listener = http::bind(public)
+                .await
+                .map_err(|e| format!("http.public {public}: {e}"))?;
+            let served = Arc::new(crate::data_api::Served::default());
+            tokio::spawn(crate::data_api::refresh(
+                parts.leases.clone(),
+                served.clone(),
+            ));
+            tokio::spawn(crate::data_api::serve(listener, served));
+        }
         let stores = Stores::new(
             parts.leases,
             parts.secrets,

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod data_api;
 pub mod engine_signer;
 pub mod guard;
 pub mod http;

@@ -101,6 +101,11 @@ pub(crate) struct CommonArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Also publish networkinfo.json into the lease store, for `leased` to serve at
+    /// /networkinfo: a blob beside the lease records on blob:, a file beside the SQLite
+    /// file on sqlite:.
+    #[arg(long)]
+    publish: bool,
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +260,7 @@ struct Settled {
     format: SecretFormat,
     leased_config: Option<PathBuf>,
     json: bool,
+    publish: bool,
     azure: AzureOptions,
 }
 
@@ -450,6 +456,7 @@ fn settle(args: CommonArgs, file: &FileConfig, problems: &mut Vec<String>) -> Op
         format: format?,
         leased_config,
         json: args.json,
+        publish: args.publish,
         azure,
     })
 }
@@ -869,6 +876,28 @@ fn provision_identities(settled: &Settled, plan: &Plan) -> Result<Vec<Identity>,
     })
 }
 
+/// `--publish`: the network info into the lease store, replacing what was there.
+fn publish(settled: &Settled, info: &NetworkInfo) -> Result<(), Failure> {
+    let leases = settled
+        .leases
+        .open(&settled.azure)
+        .map_err(|e| Failure::cant_create(format!("--leases {}: {e}", settled.leases_text)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(leases.put_network_info(info.to_pretty_json().as_bytes()))
+        .map_err(|e| {
+            Failure::cant_create(format!(
+                "--publish: the network info could not be published in {}: {e}",
+                settled.leases_text
+            ))
+        })?;
+    tracing::info!("published networkinfo.json in {}", settled.leases_text);
+    Ok(())
+}
+
 /// Progress on stderr: a line per identity, and a counter while keystore KDFs run when
 /// stderr is a terminal.
 struct StderrProgress {
@@ -983,6 +1012,9 @@ fn finish(
             write_public(&settled.out.join(&o.relative), o.contents.as_bytes())?;
         }
     }
+    if settled.publish {
+        publish(settled, info)?;
+    }
 
     let created: Vec<&str> = identities
         .iter()
@@ -1093,8 +1125,9 @@ fn write_public(path: &Path, contents: &[u8]) -> Result<(), Failure> {
 fn fetch_consortium_data(source: &str) -> Result<Vec<u8>, Failure> {
     let limit = networkinfo::MAX_BYTES;
     if source.starts_with("http://") || source.starts_with("https://") {
-        return fetch_url(source, limit).map_err(|e| {
-            Failure::no_input(format!("--consortium-data {}: {e}", shown_source(source)))
+        let url = data_api_url(source);
+        return fetch_url(&url, limit).map_err(|e| {
+            Failure::no_input(format!("--consortium-data {}: {e}", shown_source(&url)))
         });
     }
     let path = Path::new(source);
@@ -1105,6 +1138,21 @@ fn fetch_consortium_data(source: &str) -> Result<Vec<u8>, Failure> {
         .read_to_end(&mut bytes)
         .map_err(|e| Failure::io(format!("--consortium-data {}: {e}", path.display())))?;
     Ok(bytes)
+}
+
+/// The Data API's convention: a consortium data URL is a base, and the document is at
+/// `<URL>/networkinfo` (what `leased` serves); a URL that already names a document (its
+/// path ends in `/networkinfo` or `.json`, a published blob say) is taken as it is.
+fn data_api_url(source: &str) -> String {
+    let Ok(mut url) = Url::parse(source) else {
+        return source.to_string();
+    };
+    let path = url.path().trim_end_matches('/').to_string();
+    if path.ends_with("/networkinfo") || path.ends_with(".json") {
+        return source.to_string();
+    }
+    url.set_path(&format!("{path}/networkinfo"));
+    url.to_string()
 }
 
 /// The consortium data's source as error messages show it: printable, cut short, and
@@ -1281,6 +1329,28 @@ mod tests {
             ),
         ] {
             assert_eq!(shown_source(source), shown, "{source}");
+        }
+    }
+
+    #[test]
+    fn a_consortium_data_base_url_means_its_networkinfo() {
+        for (given, fetched) in [
+            (
+                "https://m0.example/api",
+                "https://m0.example/api/networkinfo",
+            ),
+            ("https://m0.example/", "https://m0.example/networkinfo"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/networkinfo"),
+            (
+                "https://m0.example/networkinfo",
+                "https://m0.example/networkinfo",
+            ),
+            (
+                "https://a.blob.core.windows.net/c/networkinfo.json?sv=1",
+                "https://a.blob.core.windows.net/c/networkinfo.json?sv=1",
+            ),
+        ] {
+            assert_eq!(data_api_url(given), fetched, "{given}");
         }
     }
 }

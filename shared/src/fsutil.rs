@@ -70,6 +70,26 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(&dir)
 }
 
+/// Replaces `path` with a world-readable (0644) file holding `contents`, atomically and
+/// durably: a reader sees the old file or the new one, never a part. For published,
+/// public documents only.
+pub fn replace_public(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(file_name))
+        .permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .tempfile_in(&dir)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(&dir)
+}
+
 /// `.NAME.tmp-`, with NAME cut short (at a character boundary) so that the temporary name
 /// fits in `NAME_MAX` whenever the target's name does.
 fn temp_prefix(file_name: &OsStr) -> String {

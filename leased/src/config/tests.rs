@@ -1298,3 +1298,18 @@ fn the_enode_template_is_an_enode_url_and_the_node_key_file_serves_it() {
         "client.node_key_file: gives {node_id}, which client.enode does not use"
     );
 }
+
+#[test]
+fn the_public_listener_is_optional_and_apart_from_the_admin_one() {
+    assert_eq!(ok(EXAMPLE).http.public, None);
+    let c = ok(&edits(&[("http.public", Some(r#""0.0.0.0:8080""#))]));
+    assert_eq!(c.http.public, Some("0.0.0.0:8080".parse().unwrap()));
+    assert_eq!(
+        one_problem(&[("http.public", Some(r#""127.0.0.1:9797""#))]),
+        r#"http.public: "127.0.0.1:9797" is http.listen too: the public listener serves /networkinfo alone, on an address of its own"#
+    );
+    assert_eq!(
+        one_problem(&[("http.public", Some(r#""everywhere""#))]),
+        r#"http.public: "everywhere" is not an address and port, like 0.0.0.0:8080"#
+    );
+}

@@ -499,6 +499,72 @@ impl LeaseStore for BlobLeaseStore {
         out.sort_by(|a, b| a.identity.cmp(&b.identity));
         Ok(out)
     }
+
+    async fn put_network_info(&self, document: &[u8]) -> Result<(), LeaseError> {
+        let blob = self.container.blob_client(super::NETWORK_INFO);
+        let mut created_container = false;
+        loop {
+            let options = BlobClientUploadOptions {
+                blob_content_type: Some("application/json".into()),
+                ..Default::default()
+            };
+            match blob
+                .upload(RequestContent::from(document.to_vec()), Some(options))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let f = azure::failure(&e);
+                    if f.code.as_deref() == Some("ContainerNotFound") && !created_container {
+                        self.ensure_container().await?;
+                        created_container = true;
+                        continue;
+                    }
+                    return Err(backend(format!(
+                        "{}/{}: {}{}",
+                        self.url,
+                        super::NETWORK_INFO,
+                        f.message,
+                        rbac_hint(&f)
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn get_network_info(&self, max: usize) -> Result<Option<Vec<u8>>, LeaseError> {
+        let blob = self.container.blob_client(super::NETWORK_INFO);
+        let where_ = format!("{}/{}", self.url, super::NETWORK_INFO);
+        let download = match blob.download(None).await {
+            Ok(d) => d,
+            Err(e) => {
+                let f = azure::failure(&e);
+                return match f.status {
+                    Some(404) => Ok(None),
+                    _ if f.transient => Err(LeaseError::Transient {
+                        message: format!("{where_}: {}", f.message),
+                        source: None,
+                    }),
+                    _ => Err(backend(format!("{where_}: {}{}", f.message, rbac_hint(&f)))),
+                };
+            }
+        };
+        if download
+            .properties
+            .content_length
+            .is_some_and(|n| n > max as u64)
+        {
+            return Err(backend(format!("{where_}: over {max} bytes")));
+        }
+        let mut buffer = vec![0u8; max];
+        let n = download
+            .body
+            .collect_into(&mut buffer)
+            .await
+            .map_err(|e| backend(format!("{where_}: {e} (at most {max} bytes are read)")))?;
+        buffer.truncate(n);
+        Ok(Some(buffer))
+    }
 }
 
 #[cfg(test)]

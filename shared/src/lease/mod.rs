@@ -616,7 +616,28 @@ pub trait LeaseStore: Send + Sync {
 
     /// All records, sorted by identity.
     async fn list(&self) -> Result<Vec<LeaseRecord>, LeaseError>;
+
+    /// Publishes the network-info document beside the records ([`NETWORK_INFO`]),
+    /// replacing any earlier one whole: a blob in the container, or a file beside the
+    /// SQLite file. A store without a place for it says so.
+    async fn put_network_info(&self, _document: &[u8]) -> Result<(), LeaseError> {
+        Err(LeaseError::Invalid(
+            "this lease store cannot hold the network info".into(),
+        ))
+    }
+
+    /// The published network-info document; `None` when none was published. A document
+    /// over `max` bytes is an error, read no further than that.
+    async fn get_network_info(&self, _max: usize) -> Result<Option<Vec<u8>>, LeaseError> {
+        Err(LeaseError::Invalid(
+            "this lease store cannot hold the network info".into(),
+        ))
+    }
 }
+
+/// The name the network-info document is published under, beside the lease records. Not
+/// an identity name (it has a dot), so no record can collide with it.
+pub const NETWORK_INFO: &str = "networkinfo.json";
 
 /// One reading of a [`StoreClock`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -141,6 +141,16 @@ pub struct SqliteLeaseStore {
 }
 
 impl SqliteLeaseStore {
+    /// Where the network info is published: `networkinfo.json` in the SQLite file's
+    /// directory.
+    pub fn network_info_path(&self) -> std::path::PathBuf {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        dir.join(super::NETWORK_INFO)
+    }
+
     /// Opens (creating if missing, converting a version 1 file) the lease file at `path`, on
     /// the host's monotonic clock ([`MonotonicStoreClock`]).
     ///
@@ -644,6 +654,41 @@ impl LeaseStore for SqliteLeaseStore {
                 .collect())
         })
         .await
+    }
+
+    async fn put_network_info(&self, document: &[u8]) -> Result<(), LeaseError> {
+        let path = self.network_info_path();
+        let bytes = document.to_vec();
+        let dir = self.path.clone();
+        tokio::task::spawn_blocking(move || crate::fsutil::replace_public(&path, &bytes))
+            .await
+            .map_err(|e| backend(&dir, format!("publishing the network info: {e}"), None))?
+            .map_err(|e| {
+                backend(
+                    &self.path,
+                    format!("cannot write {}: {e}", self.network_info_path().display()),
+                    None,
+                )
+            })
+    }
+
+    async fn get_network_info(&self, max: usize) -> Result<Option<Vec<u8>>, LeaseError> {
+        let path = self.network_info_path();
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || crate::fsutil::read_limited(&path, max))
+                .await
+                .map_err(|e| backend(&self.path, format!("reading the network info: {e}"), None))?
+        };
+        match read {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(backend(
+                &self.path,
+                format!("cannot read {}: {e}", path.display()),
+                None,
+            )),
+        }
     }
 }
 
