@@ -174,3 +174,34 @@ async fn a_deleted_record_or_container_is_reported_as_lost() {
     let listed = store.list().await.unwrap_err().to_string();
     assert!(listed.contains("does not exist"), "{listed}");
 }
+
+/// The network info published beside the records (`--publish`): replaced whole, read back
+/// within a size limit, absent before the first publish, and never listed as a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_info_is_a_blob_beside_the_records_and_no_record() {
+    let az = Azurite::start();
+    let store = open(&az, "published");
+    // Before the container exists: nothing published.
+    assert_eq!(store.get_network_info(1 << 20).await.unwrap(), None);
+    // Publishing creates the container if needed.
+    store.put_network_info(b"{\"v\":1}\n").await.unwrap();
+    store.put_network_info(b"{\"v\":2}\n").await.unwrap();
+    assert_eq!(
+        store.get_network_info(1 << 20).await.unwrap().as_deref(),
+        Some(&b"{\"v\":2}\n"[..])
+    );
+    let e = store.get_network_info(4).await.unwrap_err();
+    assert!(e.to_string().contains("over 4 bytes"), "{e}");
+    assert_eq!(
+        store.create_record(&name("m0-v0")).await.unwrap(),
+        RecordCreated::Created
+    );
+    let listed: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.identity.to_string())
+        .collect();
+    assert_eq!(listed, ["m0-v0"]);
+}
