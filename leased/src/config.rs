@@ -129,6 +129,8 @@
 //!   when the lease is given up. `{node_id}` is the public key of `client.node_key_file`
 //!   (absolute; read at each hand-off; raw hex, as geth's `nodekey`) if set, else of the
 //!   identity's key (Besu and `geth-nodekey` use the validator key as the node key).
+//!   `{host_ip}` is the host's address as its route to other hosts uses it (found with a
+//!   UDP socket's `connect`, which sends nothing).
 //! - `client.password_secret` is a secret name (1–127 of 0-9, a-z, A-Z and '-'). The
 //!   start-up check leaves it out of the pool's secrets even if it starts with
 //!   `identity.pool`; no lease record is made for it, so it is never leased.
@@ -162,6 +164,9 @@ use crate::machine::{self, Params};
 
 /// The placeholder of `client.enode` for the client's node id.
 pub const NODE_ID: &str = "{node_id}";
+/// The placeholder of `client.enode` for the host's address: the source address of its
+/// route to other hosts.
+pub const HOST_IP: &str = "{host_ip}";
 
 /// Most `client.sync_with` URLs.
 pub const MAX_SYNC_PEERS: usize = 16;
@@ -1256,11 +1261,15 @@ fn read_client(
     }
 
     let enode = r.optional("client.enode", s.enode).and_then(|e| match e {
-        Some(e) if !shared::enode::is_enode_url(&e.replace(NODE_ID, &"0".repeat(128))) => {
+        Some(e)
+            if !shared::enode::is_enode_url(
+                &e.replace(NODE_ID, &"0".repeat(128)).replace(HOST_IP, "10.0.0.1"),
+            ) =>
+        {
             r.problem(
                 "client.enode",
                 format!(
-                    "{e:?} is not an enode://{NODE_ID}@HOST:PORT URL (or one with the node id written out)"
+                    "{e:?} is not an enode://{NODE_ID}@HOST:PORT URL (HOST may be {HOST_IP}; the node id may be written out)"
                 ),
             );
             None

@@ -594,8 +594,32 @@ fn transactions_are_eip1559_with_a_base_fee_and_legacy_without() {
     for (extra, want) in [(&[][..], "2"), (&["--hardfork", "berlin"][..], "0")] {
         let node = anvil_with(&genesis, d, extra);
         let url = node.url.as_str();
-        fund(url, &a0.address);
         let candidate = ValidatorKey::generate().address().to_string();
+        // An admin that cannot pay for gas: one line, nothing sent.
+        cast_text(&[
+            "rpc",
+            "anvil_setBalance",
+            &a0.address,
+            "0x0",
+            "--rpc-url",
+            url,
+        ]);
+        let line = fails(
+            d,
+            &[
+                "governance",
+                "vote-add-admin",
+                &candidate,
+                "--rpc",
+                url,
+                "--key-file",
+                &key_arg(&a0),
+            ],
+            65,
+        );
+        assert!(line.contains("cannot pay for gas"), "{line}");
+        assert_eq!(cast_text(&["nonce", &a0.address, "--rpc-url", url]), "0");
+        fund(url, &a0.address);
         let out = ok(
             d,
             &[

@@ -707,7 +707,7 @@ fn unknown_settings_and_sections_are_errors_with_their_names() {
             "nodes: unknown setting (did you mean node?)",
             "lease.duraton_secs: unknown setting (did you mean duration_secs?)",
             "client.restart_backof_millis: unknown setting (did you mean restart_backoff_millis?)",
-            "http.port: unknown setting; known here: listen",
+            "http.port: unknown setting; known here: listen, public",
         ]
     );
 }
@@ -1274,7 +1274,7 @@ fn the_enode_template_is_an_enode_url_and_the_node_key_file_serves_it() {
     );
     assert_eq!(
         one_problem(&[("client.enode", Some(r#""enode://{node_id}@10.0.1.5""#))]),
-        r#"client.enode: "enode://{node_id}@10.0.1.5" is not an enode://{node_id}@HOST:PORT URL (or one with the node id written out)"#
+        r#"client.enode: "enode://{node_id}@10.0.1.5" is not an enode://{node_id}@HOST:PORT URL (HOST may be {host_ip}; the node id may be written out)"#
     );
     assert_eq!(
         one_problem(&[

@@ -307,8 +307,26 @@ impl Stager {
     /// the enode left out.
     fn enode(&self, key: &ValidatorKey) -> Option<String> {
         let template = self.enode.as_ref()?;
+        let template = match template.contains(crate::config::HOST_IP) {
+            false => template.clone(),
+            true => match host_ip() {
+                Ok(ip) => {
+                    let host = match ip {
+                        std::net::IpAddr::V4(v4) => v4.to_string(),
+                        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                    };
+                    template.replace(crate::config::HOST_IP, &host)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "client.enode: the host's address cannot be found ({e}); the enode is not registered"
+                    );
+                    return None;
+                }
+            },
+        };
         if !template.contains(crate::config::NODE_ID) {
-            return Some(template.clone());
+            return Some(template);
         }
         let node_id = match &self.node_key_file {
             None => key.enode_id(),
@@ -358,6 +376,14 @@ impl Stager {
         let name = keystore::keystore_file_name(&key.address(), now);
         fsutil::write_new_private(&staging.join(name), encoded).map_err(failed)
     }
+}
+
+/// The address this host's route to other hosts starts from: a UDP socket "connected" to
+/// a documentation address (RFC 5737), which only picks the route and sends nothing.
+pub(super) fn host_ip() -> std::io::Result<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.connect((std::net::Ipv4Addr::new(198, 51, 100, 1), 9))?;
+    Ok(socket.local_addr()?.ip())
 }
 
 /// The KDF of the keystores leased writes for the client: the default (scrypt, n = 2^18),

@@ -304,3 +304,22 @@ fn the_enode_names_the_node_key_files_id_or_the_identitys() {
     std::fs::remove_file(&node_key_file).unwrap();
     assert_eq!(s.enode(&identity), None);
 }
+
+/// `{host_ip}` is the host's own address (never a loopback one when the host has a route
+/// out); without a route the enode is left out, not made up.
+#[test]
+fn the_enode_names_the_hosts_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = ValidatorKey::generate();
+    let mut s = stager(dir.path(), ClientFormat::RawHex);
+    s.enode = Some("enode://{node_id}@{host_ip}:30303".into());
+    match host_ip() {
+        Ok(ip) => {
+            let enode = s.enode(&identity).unwrap();
+            assert!(!ip.is_unspecified(), "{ip}");
+            assert!(enode.contains(&format!("@{ip}:30303")), "{enode}");
+            assert!(shared::enode::is_enode_url(&enode), "{enode}");
+        }
+        Err(_) => assert_eq!(s.enode(&identity), None),
+    }
+}
