@@ -205,3 +205,42 @@ async fn the_network_info_is_a_blob_beside_the_records_and_no_record() {
         .collect();
     assert_eq!(listed, ["m0-v0"]);
 }
+
+/// What the chaos run's `azurite-restart` fault relies on: Azurite (on disk) expires every
+/// lease when it starts again, a 60 s lease 2 s old included, and another client can take
+/// it. Azure never does this, so the chaos run keeps Azurite down past D, by when every
+/// holder has fenced on its own; starting it sooner made overlaps only the emulator caused
+/// (`Later::StartAzurite` in `integration_tests::chaos`). If this test fails, Azurite kept
+/// the lease, and that rule could go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_expires_every_lease_when_it_starts_again() {
+    use integration_tests::azurite::AzuriteOptions;
+    let mut az = Azurite::start_with(AzuriteOptions {
+        persistent: true,
+        debug_log: false,
+    });
+    let store = open(&az, "restart");
+    store.ensure_container().await.unwrap();
+    let id = name("m0-v0");
+    store.create_record(&id).await.unwrap();
+    let long = LeaseDuration::Fixed(Duration::from_secs(60));
+    store.acquire(&id, long, None).await.unwrap();
+    assert_eq!(
+        store.read(&id).await.unwrap().state,
+        shared::lease::LeaseState::Leased
+    );
+    az.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    az.start_again();
+    while !az.poll_ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.read(&id).await.unwrap().state,
+        shared::lease::LeaseState::Expired
+    );
+    store
+        .acquire(&id, long, None)
+        .await
+        .expect("another client takes the lease the restart dropped");
+}
