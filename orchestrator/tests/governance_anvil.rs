@@ -36,18 +36,21 @@ fn free_port() -> u16 {
 
 /// Anvil on loopback with `genesis`, once it answers.
 fn anvil(genesis: &Path, dir: &Path) -> Anvil {
-    anvil_with(genesis, dir, &[])
+    anvil_with(Some(genesis), dir, &[])
 }
 
-/// As [`anvil`], with extra options.
-fn anvil_with(genesis: &Path, dir: &Path, extra: &[&str]) -> Anvil {
+/// Anvil on loopback with `extra` options, on `genesis` or on its own default chain
+/// (which has no governance contract), once it answers.
+fn anvil_with(genesis: Option<&Path>, dir: &Path, extra: &[&str]) -> Anvil {
     let port = free_port();
-    let log = std::fs::File::create(dir.join("anvil.log")).expect("anvil log");
-    let child = Command::new(integration_tests::tools::foundry("anvil"))
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(extra)
-        .arg("--init")
-        .arg(genesis)
+    let log = std::fs::File::create(dir.join(format!("anvil-{port}.log"))).expect("anvil log");
+    let mut cmd = Command::new(integration_tests::tools::foundry("anvil"));
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(extra);
+    if let Some(genesis) = genesis {
+        cmd.arg("--init").arg(genesis);
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -62,7 +65,7 @@ fn anvil_with(genesis: &Path, dir: &Path, extra: &[&str]) -> Anvil {
         assert!(
             Instant::now() < deadline,
             "anvil did not answer within 30 s: {}",
-            std::fs::read_to_string(dir.join("anvil.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join(format!("anvil-{port}.log"))).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -531,36 +534,10 @@ fn a_second_member_goes_from_join_to_validators_on_chain() {
     let line = fails(d, &["governance", "status", "--rpc", &dead], 69);
     assert!(line.contains(&dead), "{line}");
     // A chain without the contract (a fresh Anvil has none at the address).
-    let bare = anvil_bare(d);
+    let bare = anvil_with(None, d, &[]);
     let line = fails(d, &["governance", "status", "--rpc", &bare.url], 65);
     assert!(line.contains("there is no contract at"), "{line}");
     assert_eq!(cast_text(&["nonce", &a0.address, "--rpc-url", url]), before);
-}
-
-/// Anvil with its own default chain: no governance contract.
-fn anvil_bare(dir: &Path) -> Anvil {
-    let port = free_port();
-    let child = Command::new(integration_tests::tools::foundry("anvil"))
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start anvil");
-    let anvil = Anvil {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cast(&["chain-id", "--rpc-url", &anvil.url]).status.code() != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "anvil did not answer in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anvil
 }
 
 /// The transaction type follows the chain: EIP-1559 (type 2) where blocks have a base fee,
@@ -592,7 +569,7 @@ fn transactions_are_eip1559_with_a_base_fee_and_legacy_without() {
     );
     let genesis = d.join("net0/genesis/clique.json");
     for (extra, want) in [(&[][..], "2"), (&["--hardfork", "berlin"][..], "0")] {
-        let node = anvil_with(&genesis, d, extra);
+        let node = anvil_with(Some(&genesis), d, extra);
         let url = node.url.as_str();
         let candidate = ValidatorKey::generate().address().to_string();
         // An admin that cannot pay for gas: one line, nothing sent.

@@ -21,29 +21,23 @@
 //! installs it. The tests run one at a time, so that their figures are not skewed by
 //! another network sharing the two cores.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use integration_tests::azurite::Azurite;
 use integration_tests::cluster::{Cluster, ClusterSpec, Stores};
-use integration_tests::geth::network::{Fault, LeaseStore, Plan, ValidatorNetwork};
+use integration_tests::geth::network::{self, Fault, LeaseStore, Plan, ValidatorNetwork};
 use integration_tests::geth::{
-    self, decode_address_array, ChainChecker, Identity, Keystore, Node, NodeConfig, Rpc, Sampler,
-    Sealing,
+    self, ChainChecker, Identity, Keystore, Node, NodeConfig, Rpc, Sampler, Sealing,
 };
 use serde_json::Value;
-use sha3::{Digest, Keccak256};
 use shared::secret::dir::DirSecretStore;
 use shared::secret::SecretStore;
 use shared::{Address, Name, ValidatorKey};
 
 const IDENTITIES: usize = 3;
-/// Clique period: 1 s keeps each scenario to a few tens of seconds.
-const PERIOD_SECS: u64 = 1;
 const NETWORK_ID: u64 = 46_413;
-const ADMIN: &str = "0x00000000000000000000000000000000000a0001";
 /// From the sealers' start to every identity having sealed twice: start-up, then 2 rounds.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// From the unlock of a replacement to its identity's first block on a survivor's chain:
@@ -85,40 +79,16 @@ struct Network {
 impl Network {
     fn provision(geth: PathBuf) -> Network {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let out = Command::new(integration_tests::bin_path("orchestrator-host"))
-            .current_dir(dir.path())
-            .args(["init", "--member", "0", "--validators"])
-            .arg(IDENTITIES.to_string())
-            .args(["--admin", ADMIN, "--secrets", "dir:secrets"])
-            .args(["--leases", "sqlite:leases.db", "--out", "net"])
-            .args(["--flavour", "clique", "--block-period-secs"])
-            .arg(PERIOD_SECS.to_string())
-            .args(["--network-id", &NETWORK_ID.to_string()])
-            .output()
-            .expect("run orchestrator-host");
-        assert!(
-            out.status.success(),
-            "orchestrator init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let member = network::init_member(
+            dir.path(),
+            IDENTITIES,
+            NETWORK_ID,
+            &format!("dir:{}", dir.path().join("secrets").display()),
+            &format!("sqlite:{}", dir.path().join("leases.db").display()),
+            "",
         );
-        let net = dir.path().join("net");
-        let deployment = json_file(&net.join("deployment-output.json"));
-        let validators: Vec<Address> = deployment["validators"]
-            .as_array()
-            .expect("deployment-output.json lists validators")
-            .iter()
-            .map(|v| v.as_str().and_then(|s| s.parse().ok()).expect("an address"))
-            .collect();
-        assert_eq!(validators.len(), IDENTITIES);
-        let info = json_file(&net.join("networkinfo.json"));
-        let contract: Address = info["valSetContract"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("networkinfo.json names the validator-set contract");
-        let abi: Value = match &info["adminContractABI"] {
-            Value::String(text) => serde_json::from_str(text).expect("the ABI is JSON"),
-            other => other.clone(),
-        };
+        let validators: Vec<Address> = member.identities.iter().map(|(_, a)| *a).collect();
+        let (contract, abi) = (member.contract, member.abi);
 
         // The keys as `leased` would fetch them: from the `dir:` secret store.
         let secrets = DirSecretStore::open(&dir.path().join("secrets")).expect("the dir: store");
@@ -135,7 +105,7 @@ impl Network {
         }
 
         Network {
-            genesis: net.join("genesis").join("clique.json"),
+            genesis: member.genesis,
             dir,
             geth,
             validators,
@@ -221,56 +191,27 @@ impl Network {
 
     /// Waits until every identity has sealed `times` blocks above `above` on `view`'s chain.
     fn wait_for_every_identity(&self, view: &str, above: u64, times: u64, timeout: Duration) {
-        let validators = self.validators.clone();
-        self.sampler
-            .wait_until(timeout, "every identity to seal", |c| {
-                let counts = c.seal_counts(view, above);
-                validators
-                    .iter()
-                    .all(|v| counts.get(v).copied().unwrap_or(0) >= times)
-            })
-            .unwrap_or_else(|e| {
-                let counts = self.sampler.with(|c| c.seal_counts(view, above));
-                panic!("{e}; blocks by signer on {view} above {above}: {counts:?}")
-            });
+        network::wait_for_every_signer(
+            &self.sampler,
+            &self.validators,
+            view,
+            above,
+            times,
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// The governance contract's `getValidators()` on `rpc`, checked against the ABI the
-    /// orchestrator published.
+    /// The governance contract's `getValidators()` on `rpc`.
     fn governance_validators(&self, rpc: &Rpc) -> Vec<Address> {
-        let declared = self
-            .abi
-            .as_array()
-            .expect("the ABI is an array")
-            .iter()
-            .any(|f| f["name"] == "getValidators" && f["outputs"][0]["type"] == "address[]");
-        assert!(
-            declared,
-            "the published ABI has no getValidators() -> address[]"
-        );
-        let selector = &Keccak256::digest(b"getValidators()")[..4];
-        let answer = rpc
-            .eth_call(self.contract, selector)
-            .unwrap_or_else(|e| panic!("{e}"));
-        decode_address_array(&answer).unwrap_or_else(|e| panic!("getValidators(): {e}"))
+        network::governance_validators(&self.abi, self.contract, rpc)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn assert_no_equivocation(checker: &ChainChecker) {
-        let found = checker.equivocations();
-        assert!(
-            found.is_empty(),
-            "equivocation:\n{}",
-            found
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        let found = ValidatorNetwork::equivocations(checker);
+        assert!(found.is_empty(), "equivocation:\n{found}");
     }
-}
-
-fn json_file(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read the file")).expect("JSON")
 }
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {

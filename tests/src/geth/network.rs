@@ -95,57 +95,19 @@ impl ValidatorNetwork {
                 format!("connection_string = {connection_string:?}\n"),
             ),
         };
-        let config = root.join("orchestrator.toml");
-        let azure_section = match azure_toml.is_empty() {
-            true => String::new(),
-            false => format!("\n[azure]\n{azure_toml}"),
-        };
-        std::fs::write(
-            &config,
-            format!("secrets = {secrets:?}\nleases = {leases:?}\n{azure_section}"),
-        )
-        .expect("write the orchestrator config");
-        let out = Command::new(crate::bin_path("orchestrator-host"))
-            .current_dir(root)
-            .args(["init", "--config"])
-            .arg(&config)
-            .args(["--member", "0", "--validators"])
-            .arg(plan.identities.to_string())
-            .args(["--admin", ADMIN, "--out", "net", "--flavour", "clique"])
-            .args(["--block-period-secs", &PERIOD_SECS.to_string()])
-            .args(["--network-id", &NETWORK_ID.to_string()])
-            .output()
-            .expect("run orchestrator-host");
-        assert!(
-            out.status.success(),
-            "orchestrator init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let Member {
+            identities,
+            contract,
+            abi,
+            genesis,
+        } = init_member(
+            root,
+            plan.identities,
+            NETWORK_ID,
+            &secrets,
+            &leases,
+            &azure_toml,
         );
-        let net = root.join("net");
-        let deployment = json_file(&net.join("deployment-output.json"));
-        let identities: Vec<(Name, Address)> = deployment["validators"]
-            .as_array()
-            .expect("deployment-output.json lists validators")
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                (
-                    Name::new(format!("m0-v{i}")).expect("a name"),
-                    v.as_str().and_then(|s| s.parse().ok()).expect("an address"),
-                )
-            })
-            .collect();
-        assert_eq!(identities.len(), plan.identities);
-        let info = json_file(&net.join("networkinfo.json"));
-        let contract: Address = info["valSetContract"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("networkinfo.json names the validator-set contract");
-        let abi: Value = match &info["adminContractABI"] {
-            Value::String(text) => serde_json::from_str(text).expect("the ABI is JSON"),
-            other => other.clone(),
-        };
-        let genesis = net.join("genesis").join("clique.json");
 
         // Every VM: a devp2p identity and ports fixed now, so that each lists the others.
         let p2p: Vec<Identity> = (0..plan.vms).map(|_| Identity::new()).collect();
@@ -326,32 +288,12 @@ impl ValidatorNetwork {
         timeout: Duration,
     ) -> Result<(), String> {
         let validators: Vec<Address> = self.identities.iter().map(|(_, a)| *a).collect();
-        self.sampler
-            .wait_until(timeout, "every identity to seal", |c| {
-                let counts = c.seal_counts(view, above);
-                validators
-                    .iter()
-                    .all(|v| counts.get(v).copied().unwrap_or(0) >= times)
-            })
-            .map_err(|e| {
-                let counts = self.sampler.with(|c| c.seal_counts(view, above));
-                format!("{e}; blocks by signer on {view} above {above}: {counts:?}")
-            })
+        wait_for_every_signer(&self.sampler, &validators, view, above, times, timeout)
     }
 
-    /// The governance contract's `getValidators()` on `rpc`, checked against the ABI the
-    /// orchestrator published.
+    /// The governance contract's `getValidators()` on `rpc`.
     pub fn governance_validators(&self, rpc: &Rpc) -> Result<Vec<Address>, String> {
-        let declared = self.abi.as_array().is_some_and(|fs| {
-            fs.iter()
-                .any(|f| f["name"] == "getValidators" && f["outputs"][0]["type"] == "address[]")
-        });
-        if !declared {
-            return Err("the published ABI has no getValidators() -> address[]".into());
-        }
-        let selector = &Keccak256::digest(b"getValidators()")[..4];
-        let answer = rpc.eth_call(self.contract, selector)?;
-        decode_address_array(&answer).map_err(|e| format!("getValidators(): {e}"))
+        governance_validators(&self.abi, self.contract, rpc)
     }
 
     /// Equivocations found so far, one per line; empty when there are none.
@@ -385,6 +327,128 @@ impl ValidatorNetwork {
         }
         out
     }
+}
+
+/// A member as `orchestrator init` (Clique, period [`PERIOD_SECS`]) leaves it in `net/`.
+#[derive(Debug)]
+pub struct Member {
+    /// In `init`'s order (`m0-v0`, `m0-v1`, …).
+    pub identities: Vec<(Name, Address)>,
+    /// The validator-set contract, from networkinfo.json.
+    pub contract: Address,
+    /// Its published ABI.
+    pub abi: Value,
+    pub genesis: PathBuf,
+}
+
+/// Runs `orchestrator init` in `root` for member 0 with `identities` identities on the
+/// `secrets` and `leases` stores (`azure_toml`: the `[azure]` lines, if any).
+pub fn init_member(
+    root: &Path,
+    identities: usize,
+    network_id: u64,
+    secrets: &str,
+    leases: &str,
+    azure_toml: &str,
+) -> Member {
+    let config = root.join("orchestrator.toml");
+    let azure_section = match azure_toml.is_empty() {
+        true => String::new(),
+        false => format!("\n[azure]\n{azure_toml}"),
+    };
+    std::fs::write(
+        &config,
+        format!("secrets = {secrets:?}\nleases = {leases:?}\n{azure_section}"),
+    )
+    .expect("write the orchestrator config");
+    let out = Command::new(crate::bin_path("orchestrator-host"))
+        .current_dir(root)
+        .args(["init", "--config"])
+        .arg(&config)
+        .args(["--member", "0", "--validators"])
+        .arg(identities.to_string())
+        .args(["--admin", ADMIN, "--out", "net", "--flavour", "clique"])
+        .args(["--block-period-secs", &PERIOD_SECS.to_string()])
+        .args(["--network-id", &network_id.to_string()])
+        .output()
+        .expect("run orchestrator-host");
+    assert!(
+        out.status.success(),
+        "orchestrator init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let net = root.join("net");
+    let deployment = json_file(&net.join("deployment-output.json"));
+    let listed: Vec<(Name, Address)> = deployment["validators"]
+        .as_array()
+        .expect("deployment-output.json lists validators")
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                Name::new(format!("m0-v{i}")).expect("a name"),
+                v.as_str().and_then(|s| s.parse().ok()).expect("an address"),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), identities);
+    let info = json_file(&net.join("networkinfo.json"));
+    let contract: Address = info["valSetContract"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("networkinfo.json names the validator-set contract");
+    let abi: Value = match &info["adminContractABI"] {
+        Value::String(text) => serde_json::from_str(text).expect("the ABI is JSON"),
+        other => other.clone(),
+    };
+    Member {
+        identities: listed,
+        contract,
+        abi,
+        genesis: net.join("genesis").join("clique.json"),
+    }
+}
+
+/// Waits until every one of `signers` has sealed `times` blocks above `above` on `view`'s
+/// chain as `sampler` reads it; the error says who sealed what.
+pub fn wait_for_every_signer(
+    sampler: &Sampler,
+    signers: &[Address],
+    view: &str,
+    above: u64,
+    times: u64,
+    timeout: Duration,
+) -> Result<(), String> {
+    sampler
+        .wait_until(timeout, "every identity to seal", |c| {
+            let counts = c.seal_counts(view, above);
+            signers
+                .iter()
+                .all(|v| counts.get(v).copied().unwrap_or(0) >= times)
+        })
+        .map_err(|e| {
+            let counts = sampler.with(|c| c.seal_counts(view, above));
+            format!("{e}; blocks by signer on {view} above {above}: {counts:?}")
+        })
+}
+
+/// The governance contract's `getValidators()` at `contract` on `rpc`, after checking that
+/// the ABI the orchestrator published (`abi`) declares it.
+pub fn governance_validators(
+    abi: &Value,
+    contract: Address,
+    rpc: &Rpc,
+) -> Result<Vec<Address>, String> {
+    let declared = abi.as_array().is_some_and(|fs| {
+        fs.iter()
+            .any(|f| f["name"] == "getValidators" && f["outputs"][0]["type"] == "address[]")
+    });
+    if !declared {
+        return Err("the published ABI has no getValidators() -> address[]".into());
+    }
+    let selector = &Keccak256::digest(b"getValidators()")[..4];
+    let answer = rpc.eth_call(contract, selector)?;
+    decode_address_array(&answer).map_err(|e| format!("getValidators(): {e}"))
 }
 
 /// Where VM `name`'s `[client]` table is kept.
