@@ -1162,20 +1162,12 @@ fn read_client(
         }
     }
 
-    let rpc = r
-        .optional("client.engine_signer_rpc", s.engine_signer_rpc)
-        .and_then(|u| match u {
-            Some(u) if !shared::net::is_loopback_http(&u) => {
-                r.problem(
-                    "client.engine_signer_rpc",
-                    format!(
-                        "{u:?} must be an http://HOST:PORT URL on loopback (127.0.0.1, [::1] or localhost): the key travels in it"
-                    ),
-                );
-                None
-            }
-            u => Some(u),
-        });
+    let rpc = loopback_rpc(
+        r,
+        "client.engine_signer_rpc",
+        s.engine_signer_rpc,
+        "the key",
+    );
     // One way in: with an engine signer the key never reaches a file.
     if let (Some(cmd), Some(Some(_))) = (&command, &rpc) {
         for p in [Placeholder::KeyFile, Placeholder::KeystoreDir] {
@@ -1192,20 +1184,7 @@ fn read_client(
         }
     }
 
-    let unlock = r
-        .optional("client.unlock_rpc", s.unlock_rpc)
-        .and_then(|u| match u {
-            Some(u) if !shared::net::is_loopback_http(&u) => {
-                r.problem(
-                    "client.unlock_rpc",
-                    format!(
-                        "{u:?} must be an http://HOST:PORT URL on loopback (127.0.0.1, [::1] or localhost): the password travels in it"
-                    ),
-                );
-                None
-            }
-            u => Some(u),
-        });
+    let unlock = loopback_rpc(r, "client.unlock_rpc", s.unlock_rpc, "the password");
     if let Some(Some(_)) = &unlock {
         if let Some(Some(_)) = &rpc {
             r.problem(
@@ -1389,6 +1368,27 @@ fn read_client(
         fence_grace: grace?,
         start_timeout: start_timeout?,
         env: env?,
+    })
+}
+
+/// An optional JSON-RPC URL that carries `what`: loopback `http://` only.
+fn loopback_rpc(
+    r: &mut Report,
+    key: &str,
+    field: Field<String>,
+    what: &str,
+) -> Option<Option<String>> {
+    r.optional(key, field).and_then(|u| match u {
+        Some(u) if !shared::net::is_loopback_http(&u) => {
+            r.problem(
+                key,
+                format!(
+                    "{u:?} must be an http://HOST:PORT URL on loopback (127.0.0.1, [::1] or localhost): {what} travels in it"
+                ),
+            );
+            None
+        }
+        u => Some(u),
     })
 }
 

@@ -82,7 +82,11 @@ pub async fn render(store: &dyn LeaseStore) -> Result<Option<Vec<u8>>, String> {
 pub async fn refresh(store: Arc<dyn LeaseStore>, served: Arc<Served>) {
     let mut said = None::<String>;
     loop {
-        match render(store.as_ref()).await {
+        // A store that does not answer keeps the last good copy until the next round.
+        let rendered = tokio::time::timeout(REFRESH, render(store.as_ref()))
+            .await
+            .unwrap_or_else(|_| Err(format!("the lease store did not answer within {REFRESH:?}")));
+        match rendered {
             Ok(Some(body)) => {
                 served.set(body);
                 said = None;

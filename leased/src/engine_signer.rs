@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 /// Largest answer read.
-const MAX_RESPONSE: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE: usize = 64 * 1024;
 
 /// `parity_setEngineSignerSecret(0x<key>)`.
 pub async fn set_signer(url: &str, key_hex: &str, timeout: Duration) -> Result<(), String> {
@@ -133,6 +133,18 @@ async fn call(url: &str, body: Vec<u8>, timeout: Duration) -> Result<Value, Stri
     }
     let client =
         shared::net::loopback_http_client(timeout, timeout).map_err(|e| format!("{url}: {e}"))?;
+    exchange(&client, url, body, timeout).await
+}
+
+/// One JSON-RPC exchange on `client` (whose timeouts bound it; `timeout` is for the
+/// message): the answer's `result`, or its error's message. Answers over [`MAX_RESPONSE`]
+/// are refused. No message carries the request's body.
+pub(crate) async fn exchange(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Value, String> {
     let answer = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -54,10 +54,7 @@ pub(crate) fn run(args: BootnodesArgs) -> Result<(), Failure> {
     let store = spec
         .open(&azure)
         .map_err(|e| Failure::no_input(format!("--leases {}: {e}", args.leases)))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     let records = runtime.block_on(store.list()).map_err(|e| {
         Failure::new(
             shared::exit::Status::Unavailable,

@@ -149,10 +149,7 @@ pub(crate) struct Validators {
 }
 
 pub(crate) fn run(cmd: GovernanceCommand) -> Result<(), Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         match cmd {
             GovernanceCommand::Status(common) => status(common).await,

@@ -98,3 +98,11 @@ where
         Err(failure) => crate::exit::report(failure),
     }
 }
+
+/// The one-thread runtime the commands run their store and network calls on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))
+}

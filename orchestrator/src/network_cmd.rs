@@ -854,10 +854,7 @@ fn provision_identities(settled: &Settled, plan: &Plan) -> Result<Vec<Identity>,
         .leases
         .open(&settled.azure)
         .map_err(|e| Failure::cant_create(format!("--leases {}: {e}", settled.leases_text)))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     let mut progress = StderrProgress::new();
     let result = runtime.block_on(provision::provision(
         plan,
@@ -882,10 +879,7 @@ fn publish(settled: &Settled, info: &NetworkInfo) -> Result<(), Failure> {
         .leases
         .open(&settled.azure)
         .map_err(|e| Failure::cant_create(format!("--leases {}: {e}", settled.leases_text)))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::io(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     runtime
         .block_on(leases.put_network_info(info.to_pretty_json().as_bytes()))
         .map_err(|e| {

@@ -12,6 +12,9 @@ use async_trait::async_trait;
 use shared::key::Address;
 use shared::seal::{self, Engine, RpcHeader};
 
+/// Every request of [`RpcChain`], from connecting to the last byte.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where blocks are read from.
 #[async_trait]
 pub trait Chain: Send + Sync {
@@ -30,9 +33,8 @@ pub struct RpcChain {
 
 impl RpcChain {
     pub fn new(url: &str) -> Result<Self, String> {
-        let client =
-            shared::net::loopback_http_client(Duration::from_secs(1), Duration::from_secs(2))
-                .map_err(|e| e.to_string())?;
+        let client = shared::net::loopback_http_client(Duration::from_secs(1), REQUEST_TIMEOUT)
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             url: url.to_string(),
             client,
@@ -50,25 +52,14 @@ impl RpcChain {
     ) -> Result<serde_json::Value, String> {
         let body =
             serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let answer = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| format!("{method}: {e}"))?;
-        let status = answer.status();
-        if !status.is_success() {
-            return Err(format!("{method}: answered {status}"));
-        }
-        let bytes = answer.bytes().await.map_err(|e| format!("{method}: {e}"))?;
-        let answer: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| format!("{method}: the answer is not JSON-RPC"))?;
-        match answer.get("error") {
-            Some(e) if !e.is_null() => Err(format!("{method}: {e}")),
-            _ => Ok(answer.get("result").cloned().unwrap_or_default()),
-        }
+        crate::engine_signer::exchange(
+            &self.client,
+            &self.url,
+            body.to_string().into_bytes(),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map_err(|e| format!("{method}: {e}"))
     }
 }
 
