@@ -26,17 +26,25 @@ fn orchestrator(dir: &Path, args: &[&str]) -> Output {
         .expect("run orchestrator-host")
 }
 
-/// One HTTP/1.1 GET; status, headers (lower-case names) and body.
-fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut conn = TcpStream::connect(addr).expect("connect");
+/// An HTTP answer: status, headers (lower-case names) and body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.1 GET.
+fn get(addr: SocketAddr, path: &str, extra: &str) -> Answer {
+    try_get(addr, path, extra).expect("the public listener answers")
+}
+
+/// [`get`], or `None` while nothing listens (the daemon is still starting).
+fn try_get(addr: SocketAddr, path: &str, extra: &str) -> Option<Answer> {
+    let mut conn = TcpStream::connect(addr).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         conn,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).unwrap();
+    conn.read_to_end(&mut raw).ok()?;
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -52,7 +60,7 @@ fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, Vec<(String, String)>
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    (status, headers, raw[end + 4..].to_vec())
+    Some((status, headers, raw[end + 4..].to_vec()))
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -144,7 +152,7 @@ fn a_member_joins_from_the_network_info_a_daemon_serves_with_live_bootnodes() {
 
     // The served document gets the 3 live enodes (it is read again every 15 s).
     let served = wait_for(Duration::from_secs(40), || {
-        let (status, headers, body) = get(public, "/networkinfo", "");
+        let (status, headers, body) = try_get(public, "/networkinfo", "")?;
         let doc: Value = serde_json::from_slice(&body).ok()?;
         (status == 200 && doc["bootnodes"].as_array()?.len() == 3).then_some((headers, doc))
     })
