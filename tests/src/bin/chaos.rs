@@ -63,6 +63,9 @@ fn main() -> ExitCode {
             for f in &summary.failures {
                 eprintln!("chaos: FAILED {f}");
             }
+            for line in &summary.stories {
+                eprintln!("chaos: {line}");
+            }
             eprintln!("chaos: report {}", summary.report.display());
             let _ = writeln!(std::io::stdout(), "{}", summary.line);
             if summary.failures.is_empty() {

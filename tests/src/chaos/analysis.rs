@@ -51,6 +51,8 @@ pub struct Analysis {
     pub results: Vec<FaultResult>,
     /// Gaps in an identity's signing longer than the faults explain.
     pub liveness: Vec<String>,
+    /// The same gaps: (identity name, signing stopped, signing resumed or the teardown).
+    pub gap_windows: Vec<(String, u64, u64)>,
     /// Fence lags longer than their fault's bound.
     pub late_fences: Vec<String>,
     pub faults_by_kind: BTreeMap<String, usize>,
@@ -66,6 +68,7 @@ pub fn analyse(o: &Outcome, timing: &Timing) -> Analysis {
                 overlaps: vec![format!("the sign log cannot be read: {e}")],
                 results: Vec::new(),
                 liveness: Vec::new(),
+                gap_windows: Vec::new(),
                 late_fences: Vec::new(),
                 faults_by_kind: BTreeMap::new(),
                 injected: 0,
@@ -156,12 +159,13 @@ pub fn analyse(o: &Outcome, timing: &Timing) -> Analysis {
     for f in &o.faults {
         late_fences.extend(late_fence(o, &spans, f, timing));
     }
-    let liveness = gaps(o, &spans, timing);
+    let (liveness, gap_windows) = gaps(o, &spans, timing);
     Analysis {
         spans,
         overlaps,
         results,
         liveness,
+        gap_windows,
         late_fences,
         faults_by_kind,
         injected,
@@ -278,8 +282,9 @@ fn late_fence(o: &Outcome, spans: &[Span], f: &FaultRecord, timing: &Timing) -> 
 }
 
 /// Every gap in every identity's signing, held against the faults that explain it.
-fn gaps(o: &Outcome, spans: &[Span], timing: &Timing) -> Vec<String> {
+fn gaps(o: &Outcome, spans: &[Span], timing: &Timing) -> (Vec<String>, Vec<(String, u64, u64)>) {
     let mut out = Vec::new();
+    let mut windows = Vec::new();
     for (name, address) in &o.identities {
         let mut mine: Vec<&Span> = spans.iter().filter(|s| &s.identity == address).collect();
         mine.sort_by_key(|s| s.start);
@@ -308,6 +313,7 @@ fn gaps(o: &Outcome, spans: &[Span], timing: &Timing) -> Vec<String> {
             let n = covered.get(i + 1).map_or(o.teardown, |c| c.0);
             let (deadline, reasons) = deadline_for_gap(o, spans, timing, address, node, e, n);
             if n > deadline {
+                windows.push((name.clone(), e, n));
                 out.push(format!(
                     "{name} ({address}) was not signed for {:.3} s after {node} stopped at +{:.3} s; \
                      bound {:.3} s ({})",
@@ -323,7 +329,99 @@ fn gaps(o: &Outcome, spans: &[Span], timing: &Timing) -> Vec<String> {
             }
         }
     }
-    out
+    (out, windows)
+}
+
+/// What the daemons said about identity `name` from `lead` before `from` until `to`, and
+/// the faults injected then, one line each on the run's clock (`+secs node: message`), so
+/// that a failed gap can be understood from CI's output alone.
+pub fn story(o: &Outcome, name: &str, from: u64, to: u64) -> Vec<String> {
+    const LEAD: Duration = Duration::from_secs(20);
+    const MOST: usize = 80;
+    let from = from.saturating_sub(nanos(LEAD));
+    let wall0 = o
+        .wall_started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, nanos);
+    let mut lines: Vec<(u64, String)> = o
+        .faults
+        .iter()
+        .filter(|f| from <= f.at && f.at <= to)
+        .map(|f| {
+            (
+                f.at,
+                format!(
+                    "fault #{} {} {}: {}",
+                    f.id,
+                    f.kind.as_str(),
+                    f.node.as_deref().unwrap_or("storage"),
+                    f.detail
+                ),
+            )
+        })
+        .collect();
+    let mentions = |line: &str| {
+        line.match_indices(name).any(|(i, _)| {
+            !line[i + name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+        })
+    };
+    let files = o
+        .logs
+        .as_deref()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "stderr"));
+    for path in files {
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        let node = file.split('.').next().unwrap_or_default().to_string();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines().filter(|l| mentions(l)) {
+            let Some((stamp, rest)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some(wall) = rfc3339_nanos(stamp) else {
+                continue;
+            };
+            let at = o.started + wall.saturating_sub(wall0);
+            if wall >= wall0 && from <= at && at <= to {
+                let message: String = rest.trim_start().chars().take(220).collect();
+                lines.push((at, format!("{node}: {message}")));
+            }
+        }
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    let skip = lines.len().saturating_sub(MOST);
+    lines
+        .into_iter()
+        .skip(skip)
+        .map(|(at, text)| format!("+{:.3} {text}", secs(at.saturating_sub(o.started))))
+        .collect()
+}
+
+/// Nanoseconds since the epoch of a UTC time stamp as `tracing` writes it
+/// (`2026-12-01T05:29:56.999772Z`).
+fn rfc3339_nanos(stamp: &str) -> Option<u64> {
+    let stamp = stamp.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let digits: String = frac.chars().take(9).collect();
+    let sub = digits.parse::<u64>().ok()? * 10u64.pow(9 - digits.len() as u32);
+    // Days from the civil date (the proleptic Gregorian calendar, years from March).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(((days * 24 + hh) * 60 + mm) * 60 * 1_000_000_000 + ss * 1_000_000_000 + sub)
 }
 
 /// By when identity `address`, last signed by `node` until `e`, must be signed again; and
@@ -569,5 +667,25 @@ impl Analysis {
             "signing_spans": self.spans.len(),
             "faults": faults,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_nanos;
+
+    #[test]
+    fn tracing_time_stamps_become_nanoseconds_since_the_epoch() {
+        assert_eq!(rfc3339_nanos("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_nanos("2026-12-01T05:29:56.999772Z"),
+            Some(1_796_102_996_999_772_000)
+        );
+        assert_eq!(
+            rfc3339_nanos("2000-02-29T23:59:59Z"),
+            Some(951_868_799_000_000_000)
+        );
+        assert_eq!(rfc3339_nanos("2026-12-01 05:29:56Z"), None);
+        assert_eq!(rfc3339_nanos("INFO"), None);
     }
 }

@@ -81,6 +81,9 @@ pub struct Summary {
     /// Findings of known gaps, reported but not failing the run
     /// (see [`analysis::FROZEN_DAEMON_KEY_FILE_FAILS`]).
     pub known: Vec<String>,
+    /// For each signing gap that failed: what the daemons logged about that identity
+    /// around it, so that CI's output alone explains it.
+    pub stories: Vec<String>,
     pub report: PathBuf,
 }
 
@@ -152,6 +155,7 @@ pub fn run(options: &Options) -> Result<Summary, String> {
     let timing = faults::Timing::for_lease(Duration::from_secs(15));
     let mut failures = Vec::new();
     let mut known = Vec::new();
+    let mut stories = Vec::new();
     let mut stores = Vec::new();
     let (mut injected, mut overlaps) = (0, 0);
     let (mut takeovers, mut lags) = (Vec::new(), Vec::new());
@@ -166,6 +170,17 @@ pub fn run(options: &Options) -> Result<Summary, String> {
                 .into_iter()
                 .map(|f| format!("{}: {f}", o.store.as_str())),
         );
+        for (name, from, to) in &a.gap_windows {
+            stories.push(format!(
+                "{}: what the daemons logged about {name} around its gap:",
+                o.store.as_str()
+            ));
+            stories.extend(
+                analysis::story(o, name, *from, *to)
+                    .into_iter()
+                    .map(|l| format!("  {l}")),
+            );
+        }
         known.extend(
             a.known_gaps(o)
                 .into_iter()
@@ -238,6 +253,7 @@ pub fn run(options: &Options) -> Result<Summary, String> {
         line,
         failures,
         known,
+        stories,
         report,
     })
 }

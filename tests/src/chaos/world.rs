@@ -68,6 +68,8 @@ pub struct Outcome {
     pub store: StoreKind,
     pub seed: u64,
     pub started: u64,
+    /// The wall clock at `started`, to place the daemons' log lines on the run's time.
+    pub wall_started: std::time::SystemTime,
     /// When fault injection stopped.
     pub faults_ended: u64,
     /// When the teardown began: signing intervals ending after it are the end of the run.
@@ -225,6 +227,7 @@ pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&
     // directories, which did not exist before `World::start` made them.
     let processes_before = 0;
     let started = mono_now();
+    let wall_started = std::time::SystemTime::now();
     world.started = started;
     world.wait_all_signing(Duration::from_secs(60), say);
     say(&format!(
@@ -296,6 +299,7 @@ pub fn run(store: StoreKind, seed: u64, options: &super::Options, say: &dyn Fn(&
         store,
         seed,
         started,
+        wall_started,
         faults_ended,
         teardown,
         nodes: world.nodes.clone(),
