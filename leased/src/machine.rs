@@ -692,9 +692,15 @@ pub struct Machine {
     /// Identities this node gave up because of a local failure, and until when it leaves
     /// them to other nodes.
     cooldowns: Vec<(Name, MonoTime)>,
+    /// Lists made at once after losing a race, since the last wait: bounded, so that a
+    /// store that lists a record as free but refuses it cannot keep this node busy.
+    quick_relists: u32,
     /// The epoch of the live lease (its ticket): `None` until the record has been read.
     epoch: Option<(Ticket, Option<u64>)>,
 }
+
+/// At most this many lists at once after lost races before the node waits a poll.
+const MAX_QUICK_RELISTS: u32 = 3;
 
 impl Machine {
     /// A machine in `Seeking`, and its first actions (list the store).
@@ -708,6 +714,7 @@ impl Machine {
             next_ticket: 0,
             rng,
             cooldowns: Vec::new(),
+            quick_relists: 0,
             epoch: None,
         };
         let mut out = Vec::new();
@@ -849,6 +856,7 @@ impl Machine {
     }
 
     fn seek_later(&mut self, now: MonoTime) -> State {
+        self.quick_relists = 0;
         let until = now + self.standby_wait();
         State::Seeking {
             phase: SeekPhase::Waiting { until },
@@ -1073,8 +1081,7 @@ impl Machine {
                     .filter(|n| n.as_str().starts_with(&self.params.pool))
                     .filter(|n| !self.cooldowns.iter().any(|(c, _)| c == n))
                     .collect();
-                let seed = self.next_random();
-                let order = candidate_order(&self.params.node, seed, &allowed);
+                let order = candidate_order(&self.params.node, &allowed);
                 self.try_next(ticket, order, now, out)
             }
             (SeekPhase::Listing { ticket }, Event::ListFailed { ticket: t }) if t == ticket => {
@@ -1093,6 +1100,7 @@ impl Machine {
                 },
             ) if t == ticket && i == identity => match outcome {
                 AcquireOutcome::Acquired { id, sent_at } => {
+                    self.quick_relists = 0;
                     let lease = Lease {
                         ticket,
                         identity,
@@ -1109,6 +1117,17 @@ impl Machine {
                     State::Quarantine {
                         lease,
                         renewal: Renewal::new(sent_at, &self.params),
+                    }
+                }
+                // Another node won this one, so others on the list may be gone too: list
+                // again rather than walk a stale list (in a herd, a walk costs a conflict
+                // per identity taken since the list).
+                AcquireOutcome::HeldByOther if self.quick_relists < MAX_QUICK_RELISTS => {
+                    self.quick_relists += 1;
+                    let ticket = self.new_ticket();
+                    out.push(Action::ListCandidates { ticket });
+                    State::Seeking {
+                        phase: SeekPhase::Listing { ticket },
                     }
                 }
                 AcquireOutcome::HeldByOther | AcquireOutcome::NotFound => {
@@ -1438,19 +1457,23 @@ fn restart_delay(base: Duration, exits: u32) -> Duration {
     base * (1u32 << exits.saturating_sub(1).min(5))
 }
 
-/// The order in which node `node` tries the identities in `available`, for round `seed`.
+/// The order in which node `node` tries the identities in `available`: rendezvous
+/// (highest-random-weight) hashing of the node name and each identity.
 ///
-/// A pseudo-random permutation keyed by the node name, the identity and the seed: nodes
-/// that start together try different identities first, and a node's order changes from
-/// round to round. Duplicates are dropped. Stable across Rust versions and platforms (no
-/// std hasher), so the same inputs always give the same order.
-pub fn candidate_order(node: &str, seed: u64, available: &[Name]) -> Vec<Name> {
+/// Each node ranks every identity by a hash of the pair and tries the best first. Nodes
+/// that start together spread over the identities, and a node's order never changes:
+/// a VM that restarts prefers the identity it held before (its client's data is there),
+/// and two nodes that collided once do not follow each other down the same list, since
+/// the loser lists again and skips what the winner took. Duplicates are dropped. Stable
+/// across Rust versions and platforms (no std hasher), so the same inputs always give the
+/// same order.
+pub fn candidate_order(node: &str, available: &[Name]) -> Vec<Name> {
     let node_key = fnv1a(node.as_bytes());
     let mut keyed: Vec<(u64, &Name)> = available
         .iter()
-        .map(|n| (mix(node_key ^ mix(fnv1a(n.as_str().as_bytes()) ^ seed)), n))
+        .map(|n| (mix(node_key ^ mix(fnv1a(n.as_str().as_bytes()))), n))
         .collect();
-    keyed.sort();
+    keyed.sort_by(|a, b| b.cmp(a));
     keyed.dedup_by(|a, b| a.1 == b.1);
     keyed.into_iter().map(|(_, n)| n.clone()).collect()
 }

@@ -196,6 +196,8 @@ pub struct Metrics {
     state: Family<StateLabels, Gauge>,
     serving: Gauge,
     pub acquisitions: Counter,
+    /// Acquires refused because another node holds the record (a lost race: 409 on Azure).
+    pub acquire_conflicts: Counter,
     pub renewals: Counter,
     renew_failures: Family<RenewFailureLabels, Counter>,
     fences: Family<FenceLabels, Counter>,
@@ -233,6 +235,12 @@ impl Default for Metrics {
             "leased_acquisitions",
             "Leases acquired",
             acquisitions.clone(),
+        );
+        let acquire_conflicts = Counter::default();
+        registry.register(
+            "leased_acquire_conflicts",
+            "Acquires refused because another node held the record (lost races)",
+            acquire_conflicts.clone(),
         );
         let renewals = Counter::default();
         registry.register(
@@ -306,6 +314,7 @@ impl Default for Metrics {
             state,
             serving,
             acquisitions,
+            acquire_conflicts,
             renewals,
             renew_failures,
             fences,

@@ -112,8 +112,14 @@ impl Stores {
                 Some(result) => AcquireOutcome::from_result(result.as_ref().cloned(), sent_at),
                 None => AcquireOutcome::Transient,
             };
-            if matches!(outcome, AcquireOutcome::Acquired { .. }) {
-                s.telemetry.metrics(|m| m.acquisitions.inc());
+            match outcome {
+                AcquireOutcome::Acquired { .. } => {
+                    s.telemetry.metrics(|m| m.acquisitions.inc());
+                }
+                AcquireOutcome::HeldByOther => {
+                    s.telemetry.metrics(|m| m.acquire_conflicts.inc());
+                }
+                _ => {}
             }
             Event::AcquireResult {
                 ticket,
