@@ -6,6 +6,7 @@
 pub mod azurite;
 pub mod chaos;
 pub mod cluster;
+pub mod etcd_lock;
 pub mod fake_rpc;
 pub mod fault_proxy;
 pub mod geth;

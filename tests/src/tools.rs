@@ -98,19 +98,8 @@ pub fn libfaketime() -> PathBuf {
     static CHECKED: OnceLock<PathBuf> = OnceLock::new();
     CHECKED
         .get_or_init(|| {
-            let root = tools_dir().join("deb");
-            let record = root.join(".installed");
-            let installed = std::fs::read_to_string(&record).unwrap_or_default();
-            for pin in pin_lines(&workspace_root().join("ops/test-deps/debian-packages.txt")) {
-                if !installed.lines().any(|l| l.trim() == pin) {
-                    missing(&format!(
-                        "{pin} (pinned in ops/test-deps/debian-packages.txt) is not unpacked in {}",
-                        root.display()
-                    ));
-                }
-            }
             // usr/lib/<multiarch triplet>/faketime/, the triplet being the host's.
-            let lib = root.join("usr").join("lib");
+            let lib = deb_root().join("usr").join("lib");
             std::fs::read_dir(&lib)
                 .into_iter()
                 .flatten()
@@ -123,6 +112,49 @@ pub fn libfaketime() -> PathBuf {
                         lib.display()
                     ))
                 })
+        })
+        .clone()
+}
+
+/// `etcd` and `etcdctl` from the etcd-server and etcd-client packages that
+/// `ops/install-test-deps.sh` unpacks into `.tools/deb`, after the same check as
+/// [`libfaketime`]: the baseline the fleet benchmark compares `leased` with
+/// (`integration_tests::etcd_lock`).
+pub fn etcd() -> (PathBuf, PathBuf) {
+    static CHECKED: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let bin = deb_root().join("usr").join("bin");
+            let find = |name: &str| {
+                let path = bin.join(name);
+                if !path.is_file() {
+                    missing(&format!("no {name} at {}", path.display()));
+                }
+                path
+            };
+            (find("etcd"), find("etcdctl"))
+        })
+        .clone()
+}
+
+/// `.tools/deb`, after checking that every package pinned in
+/// `ops/test-deps/debian-packages.txt` is what was unpacked there.
+fn deb_root() -> PathBuf {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let root = tools_dir().join("deb");
+            let record = root.join(".installed");
+            let installed = std::fs::read_to_string(&record).unwrap_or_default();
+            for pin in pin_lines(&workspace_root().join("ops/test-deps/debian-packages.txt")) {
+                if !installed.lines().any(|l| l.trim() == pin) {
+                    missing(&format!(
+                        "{pin} (pinned in ops/test-deps/debian-packages.txt) is not unpacked in {}",
+                        root.display()
+                    ));
+                }
+            }
+            root
         })
         .clone()
 }
