@@ -24,7 +24,8 @@
 //! duration_secs = 15                 # D, 15–60
 //! renew_every_secs = 5               # R; default D/3 (less if M > D/3)
 //! margin_secs = 5                    # M; default D/3, at least 2
-//! standby_poll_millis = 500          # how often a standby looks for a free identity
+//! standby_poll_millis = 500          # a standby's look while the store is failing
+//! nudge_listen = "127.0.0.1:0"       # UDP address releases elsewhere nudge; "off"
 //! [client]
 //! format  = "raw-hex"                # see "Client formats" below
 //! # password_file = "/etc/leased/keystore-password"   # or:
@@ -89,6 +90,10 @@
 //!   wider margin the default R is (D − M)/2.
 //! - `lease.standby_poll_millis`: 100 ms ≤ poll ≤ D; a slower poll would make take-over
 //!   slower than a lease.
+//! - `lease.nudge_listen`: `IP:PORT`, `{host_ip}:PORT` or `off`; not an unspecified
+//!   address (0.0.0.0), since the address bound is the one announced to the other nodes.
+//!   The default, loopback with any port, reaches only daemons on the same host; a fleet
+//!   of VMs names a port on the VMs' network, e.g. `{host_ip}:7946`.
 //! - `client.fence_grace_millis`: 1 ms ≤ grace ≤ M/2, and grace + 0.5 s + D/50 ≤ M: a
 //!   client that ignores SIGTERM lives until F + grace, and 0.5 s more when the daemon has
 //!   to stand in for a stuck guard; clocks that each keep time within ±1 % drift apart by
@@ -227,7 +232,20 @@ pub struct LeaseConfig {
     /// M.
     pub margin: Duration,
     pub standby_poll: Duration,
+    /// Where this daemon listens for release nudges; `None`: it does not.
+    pub nudge_listen: Option<NudgeListen>,
 }
+
+/// `lease.nudge_listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NudgeListen {
+    At(SocketAddr),
+    /// `{host_ip}:PORT`: the host's address towards other hosts, found at start.
+    HostIp(u16),
+}
+
+/// The default `lease.nudge_listen`: loopback, any port.
+pub const DEFAULT_NUDGE_LISTEN: &str = "127.0.0.1:0";
 
 /// `client.format`: the form in which the client takes its key (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -681,6 +699,7 @@ struct LeaseFile {
     renew_every_secs: Field<u64>,
     margin_secs: Field<u64>,
     standby_poll_millis: Field<u64>,
+    nudge_listen: Field<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1042,13 +1061,50 @@ fn read_lease(r: &mut Report, (s, unknown): (LeaseFile, Unknown)) -> Option<Leas
             }
         },
     );
+    let nudge = r
+        .or(
+            "lease.nudge_listen",
+            s.nudge_listen,
+            DEFAULT_NUDGE_LISTEN.to_string(),
+        )
+        .and_then(|text| match nudge_listen(&text) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.problem("lease.nudge_listen", e);
+                None
+            }
+        });
     r.finish(unknown);
     Some(LeaseConfig {
         duration: d?,
         renew_every: r_every?,
         margin: m?,
         standby_poll: poll?,
+        nudge_listen: nudge?,
     })
+}
+
+fn nudge_listen(text: &str) -> Result<Option<NudgeListen>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    if let Some(port) = text.strip_prefix(HOST_IP).and_then(|p| p.strip_prefix(':')) {
+        return match port.parse::<u16>() {
+            Ok(p) if p != 0 => Ok(Some(NudgeListen::HostIp(p))),
+            _ => Err(format!(
+                "{text:?}: {HOST_IP} needs a fixed port, like {HOST_IP}:7946 (the other VMs send to it)"
+            )),
+        };
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => Err(format!(
+            "{text:?} is no address the other nodes can send to: name one, or {HOST_IP}:PORT"
+        )),
+        Ok(a) => Ok(Some(NudgeListen::At(a))),
+        Err(_) => Err(format!(
+            "{text:?} is not an address and port like 127.0.0.1:0 or {HOST_IP}:7946, nor \"off\""
+        )),
+    }
 }
 
 /// The longest fence grace that margin `m` covers at lease duration `d`: the grace, the

@@ -36,7 +36,7 @@ use shared::exit::Status;
 use shared::secret::SecretValue;
 use shared::Name;
 
-use crate::config::Config;
+use crate::config::{Config, NudgeListen};
 use crate::guard::{GuardCommand, GuardEvent, MonoNanos};
 use crate::machine::{Action, Event, FenceReason, Lease, Machine, MonoTime, Ticket};
 use crate::telemetry::Telemetry;
@@ -46,6 +46,7 @@ mod chain;
 mod gate;
 mod guards;
 mod handoff;
+mod nudge;
 mod process;
 mod spans;
 mod stores;
@@ -77,6 +78,48 @@ pub type Clock = fn() -> MonoTime;
 /// Now, on `CLOCK_MONOTONIC` (the guard's clock), as a machine time.
 pub fn now() -> MonoTime {
     MonoTime::from_duration(MonoNanos::now().as_duration())
+}
+
+/// Binds the release-nudge socket at `listen`; without it the daemon still works, its
+/// standby only learns of releases at its next look, so a failure is logged, not fatal.
+async fn bind_nudger(listen: NudgeListen, node: &str) -> Option<Arc<nudge::Nudger>> {
+    let at = match listen {
+        NudgeListen::At(a) => a,
+        NudgeListen::HostIp(port) => match handoff::host_ip() {
+            Ok(ip) => std::net::SocketAddr::new(ip, port),
+            Err(e) => {
+                log(format!(
+                    "lease.nudge_listen: cannot find the host's address: {e}"
+                ));
+                return None;
+            }
+        },
+    };
+    match nudge::Nudger::bind(at, node).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            log(format!(
+                "lease.nudge_listen {at}: {e}; releases elsewhere reach this daemon at its next look instead"
+            ));
+            None
+        }
+    }
+}
+
+/// The phase that puts the renew grid on whole multiples of `renew_every` of the wall
+/// clock (seconds since the epoch), read against `now` on the daemon's clock: every VM
+/// whose clock NTP keeps then renews at the same instants, and a standby knows when a
+/// lease can end without asking. A wall clock before 1970 gives phase zero; a later step
+/// of it moves this VM's grid, which costs standbys a slower look, never safety.
+fn grid_phase(renew_every: Duration, now: MonoTime) -> Duration {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let period = renew_every.as_nanos().max(1);
+    let wall = wall.as_nanos() % period;
+    let mono = now.since_origin().as_nanos() % period;
+    let phase = (wall + period - mono) % period;
+    Duration::from_nanos(u64::try_from(phase).unwrap_or(0))
 }
 
 /// One line at info, inside whatever spans are entered: the daemon's (`node`) always, the
@@ -225,14 +268,29 @@ impl Driver {
             ));
             tokio::spawn(crate::data_api::serve(listener, served));
         }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let nudger = match config.lease.nudge_listen {
+            Some(listen) => bind_nudger(listen, &config.node).await,
+            None => None,
+        };
+        if let Some(n) = &nudger {
+            tokio::spawn(n.clone().receive(tx.clone()));
+            tokio::spawn(nudge::announce(
+                parts.leases.clone(),
+                config.node.clone(),
+                n.advertised,
+                op_timeout(&config),
+                Duration::from_secs(30),
+            ));
+        }
         let stores = Stores::new(
             parts.leases,
             parts.secrets,
             op_timeout(&config),
             telemetry,
             clock,
-        );
-        let (tx, rx) = mpsc::unbounded_channel();
+        )
+        .with_nudger(nudger);
         Ok(Self {
             config: Arc::new(config),
             clock,
@@ -257,8 +315,10 @@ impl Driver {
     {
         let clock = self.clock;
         let mut shutdown = std::pin::pin!(shutdown);
-        let (mut machine, actions) =
-            Machine::start(self.config.machine_params(random_seed()), clock());
+        let mut params = self.config.machine_params(random_seed());
+        let now = clock();
+        params.renew_grid = Some(grid_phase(params.renew_every, now));
+        let (mut machine, actions) = Machine::start(params, now);
         let c = &self.config;
         log(format!(
             "started: pool {:?}, lease {}s, renew every {}s, margin {}s, http {}",
@@ -325,6 +385,7 @@ impl Driver {
         if let Some(g) = self.guard.take() {
             g.finish().1.reap();
         }
+        self.stores.withdraw_standby(&self.config.node).await;
         log("stopped");
         ExitCode::SUCCESS
     }

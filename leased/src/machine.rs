@@ -55,6 +55,13 @@ impl MonoTime {
         self.0
     }
 
+    /// The latest instant at or before `self` where `since_origin + phase` is a whole
+    /// multiple of `period`.
+    pub fn back_to_grid(self, period: Duration, phase: Duration) -> Self {
+        let over = duration_mod(self.since_origin() + phase, period);
+        Self::from_duration(self.since_origin().saturating_sub(over))
+    }
+
     /// How long after `earlier` this time is; zero if it is not later.
     pub fn saturating_duration_since(self, earlier: Self) -> Duration {
         self.0.saturating_sub(earlier.0)
@@ -96,6 +103,12 @@ pub struct Params {
     pub standby_poll: Duration,
     /// Up to this much is added at random to each standby wait.
     pub poll_jitter: Duration,
+    /// The renew grid: with `Some(phase)`, holders renew at the instants t where t + phase
+    /// is a whole multiple of R (the daemon sets the phase from the wall clock, so every
+    /// VM's grid is the same to within clock skew), and a standby that finds nothing free
+    /// looks again when a lease renewed on that grid can next end, rather than every
+    /// `standby_poll`. `None`: renew R after the last success, poll every `standby_poll`.
+    pub renew_grid: Option<Duration>,
     /// Wait before the first restart of an exited client; doubles with each recent exit.
     pub restart_backoff: Duration,
     /// K: this many client exits within `crash_loop_window` give the identity up.
@@ -132,6 +145,7 @@ impl Params {
             quarantine: Duration::ZERO,
             standby_poll,
             poll_jitter: standby_poll / 4,
+            renew_grid: None,
             restart_backoff: Duration::from_secs(1),
             crash_loop_max_exits: 5,
             crash_loop_window: Duration::from_secs(60),
@@ -145,7 +159,46 @@ impl Params {
     pub fn fence_deadline(&self, t_ok: MonoTime) -> MonoTime {
         t_ok + self.lease.saturating_sub(self.margin)
     }
+
+    /// When a lease last renewed at `t_ok` is renewed next: R later, or on the grid, the
+    /// one grid instant in (t_ok, t_ok + R] (never later than R, so the retries before the
+    /// fence deadline keep their time).
+    pub fn next_renew(&self, t_ok: MonoTime) -> MonoTime {
+        let latest = t_ok + self.renew_every;
+        match self.renew_grid {
+            Some(phase) => latest.back_to_grid(self.renew_every, phase),
+            None => latest,
+        }
+    }
+
+    /// The first instant after `now` at which a lease renewed on the grid can end: a grid
+    /// instant shifted by D (a holder that dies just after a renew at g leaves a lease that
+    /// ends at g + D).
+    fn next_possible_end(&self, now: MonoTime, phase: Duration) -> MonoTime {
+        let r = self.renew_every;
+        let shifted = phase + r - duration_mod(self.lease, r);
+        (now + r).back_to_grid(r, shifted)
+    }
 }
+
+/// `a` mod `b`, in nanoseconds; zero for a zero `b`.
+fn duration_mod(a: Duration, b: Duration) -> Duration {
+    let b = b.as_nanos();
+    if b == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(u64::try_from(a.as_nanos() % b).unwrap_or(0))
+}
+
+/// A standby looks this long after an end the store stated (its own clock on this host).
+pub const STATED_END_LOOK_DELAY: Duration = Duration::from_millis(50);
+
+/// The shortest wait between a standby's looks, whatever the hints.
+pub const MIN_LOOK_WAIT: Duration = Duration::from_millis(50);
+
+/// A standby looks this long after a lease on the grid can end: the renew's trip to the
+/// store and the VMs' clock skew (NTP keeps it to milliseconds) fit in it.
+pub const GRID_LOOK_DELAY: Duration = Duration::from_millis(150);
 
 /// The default [`Params::start_timeout`].
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -296,9 +349,16 @@ pub enum Event {
     Listed {
         ticket: Ticket,
         available: Vec<Name>,
+        /// Identities not acquirable now whose end the store states: how long until
+        /// each may be (`sqlite:` reports lease and break time left; Azure does not).
+        /// Zero: it may end at any moment (a break of unknown length).
+        free_in: Vec<(Name, Duration)>,
     },
     /// Answer to [`Action::ListCandidates`]: the store could not be listed.
     ListFailed { ticket: Ticket },
+    /// Another node says it released `identity` (a hint, maybe forged or stale): a
+    /// waiting standby tries to acquire it at once, through the store as always.
+    Nudge { identity: Name },
     /// Answer to [`Action::TryAcquire`].
     AcquireResult {
         ticket: Ticket,
@@ -474,7 +534,7 @@ impl Renewal {
         Self {
             t_ok,
             fence_at: p.fence_deadline(t_ok),
-            next_renew: t_ok + p.renew_every,
+            next_renew: p.next_renew(t_ok),
             in_flight: false,
         }
     }
@@ -695,6 +755,9 @@ pub struct Machine {
     /// Lists made at once after losing a race, since the last wait: bounded, so that a
     /// store that lists a record as free but refuses it cannot keep this node busy.
     quick_relists: u32,
+    /// From the last list: the soonest something of the pool may become free, as the
+    /// store stated it or as this node's cool-downs say (`None`: nothing stated).
+    stated_free_at: Option<MonoTime>,
     /// The epoch of the live lease (its ticket): `None` until the record has been read.
     epoch: Option<(Ticket, Option<u64>)>,
 }
@@ -715,6 +778,7 @@ impl Machine {
             rng,
             cooldowns: Vec::new(),
             quick_relists: 0,
+            stated_free_at: None,
             epoch: None,
         };
         let mut out = Vec::new();
@@ -858,6 +922,33 @@ impl Machine {
     fn seek_later(&mut self, now: MonoTime) -> State {
         self.quick_relists = 0;
         let until = now + self.standby_wait();
+        State::Seeking {
+            phase: SeekPhase::Waiting { until },
+        }
+    }
+
+    /// Waits after a list that offered nothing this node could take. On the renew grid, a
+    /// standby looks again when a lease can next end, or at an end the store stated,
+    /// whichever is sooner, rather than every poll: a lease held by a live holder cannot
+    /// end in between. Without the grid, a poll.
+    fn seek_after_list(&mut self, now: MonoTime) -> State {
+        let Some(phase) = self.params.renew_grid else {
+            return self.seek_later(now);
+        };
+        self.quick_relists = 0;
+        let mut until = self.params.next_possible_end(now, phase) + GRID_LOOK_DELAY;
+        if let Some(stated) = self.stated_free_at.take() {
+            until = until.min(stated);
+        }
+        // Standbys that wake together spread a little, so that one wins the race quickly
+        // rather than all colliding.
+        let jitter_ms = (self.params.poll_jitter / 2).as_millis() as u64;
+        let extra = if jitter_ms == 0 {
+            0
+        } else {
+            self.next_random() % (jitter_ms + 1)
+        };
+        let until = until.max(now + MIN_LOOK_WAIT) + Duration::from_millis(extra);
         State::Seeking {
             phase: SeekPhase::Waiting { until },
         }
@@ -1073,19 +1164,43 @@ impl Machine {
                 Event::Listed {
                     ticket: t,
                     available,
+                    free_in,
                 },
             ) if t == ticket => {
                 self.cooldowns.retain(|(_, until)| *until > now);
+                let pool = |n: &Name| n.as_str().starts_with(&self.params.pool);
+                let cooling = |n: &Name| self.cooldowns.iter().find(|(c, _)| c == n).map(|c| c.1);
+                // When to look again if nothing here can be had: the soonest stated end
+                // of a lease or break, or of a cool-down on a free one.
+                let stated = free_in.iter().filter(|(n, _)| pool(n)).map(|(_, d)| {
+                    if d.is_zero() {
+                        now + self.params.standby_poll
+                    } else {
+                        now + *d + STATED_END_LOOK_DELAY
+                    }
+                });
+                let cooled = available.iter().filter(|n| pool(n)).filter_map(cooling);
+                self.stated_free_at = stated.chain(cooled).min();
                 let allowed: Vec<Name> = available
                     .into_iter()
-                    .filter(|n| n.as_str().starts_with(&self.params.pool))
-                    .filter(|n| !self.cooldowns.iter().any(|(c, _)| c == n))
+                    .filter(|n| pool(n))
+                    .filter(|n| cooling(n).is_none())
                     .collect();
                 let order = candidate_order(&self.params.node, &allowed);
                 self.try_next(ticket, order, now, out)
             }
             (SeekPhase::Listing { ticket }, Event::ListFailed { ticket: t }) if t == ticket => {
                 self.seek_later(now)
+            }
+            (SeekPhase::Waiting { .. }, Event::Nudge { identity })
+                if identity.as_str().starts_with(&self.params.pool)
+                    && !self
+                        .cooldowns
+                        .iter()
+                        .any(|(c, until)| *c == identity && *until > now) =>
+            {
+                let ticket = self.new_ticket();
+                self.try_next(ticket, vec![identity], now, out)
             }
             (
                 SeekPhase::Acquiring {
@@ -1148,7 +1263,7 @@ impl Machine {
         out: &mut Vec<Action>,
     ) -> State {
         if candidates.is_empty() {
-            return self.seek_later(now);
+            return self.seek_after_list(now);
         }
         let identity = candidates.remove(0);
         out.push(Action::TryAcquire {

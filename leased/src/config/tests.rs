@@ -122,6 +122,7 @@ fn the_issue_example_parses_with_defaults_filled_in() {
             renew_every: Duration::from_secs(5),
             margin: Duration::from_secs(5),
             standby_poll: ms(500),
+            nudge_listen: Some(NudgeListen::At("127.0.0.1:0".parse().unwrap())),
         }
     );
     assert_eq!(
@@ -158,6 +159,7 @@ fn optional_settings_parse() {
         ("lease.renew_every_secs", Some("8")),
         ("lease.margin_secs", Some("12")),
         ("lease.standby_poll_millis", Some("250")),
+        ("lease.nudge_listen", Some(r#""{host_ip}:7946""#)),
         ("client.format", Some(r#""keystore-v3""#)),
         ("client.password_file", Some(r#""/etc/leased/pw""#)),
         (
@@ -182,6 +184,7 @@ fn optional_settings_parse() {
             renew_every: Duration::from_secs(8),
             margin: Duration::from_secs(12),
             standby_poll: ms(250),
+            nudge_listen: Some(NudgeListen::HostIp(7946)),
         }
     );
     assert_eq!(c.client.format, ClientFormat::KeystoreV3);
@@ -285,6 +288,33 @@ fn renew_period_must_leave_room_for_retries() {
         ("lease.renew_every_secs", Some("4")),
     ]));
     assert_eq!(p, ["lease.duration_secs: 5 is outside 15–60"]);
+}
+
+#[test]
+fn the_nudge_listener_is_an_address_others_can_send_to_or_off() {
+    let c = ok(&edits(&[("lease.nudge_listen", Some(r#""off""#))]));
+    assert_eq!(c.lease.nudge_listen, None);
+    let c = ok(&edits(&[(
+        "lease.nudge_listen",
+        Some(r#""10.0.1.7:7946""#),
+    )]));
+    assert_eq!(
+        c.lease.nudge_listen,
+        Some(NudgeListen::At("10.0.1.7:7946".parse().unwrap()))
+    );
+    for (bad, says) in [
+        (
+            r#""0.0.0.0:7946""#,
+            "no address the other nodes can send to",
+        ),
+        (r#""{host_ip}:0""#, "needs a fixed port"),
+        (r#""{host_ip}""#, "not an address and port"),
+        (r#""everywhere""#, "not an address and port"),
+    ] {
+        let p = one_problem(&[("lease.nudge_listen", Some(bad))]);
+        assert!(p.starts_with("lease.nudge_listen: "), "{p}");
+        assert!(p.contains(says), "{bad}: {p}");
+    }
 }
 
 #[test]

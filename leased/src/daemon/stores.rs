@@ -8,10 +8,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::lease::{meta, LeaseError, LeaseId, LeaseStore, Metadata};
+use shared::lease::{meta, LeaseError, LeaseId, LeaseRecord, LeaseState, LeaseStore, Metadata};
 use shared::secret::{Secret, SecretStore};
 use shared::Name;
 
+use super::nudge::Nudger;
 use super::Clock;
 use crate::machine::{AcquireOutcome, Event, FenceReason, Lease, RenewOutcome, Ticket};
 use crate::telemetry::{RenewFailure, Telemetry};
@@ -28,6 +29,8 @@ pub(super) struct Stores {
     /// The last list failure logged (`None`: listing works), so that a standby polling a
     /// broken store logs the failure once, not every poll.
     last_list_error: Arc<Mutex<Option<String>>>,
+    /// The release nudge's socket, when the daemon has one.
+    nudger: Option<Arc<Nudger>>,
 }
 
 /// Waits for `work` (a store call) at most `timeout`; `None` when it did not finish in
@@ -37,6 +40,17 @@ pub(super) struct Stores {
 /// asynchronous, so the loop's thread never waits inside one.
 pub(super) async fn within<T>(timeout: Duration, work: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(timeout, work).await.ok()
+}
+
+/// When a record that is not acquirable may become so, if the store says: the lease or
+/// break time it reports left (`sqlite:`); zero for a break of unknown length (Azure
+/// reports neither), which may end at any moment.
+fn free_in(r: LeaseRecord) -> Option<(Name, Duration)> {
+    match (r.state, r.remaining) {
+        (_, Some(left)) => Some((r.identity, left)),
+        (LeaseState::Breaking, None) => Some((r.identity, Duration::ZERO)),
+        _ => None,
+    }
 }
 
 impl Stores {
@@ -54,6 +68,27 @@ impl Stores {
             telemetry,
             clock,
             last_list_error: Arc::default(),
+            nudger: None,
+        }
+    }
+
+    /// Releases nudge the standbys through `nudger`.
+    pub(super) fn with_nudger(mut self, nudger: Option<Arc<Nudger>>) -> Self {
+        self.nudger = nudger;
+        self
+    }
+
+    /// Removes this node's standby entry, best-effort: it is stopping.
+    pub(super) async fn withdraw_standby(&self, node: &str) {
+        if self.nudger.is_none() {
+            return;
+        }
+        self.telemetry
+            .metrics(|m| m.store_request("withdraw_standby"));
+        match within(self.timeout, self.leases.withdraw_standby(node)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::info!("removing this standby's nudge entry: {e}"),
+            None => tracing::info!("removing this standby's nudge entry: timed out"),
         }
     }
 
@@ -83,14 +118,15 @@ impl Stores {
                 }
             }
             match result {
-                Some(Ok(records)) => Event::Listed {
-                    ticket,
-                    available: records
-                        .into_iter()
-                        .filter(|r| r.state.is_acquirable())
-                        .map(|r| r.identity)
-                        .collect(),
-                },
+                Some(Ok(records)) => {
+                    let (free, taken): (Vec<_>, Vec<_>) =
+                        records.into_iter().partition(|r| r.state.is_acquirable());
+                    Event::Listed {
+                        ticket,
+                        available: free.into_iter().map(|r| r.identity).collect(),
+                        free_in: taken.into_iter().filter_map(free_in).collect(),
+                    }
+                }
                 _ => Event::ListFailed { ticket },
             }
         }
@@ -250,8 +286,25 @@ impl Stores {
             }
             let store = s.leases.clone();
             let call = async move { store.release(&lease.identity, &lease.id).await };
-            match within(s.timeout, call).await {
-                Some(Ok(())) => tracing::info!("released {identity}"),
+            // The standbys are read while the release is on its way: the nudges then go
+            // out the moment it is done.
+            let standbys = async {
+                let nudger = s.nudger.as_ref()?;
+                s.telemetry.metrics(|m| m.store_request("standbys"));
+                match within(s.timeout, s.leases.standbys()).await {
+                    Some(Ok(list)) => Some((nudger, list)),
+                    _ => None,
+                }
+            };
+            let (released, standbys) = tokio::join!(within(s.timeout, call), standbys);
+            match released {
+                Some(Ok(())) => {
+                    tracing::info!("released {identity}");
+                    if let Some((nudger, list)) = standbys {
+                        let sent = nudger.nudge(&list, &identity).await;
+                        tracing::debug!("nudged {sent} standbys");
+                    }
+                }
                 Some(Err(e)) => tracing::info!("release of {identity}: {e}"),
                 None => tracing::info!("release of {identity}: timed out"),
             }

@@ -628,7 +628,7 @@ fn a_killed_daemon_s_guard_fences_at_once_and_a_standby_resumes_the_identity_aft
 }
 
 #[test]
-fn sigterm_hands_the_identity_to_a_standby_within_a_poll() {
+fn sigterm_hands_the_identity_to_a_standby_through_the_nudge() {
     paused(async {
         let member = Member::new(1).await;
         let vm1 = member.start("vm-1", "");
@@ -636,12 +636,38 @@ fn sigterm_hands_the_identity_to_a_standby_within_a_poll() {
         let vm2 = member.start("vm-2", "");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(vm1.terminate().await, ExitCode::SUCCESS);
+        // The release nudges vm-2, which acquires at once: no wait for its next look.
         let took = until(Duration::from_secs(5), || signing(&member, "vm-2") == 1).await;
-        assert!(took <= Duration::from_secs(1), "took over after {took:?}");
+        assert!(
+            took <= Duration::from_millis(100),
+            "took over after {took:?}"
+        );
         member.world().assert_no_overlap();
         // The new lease's number is the next one.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(member.metadata(0, meta::EPOCH).await.as_deref(), Some("2"));
+        vm2.terminate().await;
+    });
+}
+
+#[test]
+fn without_the_nudge_a_standby_takes_a_released_identity_at_its_next_look() {
+    paused(async {
+        let member = Member::new(1).await;
+        let vm1 = member.start("vm-1", "");
+        until(Duration::from_secs(5), || signing(&member, "vm-1") == 1).await;
+        let mut config = member.config("vm-2", "");
+        config.lease.nudge_listen = None;
+        let vm2 = member.start_with(config);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(vm1.terminate().await, ExitCode::SUCCESS);
+        // Its next look comes on the renew grid: within R (5 s) and a little.
+        let took = until(Duration::from_secs(7), || signing(&member, "vm-2") == 1).await;
+        assert!(
+            took <= Duration::from_millis(5_300),
+            "took over after {took:?}"
+        );
+        member.world().assert_no_overlap();
         vm2.terminate().await;
     });
 }
@@ -736,8 +762,16 @@ fn a_guard_that_does_not_confirm_its_fence_is_killed_with_its_client_before_the_
         // Released only then: the standby follows the kill, never precedes it.
         until(Duration::from_secs(2), || signing(&member, "vm-2") == 1).await;
         member.world().assert_no_overlap();
-        let started = member.world().signing.last().unwrap().from;
-        assert!(started.saturating_duration_since(stop) >= took);
+        let (started, killed) = {
+            let w = member.world();
+            let vm1 = w.signing.iter().find(|s| s.node == "vm-1").unwrap();
+            (w.signing.last().unwrap().from, vm1.to.unwrap())
+        };
+        assert!(
+            started >= killed,
+            "vm-2 signed from {started:?}, vm-1 until {killed:?}"
+        );
+        assert!(killed.saturating_duration_since(stop) >= Duration::from_millis(1_700));
         vm2.terminate().await;
     });
 }

@@ -109,6 +109,7 @@ fn quarantined(p: Params, sent_ms: u64) -> (Machine, Lease) {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     assert_eq!(tried(&a), ["m0-v1"]);
@@ -226,6 +227,7 @@ fn only_identities_of_the_pool_are_tried() {
     let listed = |ticket| Event::Listed {
         ticket,
         available: vec![name("m0-v1"), name("m1-v1"), name("m10-v1")],
+        free_in: Vec::new(),
     };
     let a = m.handle(t(10), listed(ticket));
     assert_eq!(tried(&a), ["m1-v1"]);
@@ -256,6 +258,7 @@ fn seeking_walks_the_candidate_order_then_waits_and_lists_again() {
         Event::Listed {
             ticket,
             available: available.clone(),
+            free_in: Vec::new(),
         },
     );
     let first = tried(&a)[0].to_string();
@@ -305,6 +308,7 @@ fn a_lost_race_lists_again_at_once_a_few_times_then_walks_the_list() {
             Event::Listed {
                 ticket,
                 available: available.clone(),
+                free_in: Vec::new(),
             },
         );
         let first = tried(&a)[0];
@@ -328,6 +332,7 @@ fn a_lost_race_lists_again_at_once_a_few_times_then_walks_the_list() {
         Event::Listed {
             ticket,
             available: available.clone(),
+            free_in: Vec::new(),
         },
     );
     let first = tried(&a)[0];
@@ -359,6 +364,7 @@ fn the_first_candidate_follows_candidate_order() {
         Event::Listed {
             ticket,
             available: available.clone(),
+            free_in: Vec::new(),
         },
     );
     let first = tried(&a);
@@ -391,6 +397,7 @@ fn nothing_available_or_list_failure_waits_a_poll() {
         Event::Listed {
             ticket,
             available: vec![],
+            free_in: Vec::new(),
         },
     );
     assert_eq!(a, vec![Action::ScheduleWake { at: t(600) }]);
@@ -409,6 +416,7 @@ fn a_transient_acquire_failure_stops_the_round() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1"), name("m0-v2")],
+            free_in: Vec::new(),
         },
     );
     let first = name(tried(&a)[0]);
@@ -438,6 +446,7 @@ fn standby_waits_are_jittered_within_bounds() {
             Event::Listed {
                 ticket,
                 available: vec![],
+                free_in: Vec::new(),
             },
         );
         let Some(Action::ScheduleWake { at }) = a.last().cloned() else {
@@ -463,6 +472,7 @@ fn an_acquire_starts_quarantine_from_the_time_the_request_was_sent() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     // Sent at 100, answered at 900: t_ok is 100, F = 100 + 15 s − 5 s.
@@ -509,6 +519,7 @@ fn an_acquire_answer_for_another_identity_or_round_is_ignored() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1"), name("m0-v2")],
+            free_in: Vec::new(),
         },
     );
     let asked = tried(&a)[0].to_string();
@@ -523,7 +534,8 @@ fn an_acquire_answer_for_another_identity_or_round_is_ignored() {
             t(22),
             Event::Listed {
                 ticket,
-                available: vec![]
+                available: vec![],
+                free_in: Vec::new(),
             }
         )
         .is_empty());
@@ -863,6 +875,7 @@ fn after_a_fence_only_a_fresh_acquire_and_quarantine_lead_back() {
         Event::Listed {
             ticket,
             available: vec![lease.identity.clone(), name("m0-v9")],
+            free_in: Vec::new(),
         },
     );
     assert_eq!(
@@ -936,6 +949,7 @@ fn a_hand_off_failure_fences_and_leaves_the_identity_alone_for_a_while() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     assert!(tried(&a).is_empty(), "{a:?}");
@@ -1014,6 +1028,7 @@ fn item08_a_deadline_fence_cools_the_identity_down_for_one_lease() {
             Event::Listed {
                 ticket,
                 available: vec![lease.identity.clone()],
+                free_in: Vec::new(),
             },
         )
     };
@@ -1049,6 +1064,7 @@ fn item08_a_quarantine_that_cannot_renew_cools_the_identity_down() {
         Event::Listed {
             ticket: list_ticket(&a),
             available: vec![lease.identity.clone()],
+            free_in: Vec::new(),
         },
     );
     assert!(tried(&a).is_empty(), "{a:?}");
@@ -1080,6 +1096,7 @@ fn beyond_a_lost_lease_is_left_to_others_for_one_lease() {
         Event::Listed {
             ticket: list_ticket(&a),
             available: vec![lease.identity.clone()],
+            free_in: Vec::new(),
         },
     );
     assert!(
@@ -1092,6 +1109,7 @@ fn beyond_a_lost_lease_is_left_to_others_for_one_lease() {
         Event::Listed {
             ticket: list_ticket(&a),
             available: vec![lease.identity.clone()],
+            free_in: Vec::new(),
         },
     );
     assert_eq!(tried(&a), vec![lease.identity.as_str()]);
@@ -1187,6 +1205,7 @@ fn k_exits_within_the_window_give_the_identity_up() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1"), name("m0-v2")],
+            free_in: Vec::new(),
         },
     );
     assert_eq!(tried(&a), ["m0-v2"]);
@@ -1205,6 +1224,7 @@ fn k_exits_within_the_window_give_the_identity_up() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     assert!(tried(&a).is_empty());
@@ -1216,6 +1236,7 @@ fn k_exits_within_the_window_give_the_identity_up() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     assert!(tried(&a).is_empty());
@@ -1226,6 +1247,7 @@ fn k_exits_within_the_window_give_the_identity_up() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     assert_eq!(tried(&a), ["m0-v1"]);
@@ -1270,7 +1292,8 @@ fn sigterm_while_seeking_idle_or_listing_stops_at_once() {
             t(20),
             Event::Listed {
                 ticket,
-                available: vec![name("m0-v1")]
+                available: vec![name("m0-v1")],
+                free_in: Vec::new(),
             }
         )
         .is_empty());
@@ -1281,6 +1304,7 @@ fn sigterm_while_seeking_idle_or_listing_stops_at_once() {
         Event::Listed {
             ticket: list_ticket(&a),
             available: vec![],
+            free_in: Vec::new(),
         },
     );
     stopped_exits(&m.handle(t(20), Event::Terminate));
@@ -1295,6 +1319,7 @@ fn sigterm_while_acquiring_releases_what_the_acquire_brings() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     let a = m.handle(t(20), Event::Terminate);
@@ -1324,6 +1349,7 @@ fn sigterm_while_acquiring_releases_what_the_acquire_brings() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     m.handle(t(20), Event::Terminate);
@@ -1718,6 +1744,7 @@ fn a_failed_epoch_read_is_tried_again_after_the_next_renew() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     let a = m.handle(t(120), acquired(ticket, "m0-v1", 100));
@@ -1766,6 +1793,7 @@ fn no_epoch_is_decided_or_written_for_a_lease_given_up() {
         Event::Listed {
             ticket,
             available: vec![name("m0-v1")],
+            free_in: Vec::new(),
         },
     );
     m.handle(t(120), acquired(ticket, "m0-v1", 100));
@@ -1917,6 +1945,7 @@ fn a_seal_seen_in_quarantine_releases_without_a_hand_off_and_leaves_the_identity
                 Event::Listed {
                     ticket,
                     available: vec![name("m0-v1")],
+                    free_in: Vec::new(),
                 },
             );
             if tried(&a) == ["m0-v1"] {
@@ -1942,4 +1971,202 @@ fn a_stale_seal_report_changes_nothing() {
     );
     assert!(!has_release(&a));
     assert_eq!(m.state(), &before);
+}
+
+// ---- the renew grid, a standby's looks, the release nudge ----
+
+/// `params()` on the renew grid: instants where since_origin + 2 s is a multiple of R = 5 s
+/// (…, 3 s, 8 s, 13 s, …).
+fn grid_params() -> Params {
+    let mut p = params();
+    p.quarantine = Duration::ZERO;
+    p.renew_grid = Some(Duration::from_secs(2));
+    p
+}
+
+fn wake(actions: &[Action]) -> Option<MonoTime> {
+    actions.iter().find_map(|a| match a {
+        Action::ScheduleWake { at } => Some(*at),
+        _ => None,
+    })
+}
+
+#[test]
+fn on_the_grid_a_holder_renews_at_the_grid_instant_within_r_of_its_last_success() {
+    let p = grid_params();
+    // Acquired at 1.234 s: the grid instant in (1.234, 6.234] is 3 s.
+    assert_eq!(p.next_renew(t(1_234)), t(3_000));
+    // A renew sent on the grid is followed by the next instant, R later.
+    assert_eq!(p.next_renew(t(3_000)), t(8_000));
+    assert_eq!(p.next_renew(t(3_004)), t(8_000));
+    // A retry that worked at 9.1 s: back on the grid at 13 s, never later than R.
+    assert_eq!(p.next_renew(t(9_100)), t(13_000));
+    for ms in (0..20_000).step_by(137) {
+        let next = p.next_renew(t(ms));
+        assert!(next > t(ms) && next <= t(ms + 5_000), "{ms}: {next:?}");
+        assert_eq!(
+            (next.since_origin() + Duration::from_secs(2)).as_millis() % 5_000,
+            0
+        );
+    }
+    // Off the grid: R after the last success, as before.
+    assert_eq!(params().next_renew(t(1_234)), t(6_234));
+}
+
+#[test]
+fn on_the_grid_a_standby_that_finds_nothing_looks_when_a_lease_can_next_end() {
+    let (mut m, a) = Machine::start(grid_params(), t(0));
+    let ticket = list_ticket(&a);
+    // Leases renewed on the grid (…, 3 s, 8 s, …) end D = 15 s after a renew: at 3 s,
+    // 8 s, 13 s, … too (D is a multiple of R). Listed at 4 s: the next end is 8 s.
+    let a = m.handle(
+        t(4_000),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: Vec::new(),
+        },
+    );
+    assert_eq!(wake(&a), Some(t(8_000) + GRID_LOOK_DELAY));
+    // That is about 12 looks a minute, not the 120 of a 500 ms poll.
+    let a = m.handle(t(8_150), Event::Tick);
+    let ticket = list_ticket(&a);
+    let a = m.handle(
+        t(8_160),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: Vec::new(),
+        },
+    );
+    assert_eq!(wake(&a), Some(t(13_000) + GRID_LOOK_DELAY));
+    // A list that fails is retried at the old poll, not at the grid.
+    let a = m.handle(t(13_150), Event::Tick);
+    let ticket = list_ticket(&a);
+    let a = m.handle(t(13_200), Event::ListFailed { ticket });
+    assert_eq!(wake(&a), Some(t(13_700)));
+}
+
+#[test]
+fn a_stated_end_or_an_unknown_break_brings_the_look_forward() {
+    let (mut m, a) = Machine::start(grid_params(), t(0));
+    let ticket = list_ticket(&a);
+    // sqlite: m0-v1's lease has 1.2 s left: look just after it ends, not at 8 s.
+    let a = m.handle(
+        t(4_000),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: vec![
+                (name("m0-v1"), Duration::from_millis(1_200)),
+                (name("m0-v2"), Duration::from_millis(9_000)),
+            ],
+        },
+    );
+    assert_eq!(wake(&a), Some(t(5_200) + STATED_END_LOOK_DELAY));
+    // Azure: a break of unknown length may end any moment: a poll.
+    let a = m.handle(t(5_250), Event::Tick);
+    let ticket = list_ticket(&a);
+    let a = m.handle(
+        t(5_300),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: vec![(name("m0-v2"), Duration::ZERO)],
+        },
+    );
+    assert_eq!(wake(&a), Some(t(5_800)));
+    // Another pool's records do not bring anything forward.
+    let mut p = grid_params();
+    p.pool = "m0-".into();
+    let (mut m, a) = Machine::start(p, t(0));
+    let ticket = list_ticket(&a);
+    let a = m.handle(
+        t(4_000),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: vec![(name("m1-v1"), Duration::from_millis(100))],
+        },
+    );
+    assert_eq!(wake(&a), Some(t(8_000) + GRID_LOOK_DELAY));
+}
+
+#[test]
+fn a_nudge_makes_a_waiting_standby_try_that_identity_at_once() {
+    let mut p = grid_params();
+    p.pool = "m0-".into();
+    let (mut m, a) = Machine::start(p, t(0));
+    let ticket = list_ticket(&a);
+    m.handle(
+        t(4_000),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: Vec::new(),
+        },
+    );
+    // Another pool's identity: a forged or stray nudge does nothing.
+    let a = m.handle(
+        t(4_100),
+        Event::Nudge {
+            identity: name("m1-v1"),
+        },
+    );
+    assert!(tried(&a).is_empty(), "{a:?}");
+    // Its own pool: one acquire at once, through the store as always.
+    let a = m.handle(
+        t(4_200),
+        Event::Nudge {
+            identity: name("m0-v3"),
+        },
+    );
+    assert_eq!(tried(&a), ["m0-v3"]);
+    // A second nudge while that acquire is out does not start another.
+    let a = m.handle(
+        t(4_201),
+        Event::Nudge {
+            identity: name("m0-v3"),
+        },
+    );
+    assert!(tried(&a).is_empty(), "{a:?}");
+    let ticket = match m.state() {
+        State::Seeking {
+            phase: SeekPhase::Acquiring { ticket, .. },
+        } => *ticket,
+        other => panic!("{other:?}"),
+    };
+    m.handle(t(4_210), acquired(ticket, "m0-v3", 4_200));
+    assert_eq!(m.state().identity(), Some(&name("m0-v3")));
+    // A node with a lease ignores nudges.
+    let a = m.handle(
+        t(4_300),
+        Event::Nudge {
+            identity: name("m0-v4"),
+        },
+    );
+    assert!(tried(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_nudge_for_an_identity_this_node_gave_up_lately_is_ignored() {
+    let mut m = Machine::start(grid_params(), t(0)).0;
+    m.cooldowns.push((name("m0-v3"), t(60_000)));
+    m.state = State::Seeking {
+        phase: SeekPhase::Waiting { until: t(8_000) },
+    };
+    let a = m.handle(
+        t(4_000),
+        Event::Nudge {
+            identity: name("m0-v3"),
+        },
+    );
+    assert!(tried(&a).is_empty(), "{a:?}");
+    let a = m.handle(
+        t(60_001),
+        Event::Nudge {
+            identity: name("m0-v3"),
+        },
+    );
+    assert_eq!(tried(&a), ["m0-v3"]);
 }

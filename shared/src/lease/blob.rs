@@ -73,7 +73,24 @@ fn backend(message: String) -> LeaseError {
     }
 }
 
+/// The metadata name of a standby entry's address.
+const STANDBY_ADDRESS: &str = "address";
+
 impl BlobLeaseStore {
+    /// An error about blob `name` that is not a lease record's.
+    fn failed(&self, name: &str, e: &azure_core::Error) -> LeaseError {
+        let f = azure::failure(e);
+        let message = format!("{}/{name}: {}{}", self.url, f.message, rbac_hint(&f));
+        if f.transient {
+            LeaseError::Transient {
+                message,
+                source: None,
+            }
+        } else {
+            backend(message)
+        }
+    }
+
     /// Opens the container at `url` (`https://ACCOUNT.blob.core.windows.net/CONTAINER`, or
     /// the emulator's `http://127.0.0.1:10000/devstoreaccount1/CONTAINER`). No request is
     /// sent until the first call.
@@ -564,6 +581,56 @@ impl LeaseStore for BlobLeaseStore {
             .map_err(|e| backend(format!("{where_}: {e} (at most {max} bytes are read)")))?;
         buffer.truncate(n);
         Ok(Some(buffer))
+    }
+
+    async fn announce_standby(&self, node: &str, address: &str) -> Result<(), LeaseError> {
+        let name = super::standby_entry_name(node);
+        let blob = self.container.blob_client(&name);
+        let options = BlobClientUploadOptions {
+            metadata: Some([(STANDBY_ADDRESS.to_string(), address.to_string())].into()),
+            ..Default::default()
+        };
+        blob.upload(RequestContent::from(Vec::new()), Some(options))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed(&name, &e))
+    }
+
+    async fn withdraw_standby(&self, node: &str) -> Result<(), LeaseError> {
+        let name = super::standby_entry_name(node);
+        match self.container.blob_client(&name).delete(None).await {
+            Ok(_) => Ok(()),
+            Err(e) if azure::failure(&e).status == Some(404) => Ok(()),
+            Err(e) => Err(self.failed(&name, &e)),
+        }
+    }
+
+    async fn standbys(&self) -> Result<Vec<(String, String)>, LeaseError> {
+        let options = BlobContainerClientListBlobsOptions {
+            include: Some(vec![ListBlobsIncludeItem::Metadata]),
+            prefix: Some(super::STANDBY_PREFIX.into()),
+            ..Default::default()
+        };
+        let mut pager = self
+            .container
+            .list_blobs(Some(options))
+            .map_err(|e| self.failed(super::STANDBY_PREFIX, &e))?;
+        let mut out = Vec::new();
+        while let Some(item) = pager.next().await {
+            let item = item.map_err(|e| self.failed(super::STANDBY_PREFIX, &e))?;
+            let node = item.name.as_deref().and_then(super::standby_entry_node);
+            let address = item
+                .metadata
+                .and_then(|m| m.values)
+                .and_then(|mut m| m.remove(STANDBY_ADDRESS));
+            if let (Some(node), Some(address)) = (node, address) {
+                out.push((node, address));
+            }
+            if out.len() == super::MAX_STANDBYS {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

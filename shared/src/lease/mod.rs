@@ -633,6 +633,63 @@ pub trait LeaseStore: Send + Sync {
             "this lease store cannot hold the network info".into(),
         ))
     }
+
+    /// Records that standby `node` wants a nudge at `address` (a UDP `ip:port`) when a
+    /// lease is released, replacing its earlier entry: a blob `standby.<node>` in the
+    /// container, or a file in a directory beside the SQLite file. Only a hint for speed:
+    /// nothing about who holds what depends on it. A store without a place keeps nothing.
+    async fn announce_standby(&self, _node: &str, _address: &str) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    /// Removes `node`'s entry, if any.
+    async fn withdraw_standby(&self, _node: &str) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    /// The announced standbys, as (node, address), at most [`MAX_STANDBYS`] of them.
+    async fn standbys(&self) -> Result<Vec<(String, String)>, LeaseError> {
+        Ok(Vec::new())
+    }
+}
+
+/// How many standby entries a release nudges at most.
+pub const MAX_STANDBYS: usize = 256;
+
+/// The prefix of a standby's entry name beside the records: not an identity name (it has
+/// a dot), so no record can collide with it.
+pub const STANDBY_PREFIX: &str = "standby.";
+
+/// `node` as part of a blob or file name: letters, digits, `-` and `_` as they are, every
+/// other byte as `~` and two hex digits (so `/` makes no folder and `.` no hidden file).
+pub fn standby_entry_name(node: &str) -> String {
+    let mut out = String::from(STANDBY_PREFIX);
+    for b in node.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("~{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The node of a standby entry named `name`; `None` for other names.
+pub fn standby_entry_node(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(STANDBY_PREFIX)?.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while i < rest.len() {
+        if rest[i] == b'~' {
+            let hex = std::str::from_utf8(rest.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(rest[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|n| !n.is_empty())
 }
 
 /// The name the network-info document is published under, beside the lease records. Not
@@ -817,6 +874,21 @@ mod tests {
                 millis: 7
             }
         );
+    }
+
+    #[test]
+    fn standby_entry_names_round_trip_and_stay_flat() {
+        for node in ["vm-1", "vm_2", "a/b", "../x", "scale set.7", "é"] {
+            let name = standby_entry_name(node);
+            assert!(name.starts_with(STANDBY_PREFIX));
+            let rest = &name[STANDBY_PREFIX.len()..];
+            assert!(!rest.contains(['/', '.', ' ']), "{name}");
+            assert_eq!(standby_entry_node(&name).as_deref(), Some(node));
+        }
+        assert_eq!(standby_entry_name("a/b"), "standby.a~2fb");
+        assert_eq!(standby_entry_node("networkinfo.json"), None);
+        assert_eq!(standby_entry_node("standby."), None);
+        assert_eq!(standby_entry_node("standby.~4"), None);
     }
 
     #[test]

@@ -144,11 +144,16 @@ impl SqliteLeaseStore {
     /// Where the network info is published: `networkinfo.json` in the SQLite file's
     /// directory.
     pub fn network_info_path(&self) -> std::path::PathBuf {
+        self.beside(super::NETWORK_INFO)
+    }
+
+    /// The path of `name` in the SQLite file's directory.
+    fn beside(&self, name: &str) -> std::path::PathBuf {
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        dir.join(super::NETWORK_INFO)
+        dir.join(name)
     }
 
     /// Opens (creating if missing, converting a version 1 file) the lease file at `path`, on
@@ -689,6 +694,60 @@ impl LeaseStore for SqliteLeaseStore {
                 None,
             )),
         }
+    }
+
+    async fn announce_standby(&self, node: &str, address: &str) -> Result<(), LeaseError> {
+        let path = self.beside(&super::standby_entry_name(node));
+        let bytes = address.as_bytes().to_vec();
+        let shown = path.display().to_string();
+        tokio::task::spawn_blocking(move || crate::fsutil::replace_public(&path, &bytes))
+            .await
+            .map_err(|e| backend(&self.path, format!("announcing a standby: {e}"), None))?
+            .map_err(|e| backend(&self.path, format!("cannot write {shown}: {e}"), None))
+    }
+
+    async fn withdraw_standby(&self, node: &str) -> Result<(), LeaseError> {
+        let path = self.beside(&super::standby_entry_name(node));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(backend(
+                &self.path,
+                format!("cannot remove {}: {e}", path.display()),
+                None,
+            )),
+        }
+    }
+
+    async fn standbys(&self) -> Result<Vec<(String, String)>, LeaseError> {
+        let dir = self.beside("");
+        let read =
+            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(String, String)>> {
+                let mut out = Vec::new();
+                for entry in std::fs::read_dir(&dir)? {
+                    let entry = entry?;
+                    let Some(node) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(super::standby_entry_node)
+                    else {
+                        continue;
+                    };
+                    // An entry is an address: anything longer is not one of ours.
+                    if let Ok(bytes) = crate::fsutil::read_limited(&entry.path(), 256) {
+                        if let Ok(address) = String::from_utf8(bytes) {
+                            out.push((node, address));
+                        }
+                    }
+                    if out.len() == super::MAX_STANDBYS {
+                        break;
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| backend(&self.path, format!("reading the standbys: {e}"), None))?;
+        read.map_err(|e| backend(&self.path, format!("reading the standbys: {e}"), None))
     }
 }
 

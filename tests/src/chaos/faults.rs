@@ -1,7 +1,10 @@
 //! The faults the chaos run injects, and the bounds the protocol sets on what follows each.
 //!
 //! Timing, with the daemons' defaults for D = 15 s: R = M = D/3 = 5 s, fence grace G = M/4 =
-//! 1.25 s, standby poll P = 0.5 s plus up to P/4 of jitter, store calls time out after
+//! 1.25 s; a standby looks at least every P = R + 0.15 s (on the renew grid, just after a
+//! lease can end), plus up to 62.5 ms of jitter, and at once when a release nudges it; the
+//! bounds below write that longest wait as P·1.25 for short, though the jitter is smaller.
+//! Store calls time out after
 //! T = min(R/2, 5 s) = 2.5 s, renews are retried every min(R/5, 1 s) = 1 s, a client that
 //! exits is restarted after 1 s, doubled for each recent exit, and K = 5 exits in W = 60 s
 //! give the identity up. S is slack for starting processes on a loaded two-core machine.
@@ -52,7 +55,9 @@ impl Timing {
             r,
             m,
             grace: m / 4,
-            poll: Duration::from_millis(500),
+            // The longest wait between a standby's looks: on the renew grid, R and the
+            // look's delay after the instant a lease can end.
+            poll: r + Duration::from_millis(150),
             op_timeout: (r / 2).min(Duration::from_secs(5)),
             // 1 s doubled for each of the K − 1 = 4 exits before the crash loop: 1, 2, 4, 8.
             max_backoff: Duration::from_secs(8),
@@ -61,9 +66,9 @@ impl Timing {
         }
     }
 
-    /// A standby's poll with its largest jitter.
+    /// A standby's longest wait between looks, with its largest jitter.
     pub fn poll_max(&self) -> Duration {
-        self.poll + self.poll / 4
+        self.poll + Duration::from_micros(62_500)
     }
 
     /// From a standby becoming able to act to its client signing.

@@ -1980,6 +1980,9 @@ impl World<'_> {
                                     .iter()
                                     .map(|&i| self.names[i].clone())
                                     .collect(),
+                                // The simulated nodes poll (no renew grid), so the ends
+                                // a store states would change nothing.
+                                free_in: Vec::new(),
                             },
                             Err(()) => Event::ListFailed { ticket },
                         };
