@@ -14,7 +14,9 @@
 use std::io::IsTerminal as _;
 use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The `--log-format` option every binary takes (flattened into its command line).
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
@@ -54,18 +56,21 @@ impl LogFormat {
 }
 
 /// The filter from `RUST_LOG`, or [`DEFAULT_FILTER`] (with a warning) when it is unusable.
-fn filter() -> (EnvFilter, Option<String>) {
+/// Directives are `target=level` (or a bare level), comma-separated: `tracing`'s per-target
+/// filter, without `EnvFilter`'s span and field matching and the regex engine it carries.
+fn filter() -> (Targets, Option<String>) {
+    let default = || DEFAULT_FILTER.parse::<Targets>().unwrap_or_default();
     match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
+        Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
             Ok(f) => (f, None),
             Err(e) => (
-                EnvFilter::new(DEFAULT_FILTER),
+                default(),
                 Some(format!(
                     "RUST_LOG {spec:?} is not a filter ({e}); using {DEFAULT_FILTER:?}"
                 )),
             ),
         },
-        _ => (EnvFilter::new(DEFAULT_FILTER), None),
+        _ => (default(), None),
     }
 }
 
@@ -81,19 +86,25 @@ pub fn format() -> LogFormat {
 pub fn init(format: LogFormat) {
     let _ = FORMAT.set(format);
     let (filter, problem) = filter();
+    // The builder's own level would cut everything below info; the targets decide.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_target(false);
     let installed = match format {
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .finish()
+            .with(filter)
+            .try_init(),
         LogFormat::Text => {
             let ansi = std::io::stderr().is_terminal();
             let builder = builder.with_ansi(ansi);
             if std::env::var_os("JOURNAL_STREAM").is_some() {
-                builder.without_time().try_init()
+                builder.without_time().finish().with(filter).try_init()
             } else {
-                builder.try_init()
+                builder.finish().with(filter).try_init()
             }
         }
     };
