@@ -196,6 +196,10 @@ pub const STATED_END_LOOK_DELAY: Duration = Duration::from_millis(50);
 /// The shortest wait between a standby's looks, whatever the hints.
 pub const MIN_LOOK_WAIT: Duration = Duration::from_millis(50);
 
+/// A standby looks a second time this long after a lease on the grid can end, when its
+/// first look came before that.
+pub const GRID_SECOND_LOOK: Duration = Duration::from_millis(700);
+
 /// A standby looks this long after a lease on the grid can end: the renew's trip to the
 /// store and the VMs' clock skew (NTP keeps it to milliseconds) fit in it.
 pub const GRID_LOOK_DELAY: Duration = Duration::from_millis(150);
@@ -936,7 +940,17 @@ impl Machine {
             return self.seek_later(now);
         };
         self.quick_relists = 0;
-        let mut until = self.params.next_possible_end(now, phase) + GRID_LOOK_DELAY;
+        let next = self.params.next_possible_end(now, phase);
+        let last =
+            MonoTime::from_duration(next.since_origin().saturating_sub(self.params.renew_every));
+        // A first look just after an end found it still held: the renew before it may
+        // have been slow to reach the store (a loaded host or store), so look once more
+        // before the next end rather than a whole R later.
+        let mut until = if now < last + GRID_SECOND_LOOK {
+            last + GRID_SECOND_LOOK
+        } else {
+            next + GRID_LOOK_DELAY
+        };
         if let Some(stated) = self.stated_free_at.take() {
             until = until.min(stated);
         }

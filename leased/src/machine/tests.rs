@@ -2028,11 +2028,24 @@ fn on_the_grid_a_standby_that_finds_nothing_looks_when_a_lease_can_next_end() {
         },
     );
     assert_eq!(wake(&a), Some(t(8_000) + GRID_LOOK_DELAY));
-    // That is about 12 looks a minute, not the 120 of a 500 ms poll.
+    // Still held just after 8 s: once more at 8.7 s (the last renew may have been slow to
+    // reach the store), then at the next end. Two looks per R: 24 a minute, not the 120
+    // of a 500 ms poll.
     let a = m.handle(t(8_150), Event::Tick);
     let ticket = list_ticket(&a);
     let a = m.handle(
         t(8_160),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: Vec::new(),
+        },
+    );
+    assert_eq!(wake(&a), Some(t(8_000) + GRID_SECOND_LOOK));
+    let a = m.handle(t(8_700), Event::Tick);
+    let ticket = list_ticket(&a);
+    let a = m.handle(
+        t(8_710),
         Event::Listed {
             ticket,
             available: Vec::new(),
