@@ -329,11 +329,7 @@ impl Cluster {
         let root = self.dir.path();
         let runtime = root.join(format!("run-{node}"));
         let config = root.join(format!("{node}.toml"));
-        let http = self.spec.http.then(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-        });
+        let http = self.spec.http.then(unused_loopback_addr);
         let listen = http.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
         fs::write(&config, edit(self.config_text(node, &runtime, &listen))).expect("write config");
         let stderr = root.join(format!("{node}.stderr"));
@@ -529,6 +525,24 @@ impl Cluster {
             }
         }
         out
+    }
+}
+
+/// A loopback address that was free a moment ago and that no daemon of this process was
+/// given before. Once a probe's listener is closed the kernel may offer its port again, so
+/// two daemons of a large cluster could be handed one port, and the second would fail to
+/// start (seen with 120 daemons started at once).
+fn unused_loopback_addr() -> std::net::SocketAddr {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port");
+        if given.insert(addr.port()) {
+            return addr;
+        }
     }
 }
 
