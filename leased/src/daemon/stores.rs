@@ -44,11 +44,22 @@ pub(super) async fn within<T>(timeout: Duration, work: impl Future<Output = T>) 
 
 /// When a record that is not acquirable may become so, if the store says: the lease or
 /// break time it reports left (`sqlite:`); zero for a break of unknown length (Azure
-/// reports neither), which may end at any moment.
-fn free_in(r: LeaseRecord) -> Option<(Name, Duration)> {
+/// reports neither), which may end at any moment. For an Azure lease, the end of its first
+/// term, from the holder's `acquired_at_ms` and `lease_secs`, while that is ahead: until
+/// its first renew (at the next instant of the renew grid) it ends off the grid. Another
+/// VM's clock wrote it, so the look comes 100 ms later for skew.
+fn free_in(r: LeaseRecord, now_ms: u64) -> Option<(Name, Duration)> {
     match (r.state, r.remaining) {
         (_, Some(left)) => Some((r.identity, left)),
         (LeaseState::Breaking, None) => Some((r.identity, Duration::ZERO)),
+        (LeaseState::Leased, None) => {
+            let number = |k: &str| r.metadata.get(k).and_then(|v| v.parse::<u64>().ok());
+            let ends = number(meta::ACQUIRED_AT_MS)?
+                .checked_add(number(meta::LEASE_SECS)?.checked_mul(1000)?)?;
+            let left = ends.checked_sub(now_ms).filter(|l| *l > 0)?;
+            (left <= shared::lease::MAX_LEASE.as_millis() as u64)
+                .then(|| (r.identity, Duration::from_millis(left + 100)))
+        }
         _ => None,
     }
 }
@@ -124,7 +135,10 @@ impl Stores {
                     Event::Listed {
                         ticket,
                         available: free.into_iter().map(|r| r.identity).collect(),
-                        free_in: taken.into_iter().filter_map(free_in).collect(),
+                        free_in: taken
+                            .into_iter()
+                            .filter_map(|r| free_in(r, unix_now_ms()))
+                            .collect(),
                     }
                 }
                 _ => Event::ListFailed { ticket },
@@ -350,6 +364,7 @@ impl LeaseMeta {
         fields.insert(meta::HOLDER_BOOT_ID.into(), boot_id());
         fields.insert(meta::HOLDER_PID.into(), std::process::id().to_string());
         fields.insert(meta::ACQUIRED_AT.into(), unix_now().to_string());
+        fields.insert(meta::ACQUIRED_AT_MS.into(), unix_now_ms().to_string());
         fields.insert(meta::LEASE_SECS.into(), lease_secs.to_string());
         Self {
             content: Mutex::new((fields, None)),
@@ -427,4 +442,68 @@ pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        state: LeaseState,
+        remaining: Option<Duration>,
+        pairs: &[(&str, &str)],
+    ) -> LeaseRecord {
+        LeaseRecord {
+            identity: Name::new("m0-v1").unwrap(),
+            state,
+            duration: None,
+            remaining,
+            metadata: Metadata::from_pairs(pairs.iter().copied()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_standby_learns_when_a_lease_can_end_from_the_store_or_the_holders_first_term() {
+        let ms = Duration::from_millis;
+        let now = 1_800_000_000_000;
+        // sqlite: the store states it.
+        let r = record(LeaseState::Leased, Some(ms(4_200)), &[]);
+        assert_eq!(free_in(r, now).map(|f| f.1), Some(ms(4_200)));
+        // Azure, a break of unknown length: any moment.
+        let r = record(LeaseState::Breaking, None, &[]);
+        assert_eq!(free_in(r, now).map(|f| f.1), Some(Duration::ZERO));
+        // Azure, a lease acquired 2 s ago for 15 s, not renewed yet: 13 s, and 100 ms for
+        // the clocks of two VMs.
+        let at = (now - 2_000).to_string();
+        let r = record(
+            LeaseState::Leased,
+            None,
+            &[(meta::ACQUIRED_AT_MS, &at), (meta::LEASE_SECS, "15")],
+        );
+        assert_eq!(free_in(r, now).map(|f| f.1), Some(ms(13_100)));
+        // Past its first term (renewed on the grid since), or written by an older leased,
+        // or nonsense: nothing stated.
+        let at = (now - 20_000).to_string();
+        for pairs in [
+            vec![
+                (meta::ACQUIRED_AT_MS, at.as_str()),
+                (meta::LEASE_SECS, "15"),
+            ],
+            vec![(meta::ACQUIRED_AT, "1800000000"), (meta::LEASE_SECS, "15")],
+            vec![(meta::ACQUIRED_AT_MS, "soon"), (meta::LEASE_SECS, "15")],
+            vec![
+                (meta::ACQUIRED_AT_MS, "99999999999999999999"),
+                (meta::LEASE_SECS, "15"),
+            ],
+        ] {
+            let r = record(LeaseState::Leased, None, &pairs);
+            assert_eq!(free_in(r, now), None, "{pairs:?}");
+        }
+    }
 }

@@ -428,6 +428,9 @@ pub mod meta {
     pub const HOLDER_BOOT_ID: &str = "holder_boot_id";
     pub const HOLDER_PID: &str = "holder_pid";
     pub const ACQUIRED_AT: &str = "acquired_at";
+    /// The same in Unix milliseconds: a standby reads when a lease not yet renewed can
+    /// end (Azure does not say), so it looks then rather than a renew period later.
+    pub const ACQUIRED_AT_MS: &str = "acquired_at_ms";
     pub const EPOCH: &str = "epoch";
     /// The daemon's node name (`node` in its config; the hostname by default).
     pub const HOLDER_NODE: &str = "holder_node";
