@@ -1108,8 +1108,15 @@ fn longest_unheld(
 }
 
 /// Store requests of the settled herd over `window`, by role, and the memory of a sample
-/// of holders.
+/// of holders. The window opens one lease (D) after the herd settled: until then a
+/// standby also looks when each new lease's first term can end (it ends off the renew
+/// grid), which is the start-up, not idling.
 fn idle_figures(cluster: &Cluster, window: Duration, label: &str) -> Idle {
+    progress(format!(
+        "{label}: waiting one lease ({} s) for every lease's first term to pass",
+        D.as_secs()
+    ));
+    sleep(D);
     progress(format!(
         "{label}: idle window of {:.0} s",
         window.as_secs_f64()
