@@ -913,14 +913,25 @@ impl Machine {
         mix(self.rng)
     }
 
+    /// A random wait of 0 to `most`, in whole milliseconds.
+    fn jitter(&mut self, most: Duration) -> Duration {
+        let most_ms = most.as_millis() as u64;
+        if most_ms == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.next_random() % (most_ms + 1))
+    }
+
     fn standby_wait(&mut self) -> Duration {
-        let jitter_ms = self.params.poll_jitter.as_millis() as u64;
-        let extra = if jitter_ms == 0 {
-            0
-        } else {
-            self.next_random() % (jitter_ms + 1)
-        };
-        self.params.standby_poll + Duration::from_millis(extra)
+        self.params.standby_poll + self.jitter(self.params.poll_jitter)
+    }
+
+    /// Until when this node leaves `identity` to others, if it does at `now`.
+    fn cooling_until(&self, identity: &Name, now: MonoTime) -> Option<MonoTime> {
+        self.cooldowns
+            .iter()
+            .find(|(c, until)| c == identity && *until > now)
+            .map(|(_, until)| *until)
     }
 
     fn seek_later(&mut self, now: MonoTime) -> State {
@@ -956,13 +967,7 @@ impl Machine {
         }
         // Standbys that wake together spread a little, so that one wins the race quickly
         // rather than all colliding.
-        let jitter_ms = (self.params.poll_jitter / 2).as_millis() as u64;
-        let extra = if jitter_ms == 0 {
-            0
-        } else {
-            self.next_random() % (jitter_ms + 1)
-        };
-        let until = until.max(now + MIN_LOOK_WAIT) + Duration::from_millis(extra);
+        let until = until.max(now + MIN_LOOK_WAIT) + self.jitter(self.params.poll_jitter / 2);
         State::Seeking {
             phase: SeekPhase::Waiting { until },
         }
@@ -1183,7 +1188,7 @@ impl Machine {
             ) if t == ticket => {
                 self.cooldowns.retain(|(_, until)| *until > now);
                 let pool = |n: &Name| n.as_str().starts_with(&self.params.pool);
-                let cooling = |n: &Name| self.cooldowns.iter().find(|(c, _)| c == n).map(|c| c.1);
+                let cooling = |n: &Name| self.cooling_until(n, now);
                 // When to look again if nothing here can be had: the soonest stated end
                 // of a lease or break, or of a cool-down on a free one.
                 let stated = free_in.iter().filter(|(n, _)| pool(n)).map(|(_, d)| {
@@ -1194,12 +1199,13 @@ impl Machine {
                     }
                 });
                 let cooled = available.iter().filter(|n| pool(n)).filter_map(cooling);
-                self.stated_free_at = stated.chain(cooled).min();
+                let free_at = stated.chain(cooled).min();
                 let allowed: Vec<Name> = available
                     .into_iter()
                     .filter(|n| pool(n))
                     .filter(|n| cooling(n).is_none())
                     .collect();
+                self.stated_free_at = free_at;
                 let order = candidate_order(&self.params.node, &allowed);
                 self.try_next(ticket, order, now, out)
             }
@@ -1208,10 +1214,7 @@ impl Machine {
             }
             (SeekPhase::Waiting { .. }, Event::Nudge { identity })
                 if identity.as_str().starts_with(&self.params.pool)
-                    && !self
-                        .cooldowns
-                        .iter()
-                        .any(|(c, until)| *c == identity && *until > now) =>
+                    && self.cooling_until(&identity, now).is_none() =>
             {
                 let ticket = self.new_ticket();
                 self.try_next(ticket, vec![identity], now, out)

@@ -18,6 +18,7 @@ use shared::Name;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::stores::within;
 use super::Msg;
 use crate::machine::Event;
 
@@ -122,8 +123,8 @@ pub(super) async fn announce(
     let mut failing = false;
     loop {
         let call = store.announce_standby(&node, &address);
-        let wait = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(())) => {
+        let wait = match within(timeout, call).await {
+            Some(Ok(())) => {
                 if failing {
                     tracing::info!("announced this standby's nudge address {address} again");
                 }
@@ -133,7 +134,7 @@ pub(super) async fn announce(
             outcome => {
                 if !failing {
                     let why = match outcome {
-                        Ok(Err(e)) => e.to_string(),
+                        Some(Err(e)) => e.to_string(),
                         _ => "timed out".into(),
                     };
                     tracing::info!(
