@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use shared::exit::Status;
@@ -38,9 +38,10 @@ use shared::Name;
 
 use crate::config::{Config, NudgeListen};
 use crate::guard::{GuardCommand, GuardEvent, MonoNanos};
-use crate::machine::{Action, Event, FenceReason, Lease, Machine, MonoTime, Ticket};
+use crate::machine::{self, Action, Event, FenceReason, Lease, Machine, MonoTime, Ticket};
 use crate::telemetry::Telemetry;
 use crate::{http, notify};
+use shared::spec::LeaseStoreSpec;
 
 mod chain;
 mod gate;
@@ -104,6 +105,12 @@ async fn bind_nudger(listen: NudgeListen, node: &str) -> Option<Arc<nudge::Nudge
             None
         }
     }
+}
+
+/// The width over which `sqlite:` holders spread their renews after each grid instant:
+/// R/5, at most one second (a hundred holders then write about 10 ms apart).
+fn sqlite_renew_spread(p: &machine::Params) -> Duration {
+    (p.renew_every / 5).min(Duration::from_secs(1))
 }
 
 /// The phase that puts the renew grid on whole multiples of `renew_every` of the wall
@@ -222,7 +229,15 @@ struct LeaseCtx {
     hand_off_began: Option<MonoTime>,
     /// When a failed signer attempt was last said.
     signer_wait_said: Option<MonoTime>,
+    /// Told when the hand-off has read the key and set the address: the first metadata
+    /// write waits for it a little, so that holder and address go in one request.
+    staged: Arc<tokio::sync::Notify>,
 }
+
+/// How long the first metadata write of a lease waits for the hand-off's address, so that
+/// one request carries both. A hand-off reads its key in tens of milliseconds; one held in
+/// quarantine gets its holder written after this wait, and its address in a second write.
+const METADATA_COALESCE: Duration = Duration::from_millis(300);
 
 struct Driver {
     config: Arc<Config>,
@@ -232,6 +247,9 @@ struct Driver {
     /// The doppelganger watch of every quarantine, when a chain is configured.
     watch: Option<Watch>,
     tx: mpsc::UnboundedSender<Msg>,
+    /// Whether the machine stands by ([`Machine::is_standing_by`]): the nudge announcer
+    /// writes this node's entry only then.
+    standing_by: watch::Sender<bool>,
     rx: mpsc::UnboundedReceiver<Msg>,
     wake: Option<MonoTime>,
     /// The last deadline the machine allowed the client; sent to every new guard first.
@@ -273,6 +291,7 @@ impl Driver {
             Some(listen) => bind_nudger(listen, &config.node).await,
             None => None,
         };
+        let (standing_by, standby_changes) = watch::channel(false);
         if let Some(n) = &nudger {
             tokio::spawn(n.clone().receive(tx.clone()));
             tokio::spawn(nudge::announce(
@@ -281,6 +300,7 @@ impl Driver {
                 n.advertised,
                 op_timeout(&config),
                 Duration::from_secs(30),
+                standby_changes,
             ));
         }
         let stores = Stores::new(
@@ -298,6 +318,7 @@ impl Driver {
             guards: parts.guards,
             watch: parts.watch,
             tx,
+            standing_by,
             rx,
             wake: None,
             deadline: None,
@@ -318,6 +339,9 @@ impl Driver {
         let mut params = self.config.machine_params(random_seed());
         let now = clock();
         params.renew_grid = Some(grid_phase(params.renew_every, now));
+        if matches!(self.config.store.leases, LeaseStoreSpec::Sqlite(_)) {
+            params.renew_offset = machine::spread(&params.node, sqlite_renew_spread(&params));
+        }
         let (mut machine, actions) = Machine::start(params, now);
         let c = &self.config;
         log(format!(
@@ -375,6 +399,9 @@ impl Driver {
                 notify::send(notify::Notice::Stopping);
             }
             let actions = machine.handle(clock(), event);
+            let standby = machine.is_standing_by();
+            self.standing_by
+                .send_if_modified(|was| std::mem::replace(was, standby) != standby);
             exit = self.execute(&machine, actions);
         }
         // A hand-off still deriving or writing a key must not publish it now; no client
@@ -501,6 +528,7 @@ impl Driver {
                         signer_key: None,
                         signer_wait_said: None,
                         hand_off_began: None,
+                        staged: Arc::new(tokio::sync::Notify::new()),
                     });
                 }
                 self.answer(self.stores.read_epoch(lease));
@@ -510,11 +538,16 @@ impl Driver {
                     return false;
                 };
                 let meta = ctx.meta.clone();
+                let staged = ctx.staged.clone();
                 if meta.set_epoch(epoch) {
                     log(format!("acquired {} (epoch {epoch})", lease.identity));
                     self.span().record("epoch", epoch);
                 }
-                self.spawn(self.stores.write_metadata(lease, meta));
+                let write = self.stores.write_metadata(lease, meta);
+                self.spawn(async move {
+                    let _ = tokio::time::timeout(METADATA_COALESCE, staged.notified()).await;
+                    write.await;
+                });
             }
             Action::BeginQuarantine { lease, min_wait } => match self.watch.clone() {
                 Some(watch) => {

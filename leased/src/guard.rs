@@ -540,6 +540,9 @@ pub fn run_guard(config: GuardConfig) -> ExitCode {
         tracing::error!("guard: cannot make itself non-dumpable: {e}");
         return EXIT_SOFTWARE.into();
     }
+    // Run from an open file (see the daemon's spawner), the kernel would name it after a
+    // descriptor number: `ps`, `top` and the on-call engineer see what it is instead.
+    let _ = nix::sys::prctl::set_name(c"leased-guard");
     // Fails with EPERM only if we already lead a process group; then the daemon chose our
     // group for us and that is its decision to have made.
     let _ = nix::unistd::setsid();
@@ -1235,6 +1238,7 @@ where
         }
     };
     let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::prctl::set_name(c"leased-janitor");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

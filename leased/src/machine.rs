@@ -109,6 +109,12 @@ pub struct Params {
     /// looks again when a lease renewed on that grid can next end, rather than every
     /// `standby_poll`. `None`: renew R after the last success, poll every `standby_poll`.
     pub renew_grid: Option<Duration>,
+    /// On the grid, holders renew this long after each grid instant (less than R). The
+    /// daemon spreads the holders of a store that states every lease's end (`sqlite:`,
+    /// one file that takes one write at a time) over a fraction of a second by node, so
+    /// that a hundred renews do not queue on its lock at one instant; standbys of such a
+    /// store look at the ends it states, not at the grid. Zero elsewhere.
+    pub renew_offset: Duration,
     /// Wait before the first restart of an exited client; doubles with each recent exit.
     pub restart_backoff: Duration,
     /// K: this many client exits within `crash_loop_window` give the identity up.
@@ -146,6 +152,7 @@ impl Params {
             standby_poll,
             poll_jitter: standby_poll / 4,
             renew_grid: None,
+            renew_offset: Duration::ZERO,
             restart_backoff: Duration::from_secs(1),
             crash_loop_max_exits: 5,
             crash_loop_window: Duration::from_secs(60),
@@ -166,7 +173,11 @@ impl Params {
     pub fn next_renew(&self, t_ok: MonoTime) -> MonoTime {
         let latest = t_ok + self.renew_every;
         match self.renew_grid {
-            Some(phase) => latest.back_to_grid(self.renew_every, phase),
+            Some(phase) => {
+                let r = self.renew_every;
+                let offset = duration_mod(self.renew_offset, r);
+                latest.back_to_grid(r, duration_mod(phase + r - offset, r))
+            }
             None => latest,
         }
     }
@@ -764,6 +775,9 @@ pub struct Machine {
     stated_free_at: Option<MonoTime>,
     /// The epoch of the live lease (its ticket): `None` until the record has been read.
     epoch: Option<(Ticket, Option<u64>)>,
+    /// A list found nothing this node could take since its last acquire: it is a standby,
+    /// not a node on its way to an identity (see [`Machine::is_standing_by`]).
+    found_nothing: bool,
 }
 
 /// At most this many lists at once after lost races before the node waits a poll.
@@ -784,6 +798,7 @@ impl Machine {
             quick_relists: 0,
             stated_free_at: None,
             epoch: None,
+            found_nothing: false,
         };
         let mut out = Vec::new();
         m.after_event(now, &mut out);
@@ -794,6 +809,14 @@ impl Machine {
     /// The current state.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Seeking, after a list that offered nothing this node could take (or only races it
+    /// lost): a standby waiting for an identity to come free, which is when its release
+    /// nudges are worth announcing. A node just started, or one between a release and its
+    /// next list, is not one yet: in a herd most nodes never are.
+    pub fn is_standing_by(&self) -> bool {
+        self.found_nothing && matches!(self.state, State::Seeking { .. })
     }
 
     /// The settings.
@@ -947,6 +970,7 @@ impl Machine {
     /// whichever is sooner, rather than every poll: a lease held by a live holder cannot
     /// end in between. Without the grid, a poll.
     fn seek_after_list(&mut self, now: MonoTime) -> State {
+        self.found_nothing = true;
         let Some(phase) = self.params.renew_grid else {
             return self.seek_later(now);
         };
@@ -1233,6 +1257,7 @@ impl Machine {
             ) if t == ticket && i == identity => match outcome {
                 AcquireOutcome::Acquired { id, sent_at } => {
                     self.quick_relists = 0;
+                    self.found_nothing = false;
                     let lease = Lease {
                         ticket,
                         identity,
@@ -1587,6 +1612,16 @@ impl Machine {
 /// for each further recent exit, at most 32 × `base`.
 fn restart_delay(base: Duration, exits: u32) -> Duration {
     base * (1u32 << exits.saturating_sub(1).min(5))
+}
+
+/// A node's place in a spread of `width`: the same on every start, different across
+/// nodes (the renew offset of `sqlite:` holders, [`Params::renew_offset`]).
+pub fn spread(node: &str, width: Duration) -> Duration {
+    let nanos = u64::try_from(width.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(mix(fnv1a(node.as_bytes())) % nanos)
 }
 
 /// The order in which node `node` tries the identities in `available`: rendezvous

@@ -849,7 +849,7 @@ struct Idle {
     /// Store requests per R of each daemon that kept holding.
     holder_per_r: Vec<f64>,
     /// RSS of a holder's daemon and of its guard, KiB, for a sample of holders.
-    holder_rss_kib: Vec<(u64, u64)>,
+    holder_rss_kib: Vec<(u64, u64, u64)>,
 }
 
 /// `daemons` daemons over 100 identities, all started at once; with `idle`, the settled
@@ -1184,8 +1184,20 @@ fn idle_figures(cluster: &Cluster, window: Duration, label: &str) -> Idle {
         .filter_map(|node| {
             let daemon = cluster.daemons.iter().find(|d| &d.node == node)?;
             let own = rss_kib(daemon.pid()?.as_raw().unsigned_abs())?;
-            let guard = rss_kib(daemon.guard_pid()?.as_raw().unsigned_abs())?;
-            Some((own, guard))
+            let guard_pid = daemon.guard_pid()?;
+            let guard = rss_kib(guard_pid.as_raw().unsigned_abs())?;
+            // The guard's key janitor, which lives as long as the guard (zero without one).
+            let janitor = integration_tests::cluster::children_of(guard_pid)
+                .into_iter()
+                .find(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                        c.split(|b| *b == 0)
+                            .any(|w| w == leased::guard::JANITOR_SUBCOMMAND.as_bytes())
+                    })
+                })
+                .and_then(|pid| rss_kib(pid.as_raw().unsigned_abs()))
+                .unwrap_or(0);
+            Some((own, guard, janitor))
         })
         .collect();
     Idle {
@@ -1213,7 +1225,17 @@ fn stripped_binary() -> (String, Result<u64, String>) {
     } else {
         ("leased-host (= leased::cli::main)", host)
     };
-    (name.to_string(), strip_size(&path))
+    // The guard program the daemon runs its guards from: `leased-guard` beside `leased`.
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let guard = path.with_file_name(format!("{file}-guard"));
+    let name = match strip_size(&guard) {
+        Ok(bytes) => format!("{name}; its guard program {:.2} MB", bytes as f64 / 1e6),
+        Err(e) => format!("{name}; no guard program: {e}"),
+    };
+    (name, strip_size(&path))
 }
 
 fn strip_size(binary: &Path) -> Result<u64, String> {
@@ -1304,8 +1326,8 @@ impl Row {
             Row::Herd120Standbys => "herd 120/100: standbys at the end; longest any identity went unheld (start and idle window)",
             Row::IdleStandby => "idle standby store requests / minute (herd 120, mean / max)",
             Row::IdleHolder => "idle holder store requests per R = 5 s (herd 120, mean / max)",
-            Row::IdleRss => "idle RSS of a holder's daemon + guard (herd 120, median / max)",
-            Row::Binary => "stripped daemon binary",
+            Row::IdleRss => "idle RSS of a holder's daemon + guard + the guard's key janitor (herd 120, median / max)",
+            Row::Binary => "stripped daemon binary (and its guard program beside it)",
             Row::Overlaps => "overlap checker, every scenario",
         }
     }
@@ -1630,15 +1652,16 @@ fn idle_cells(idle: &Idle, cells: &mut BTreeMap<Row, Cell>) {
                 v.sort_unstable();
                 mb(v[v.len() / 2])
             };
-            let pairs = &idle.holder_rss_kib;
-            let total = median(pairs.iter().map(|(d, g)| d + g).collect());
-            let max = mb(pairs.iter().map(|(d, g)| d + g).max().unwrap_or(0));
-            let daemon = median(pairs.iter().map(|(d, _)| *d).collect());
-            let guard = median(pairs.iter().map(|(_, g)| *g).collect());
+            let triples = &idle.holder_rss_kib;
+            let total = median(triples.iter().map(|(d, g, j)| d + g + j).collect());
+            let max = mb(triples.iter().map(|(d, g, j)| d + g + j).max().unwrap_or(0));
+            let daemon = median(triples.iter().map(|(d, _, _)| *d).collect());
+            let guard = median(triples.iter().map(|(_, g, _)| *g).collect());
+            let janitor = median(triples.iter().map(|(_, _, j)| *j).collect());
             Cell::new(
                 format!(
-                    "{total:.1} MB / {max:.1} MB (daemon {daemon:.1} + guard {guard:.1}, n={})",
-                    pairs.len()
+                    "{total:.1} MB / {max:.1} MB (daemon {daemon:.1} + guard {guard:.1} + key janitor {janitor:.1}, n={})",
+                    triples.len()
                 ),
                 Some(max <= 10.0),
             )

@@ -189,7 +189,12 @@ impl Daemon {
         let me = self.pid()?;
         children_of(me).into_iter().find(|pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.split(|b| *b == 0).any(|w| w == b"guard"))
+                .map(|c| {
+                    // `leased guard …`, or the guard program (`…-guard …`).
+                    let mut words = c.split(|b| *b == 0);
+                    let program = words.next().unwrap_or_default();
+                    program.ends_with(b"-guard") || words.any(|w| w == b"guard")
+                })
                 .unwrap_or(false)
         })
     }

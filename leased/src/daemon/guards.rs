@@ -1,9 +1,9 @@
 //! The daemon's side of the fence guard: starting guards behind a seam, and the daemon's
 //! own backstop for a guard that does not confirm a fence.
 //!
-//! [`GuardSpawner`] is the seam. The binary's [`ProcessSpawner`] starts `leased guard` as
-//! a child process (this same executable), talks to it over its stdin and stdout, kills by
-//! process group and reads `/proc`; in-process driver tests pass a spawner whose guards are
+//! [`GuardSpawner`] is the seam. The binary's [`ProcessSpawner`] starts the guard as a
+//! child process (`leased-guard`, or `leased guard` without it, see [`ProcessSpawner`]),
+//! talks to it over its stdin and stdout, kills by process group and reads `/proc`; in-process driver tests pass a spawner whose guards are
 //! tasks on the test's paused clock, and whose kills touch no process.
 
 use std::collections::BTreeMap;
@@ -59,22 +59,78 @@ pub trait GuardSpawner: Send + Sync {
     fn spawn(&self, spec: GuardSpec) -> Result<Spawned, String>;
 }
 
-/// The binary's spawner: `leased [--log-format F] guard …` as a child process.
+/// The binary's spawner. The guard runs from `leased-guard`, a small program beside the
+/// daemon's (its name is the daemon's file name with `-guard`), built from the same
+/// library: it lacks the stores, TLS and HTTP, so each guard and key janitor on a VM costs
+/// a fraction of the memory of another copy of `leased`. The program is opened when the
+/// daemon starts and run from that open file, so a package upgrade that replaces it on
+/// disk cannot pair a running daemon with a guard of another version. Without it beside
+/// the daemon, the daemon runs its own binary as `leased guard`, which is the same code.
 #[derive(Debug)]
-pub struct ProcessSpawner;
+pub struct ProcessSpawner {
+    guard_program: Option<(std::path::PathBuf, std::fs::File)>,
+}
+
+impl ProcessSpawner {
+    /// Opens the guard program beside this binary, if there is one.
+    pub fn new() -> Self {
+        let guard_program = guard_program_path().and_then(|path| {
+            let file = std::fs::File::open(&path).ok()?;
+            log(format!("guards run from {}", path.display()));
+            Some((path, file))
+        });
+        if guard_program.is_none() {
+            log("guards run from this binary (`leased guard`): no guard program beside it");
+        }
+        Self { guard_program }
+    }
+}
+
+impl Default for ProcessSpawner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `<this program>-guard` in this program's directory.
+fn guard_program_path() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let name = exe.file_name()?.to_str()?;
+    // The kernel's name for a binary replaced on disk since it started.
+    let name = name.strip_suffix(" (deleted)").unwrap_or(name);
+    Some(exe.with_file_name(format!("{name}-guard")))
+}
 
 impl GuardSpawner for ProcessSpawner {
     fn spawn(&self, spec: GuardSpec) -> Result<Spawned, String> {
-        let exe =
-            crate::guard::self_exe().map_err(|e| format!("cannot find the leased binary: {e}"))?;
+        use std::os::fd::AsRawFd;
+        let (exe, name, subcommand) = match &self.guard_program {
+            // The child inherits the descriptor until its exec (it is close-on-exec), and
+            // its /proc/self is its own: this runs exactly the file opened at start. Its
+            // argv[0] is the program's path, so that `ps` shows what runs.
+            Some((path, file)) => (
+                std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+                path.clone().into_os_string(),
+                None,
+            ),
+            None => {
+                let exe = crate::guard::self_exe()
+                    .map_err(|e| format!("cannot find the leased binary: {e}"))?;
+                let name = std::env::args_os()
+                    .next()
+                    .unwrap_or_else(|| "leased".into());
+                (exe, name, Some("guard"))
+            }
+        };
         // The guard, and the client after it, get the client's environment only: nothing of
         // the daemon's (credentials, NOTIFY_SOCKET) reaches the client.
         let mut child = Command::new(exe)
+            .arg0(name)
             .env_clear()
             .envs(&spec.env)
             .arg("--log-format")
             .arg(crate::logging::format().as_str())
-            .arg("guard")
+            .args(subcommand)
             .args(spec.config.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

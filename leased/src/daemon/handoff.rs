@@ -708,8 +708,14 @@ impl Driver {
             if let Some(enode) = &staged.enode {
                 ctx.meta.set(shared::lease::meta::ENODE, enode);
             }
-            if ctx.meta.epoch().is_some() {
-                let write = self.stores.write_metadata(lease.clone(), ctx.meta.clone());
+            let write = ctx
+                .meta
+                .epoch()
+                .is_some()
+                .then(|| self.stores.write_metadata(lease.clone(), ctx.meta.clone()));
+            // A first write still waiting now carries the address too (or finds it sent).
+            ctx.staged.notify_one();
+            if let Some(write) = write {
                 self.spawn(write);
             }
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use shared::lease::LeaseStore;
 use shared::Name;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::stores::within;
 use super::Msg;
@@ -110,18 +110,26 @@ fn parse(datagram: &[u8]) -> Option<Name> {
     Name::new(text.strip_prefix(MAGIC)?).ok()
 }
 
-/// Announces this standby now and every [`ANNOUNCE_EVERY`], retrying a failure after
-/// `retry`; logs a failure once until it works again.
+/// Announces this node when it stands by (`standing_by` is true), at most once every
+/// [`ANNOUNCE_EVERY`] after a success, retrying a failure after `retry`; logs a failure
+/// once until it works again. A node that holds an identity does not need nudges, so in
+/// a herd that finds an identity for everyone nothing is written. The entry is left in
+/// place when the node acquires (the next release's datagram costs it nothing) and
+/// withdrawn on a clean stop.
 pub(super) async fn announce(
     store: Arc<dyn LeaseStore>,
     node: String,
     address: SocketAddr,
     timeout: Duration,
     retry: Duration,
+    mut standing_by: watch::Receiver<bool>,
 ) {
     let address = address.to_string();
     let mut failing = false;
     loop {
+        if standing_by.wait_for(|s| *s).await.is_err() {
+            return;
+        }
         let call = store.announce_standby(&node, &address);
         let wait = match within(timeout, call).await {
             Some(Ok(())) => {

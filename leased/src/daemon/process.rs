@@ -147,7 +147,7 @@ impl Parts {
         Ok(Self {
             leases,
             secrets,
-            guards: Arc::new(ProcessSpawner),
+            guards: Arc::new(ProcessSpawner::new()),
             watch: match &config.quarantine {
                 Some(q) => Some(super::Watch {
                     chain: Arc::new(

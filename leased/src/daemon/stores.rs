@@ -260,11 +260,11 @@ impl Stores {
         meta: Arc<LeaseMeta>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let s = self.clone();
-        s.telemetry.metrics(|m| m.store_request("write_metadata"));
         async move {
             let identity = lease.identity.clone();
             let store = s.leases.clone();
-            match within(s.timeout, meta.write_latest(store.as_ref(), &lease)).await {
+            let count = || s.telemetry.metrics(|m| m.store_request("write_metadata"));
+            match within(s.timeout, meta.write_latest(store.as_ref(), &lease, count)).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::info!("metadata for {identity}: {e}"),
                 None => tracing::info!("metadata for {identity}: timed out"),
@@ -281,9 +281,6 @@ impl Stores {
         let s = self.clone();
         s.telemetry.metrics(|m| m.store_request("release"));
         let note = note.filter(|(meta, _, _)| meta.epoch().is_some());
-        if note.is_some() {
-            s.telemetry.metrics(|m| m.store_request("write_metadata"));
-        }
         async move {
             let (ticket, identity) = (lease.ticket, lease.identity.clone());
             if let Some((meta, reason, detail)) = note {
@@ -292,8 +289,9 @@ impl Stores {
                 // Its client no longer runs: out of the live bootnode list.
                 meta.remove(meta::ENODE);
                 let store = s.leases.clone();
+                let count = || s.telemetry.metrics(|m| m.store_request("write_metadata"));
                 if let Some(Err(e)) =
-                    within(s.timeout, meta.write_latest(store.as_ref(), &lease)).await
+                    within(s.timeout, meta.write_latest(store.as_ref(), &lease, count)).await
                 {
                     tracing::info!("recording why {identity} is given up: {e}");
                 }
@@ -346,13 +344,16 @@ impl Stores {
 
 /// The metadata of one lease: its content, and the epoch the machine decided for it. Writes
 /// under the lease (holder, address, why it was given up) are serialised, and each writes
-/// the content as it is when its turn comes, so the last write carries everything known.
-/// Nothing is written before the epoch is decided: a write without one would set the
-/// record's epoch back to 0.
+/// the content as it is when its turn comes, so the last write carries everything known;
+/// a write whose turn finds nothing changed since the last one sent nothing. Nothing is
+/// written before the epoch is decided: a write without one would set the record's epoch
+/// back to 0.
 #[derive(Default)]
 pub(super) struct LeaseMeta {
-    content: Mutex<(BTreeMap<String, String>, Option<u64>)>,
-    turn: tokio::sync::Mutex<()>,
+    /// The fields, the epoch, and a count of changes to either.
+    content: Mutex<(BTreeMap<String, String>, Option<u64>, u64)>,
+    /// The turn to write, and the count of changes the last write carried.
+    written: tokio::sync::Mutex<Option<u64>>,
 }
 
 impl LeaseMeta {
@@ -367,42 +368,65 @@ impl LeaseMeta {
         fields.insert(meta::ACQUIRED_AT_MS.into(), unix_now_ms().to_string());
         fields.insert(meta::LEASE_SECS.into(), lease_secs.to_string());
         Self {
-            content: Mutex::new((fields, None)),
-            turn: tokio::sync::Mutex::new(()),
+            content: Mutex::new((fields, None, 0)),
+            written: tokio::sync::Mutex::new(None),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (BTreeMap<String, String>, Option<u64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (BTreeMap<String, String>, Option<u64>, u64)> {
         self.content.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn set(&self, key: &str, value: &str) {
-        self.lock().0.insert(key.to_string(), value.to_string());
+        let mut c = self.lock();
+        if c.0.get(key).map(String::as_str) != Some(value) {
+            c.0.insert(key.to_string(), value.to_string());
+            c.2 += 1;
+        }
     }
 
     pub(super) fn remove(&self, key: &str) {
-        self.lock().0.remove(key);
+        let mut c = self.lock();
+        if c.0.remove(key).is_some() {
+            c.2 += 1;
+        }
     }
 
     /// Sets the epoch; true the first time.
     pub(super) fn set_epoch(&self, epoch: u64) -> bool {
-        self.lock().1.replace(epoch).is_none()
+        let mut c = self.lock();
+        c.2 += 1;
+        c.1.replace(epoch).is_none()
     }
 
     pub(super) fn epoch(&self) -> Option<u64> {
         self.lock().1
     }
 
-    async fn write_latest(&self, store: &dyn LeaseStore, lease: &Lease) -> Result<(), LeaseError> {
-        let _turn = self.turn.lock().await;
-        let (mut fields, epoch) = self.lock().clone();
+    /// Writes the content if it changed since the last write, calling `sending` just
+    /// before the request goes out.
+    async fn write_latest(
+        &self,
+        store: &dyn LeaseStore,
+        lease: &Lease,
+        sending: impl FnOnce(),
+    ) -> Result<(), LeaseError> {
+        let mut written = self.written.lock().await;
+        let (mut fields, epoch, version) = self.lock().clone();
         let Some(epoch) = epoch else {
             return Ok(());
         };
+        if *written == Some(version) {
+            return Ok(());
+        }
         fields.insert(meta::EPOCH.into(), epoch.to_string());
+        let fields = Metadata::try_from(fields)?;
+        sending();
         store
-            .write_metadata(&lease.identity, &lease.id, &Metadata::try_from(fields)?)
-            .await
+            .write_metadata(&lease.identity, &lease.id, &fields)
+            .await?;
+        *written = Some(version);
+        Ok(())
     }
 }
 

@@ -635,6 +635,17 @@ fn sigterm_hands_the_identity_to_a_standby_through_the_nudge() {
         until(Duration::from_secs(5), || signing(&member, "vm-1") == 1).await;
         let vm2 = member.start("vm-2", "");
         tokio::time::sleep(Duration::from_secs(3)).await;
+        // Only the standby announced where to nudge it: the holder found its identity at
+        // once and wrote nothing of the kind.
+        let announced: Vec<String> = member
+            .leases
+            .standbys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(node, _)| node)
+            .collect();
+        assert_eq!(announced, ["vm-2"]);
         assert_eq!(vm1.terminate().await, ExitCode::SUCCESS);
         // The release nudges vm-2, which acquires at once: no wait for its next look.
         let took = until(Duration::from_secs(5), || signing(&member, "vm-2") == 1).await;
@@ -848,9 +859,17 @@ fn racing_metadata_writes_under_one_lease_end_with_all_fields_and_its_one_epoch(
             member.leases.clone(),
             member.secrets.clone(),
             Duration::from_secs(2),
-            telemetry,
+            telemetry.clone(),
             paused_now,
         );
+        let writes = || {
+            telemetry
+                .render_metrics()
+                .lines()
+                .find(|l| l.contains("write_metadata") && !l.starts_with('#'))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let meta = Arc::new(LeaseMeta::holder("vm-1", 15));
         // Before the epoch is decided nothing is written (it would reset the epoch).
         stores.write_metadata(lease.clone(), meta.clone()).await;
@@ -868,6 +887,17 @@ fn racing_metadata_writes_under_one_lease_end_with_all_fields_and_its_one_epoch(
         assert_eq!(field(meta::HOLDER_NODE), Some("vm-1"));
         assert_eq!(field(meta::ADDRESS), Some("0xabc"));
         assert_eq!(field(meta::EPOCH), Some("5"));
+        // A write whose turn finds nothing new sends nothing: the holder's write and the
+        // hand-off's address, when they meet, cost the store one request, not two.
+        let sent = writes();
+        assert!((1..=2).contains(&sent), "{sent}");
+        stores.write_metadata(lease.clone(), meta.clone()).await;
+        meta.set(meta::ADDRESS, "0xabc");
+        stores.write_metadata(lease.clone(), meta.clone()).await;
+        assert_eq!(writes(), sent);
+        meta.set(meta::ADDRESS, "0xdef");
+        stores.write_metadata(lease.clone(), meta.clone()).await;
+        assert_eq!(writes(), sent + 1);
     });
 }
 

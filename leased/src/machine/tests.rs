@@ -2183,3 +2183,96 @@ fn a_nudge_for_an_identity_this_node_gave_up_lately_is_ignored() {
     );
     assert_eq!(tried(&a), ["m0-v3"]);
 }
+
+#[test]
+fn a_node_stands_by_only_after_a_list_offered_it_nothing_and_stops_when_it_acquires() {
+    let mut p = grid_params();
+    p.pool = "m0-".into();
+    let (mut m, a) = Machine::start(p, t(0));
+    // Just started: not a standby yet, so a herd that finds identities announces nothing.
+    assert!(!m.is_standing_by());
+    let ticket = list_ticket(&a);
+    let a = m.handle(
+        t(100),
+        Event::Listed {
+            ticket,
+            available: vec![name("m0-v1")],
+            free_in: Vec::new(),
+        },
+    );
+    assert_eq!(tried(&a), ["m0-v1"]);
+    assert!(!m.is_standing_by(), "on its way to an identity");
+    let ticket = match m.state() {
+        State::Seeking {
+            phase: SeekPhase::Acquiring { ticket, .. },
+        } => *ticket,
+        other => panic!("{other:?}"),
+    };
+    m.handle(t(110), acquired(ticket, "m0-v1", 100));
+    assert!(!m.is_standing_by(), "holding");
+
+    // A second node whose list offers nothing is a standby until it acquires.
+    let mut p = grid_params();
+    p.pool = "m0-".into();
+    let (mut m, a) = Machine::start(p, t(0));
+    let ticket = list_ticket(&a);
+    m.handle(
+        t(4_000),
+        Event::Listed {
+            ticket,
+            available: Vec::new(),
+            free_in: Vec::new(),
+        },
+    );
+    assert!(m.is_standing_by());
+    let a = m.handle(
+        t(4_200),
+        Event::Nudge {
+            identity: name("m0-v3"),
+        },
+    );
+    assert_eq!(tried(&a), ["m0-v3"]);
+    assert!(
+        m.is_standing_by(),
+        "still a standby while the acquire is out"
+    );
+    let ticket = match m.state() {
+        State::Seeking {
+            phase: SeekPhase::Acquiring { ticket, .. },
+        } => *ticket,
+        other => panic!("{other:?}"),
+    };
+    m.handle(t(4_210), acquired(ticket, "m0-v3", 4_200));
+    assert!(!m.is_standing_by());
+}
+
+#[test]
+fn a_renew_offset_moves_the_holder_after_the_grid_instant_and_still_within_r() {
+    let mut p = grid_params();
+    p.renew_offset = Duration::from_millis(700);
+    // Grid instants at 3 s, 8 s, 13 s …: this holder renews at 3.7 s, 8.7 s, ….
+    assert_eq!(p.next_renew(t(1_234)), t(3_700));
+    assert_eq!(p.next_renew(t(3_700)), t(8_700));
+    assert_eq!(p.next_renew(t(3_500)), t(3_700));
+    for ms in (0..20_000).step_by(137) {
+        let next = p.next_renew(t(ms));
+        assert!(next > t(ms) && next <= t(ms + 5_000), "{ms}: {next:?}");
+        assert_eq!(
+            (next.since_origin() + Duration::from_millis(1_300)).as_millis() % 5_000,
+            0
+        );
+    }
+    // Node offsets spread over the width, the same on every start.
+    let width = Duration::from_secs(1);
+    let offsets: Vec<Duration> = (0..100)
+        .map(|i| spread(&format!("vm-{i}"), width))
+        .collect();
+    assert!(offsets.iter().all(|o| *o < width));
+    assert_eq!(spread("vm-7", width), offsets[7]);
+    let mut tenths = [0; 10];
+    for o in &offsets {
+        tenths[usize::try_from(o.as_millis() / 100).unwrap()] += 1;
+    }
+    assert!(tenths.iter().all(|n| *n >= 3), "{tenths:?}");
+    assert_eq!(spread("vm-1", Duration::ZERO), Duration::ZERO);
+}
