@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 
@@ -14,7 +14,8 @@ use crate::config::{Config, Overrides};
 /// local Ethereum client, renews the lease, and stops the client before the lease can
 /// lapse; on SIGTERM it fences, releases and exits 0, so a standby takes over at once.
 /// `leased status` and `leased break` are for on-call engineers, from any host that can
-/// read the lease store.
+/// read the lease store; `leased check-config` checks a configuration and reaches what it
+/// names before the unit is enabled.
 ///
 /// Exit status: 0 success, 64 bad configuration or usage, 69 a store or the HTTP
 /// listener unavailable, 75 another daemon holds the runtime directory.
@@ -30,9 +31,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon (the systemd unit's ExecStart).
+    ///
+    /// Reads the configuration, takes a lease on one unused identity of its pool, hands
+    /// the key to the local Ethereum client, renews, and fences before the lease can lapse.
+    /// Check a new configuration first with `leased check-config`.
+    ///
+    /// Example: leased run --config /etc/leased/leased.toml
     Run(RunArgs),
     Status(crate::oncall::StatusArgs),
     Break(crate::oncall::BreakArgs),
+    CheckConfig(crate::check_config::CheckConfigArgs),
     /// The fence guard the daemon starts for each hand-off; not for people.
     #[command(hide = true)]
     Guard(crate::guard::GuardArgs),
@@ -66,6 +74,12 @@ struct RunArgs {
     listen: Option<String>,
 }
 
+/// The whole command tree, for man pages, completions and help checks (the integration
+/// tests' gen-assets); the binary itself never calls it.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Parses the process's arguments and runs the command; returns the exit status.
 pub fn main() -> ExitCode {
     // The guard's client launcher and key janitor take their own, untouched argument
@@ -83,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Status(args) => crate::oncall::run_status(args),
         Command::Break(args) => crate::oncall::run_break(args),
+        Command::CheckConfig(args) => crate::check_config::run_check_config(args),
         Command::Guard(args) => crate::guard::run_guard(args.into_config()),
     }
 }

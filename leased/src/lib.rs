@@ -5,8 +5,10 @@
 //! `leased run --config FILE`; [`daemon`] carries the machine's actions out against the
 //! stores and the [`guard`], the separate process that stops the client at the fence
 //! deadline even when the daemon cannot; [`http`] and [`telemetry`] show what it does;
-//! [`oncall`] is `leased status` and `leased break`.
+//! [`oncall`] is `leased status` and `leased break`; [`check_config`] is
+//! `leased check-config`.
 
+pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -9,9 +9,13 @@
 //! (open the store, a runtime, stdout, exit status).
 //!
 //! It must never:
-//! - open the secret store, or print anything but lease records. Those hold only what the
-//!   daemon writes under its lease (node, host, boot id, pid, acquired-at, epoch, the
-//!   public validator address), so nothing here can be secret; keep it that way;
+//! - print anything but lease records and public addresses. Lease records hold only what
+//!   the daemon writes under its lease (node, host, boot id, pid, acquired-at, epoch, the
+//!   public validator address), so nothing there can be secret; keep it that way;
+//! - read a secret's value. With `leased status --secrets SPEC` it lists the secret store's
+//!   properties (names and tags: Key Vault's "list secret properties" carries no values)
+//!   for the `address` tag `orchestrator` wrote, and nothing else, and never creates a
+//!   `dir:` store;
 //! - acquire, renew, change or release a lease: those belong to the daemon;
 //! - create a lease store: opening `sqlite:PATH` creates the file, so a mistyped path is
 //!   refused here before it can become an empty store;
@@ -27,7 +31,7 @@
 //! | field             | type           | value |
 //! |-------------------|----------------|-------|
 //! | `identity`        | string         | the identity id, e.g. `m0-v1` |
-//! | `address`         | string or null | its validator address, as the last holder wrote it (EIP-55); null before the first acquire |
+//! | `address`         | string or null | its validator address, as the last holder wrote it (EIP-55); before the first acquire, its secret's `address` tag when `--secrets` is given, else null |
 //! | `state`           | string         | `available`, `leased`, `expired`, `breaking` or `broken` |
 //! | `holder`          | string or null | `leased`, `breaking`: `NODE (pid PID)`; `expired`: `NODE (pid PID, stale)`. NODE is `holder_node`, else `holder_host`. Null in the other states, or when the holder wrote neither |
 //! | `epoch`           | integer or null| the generation counter the last holder wrote; null before the first acquire |
@@ -64,7 +68,8 @@ use shared::lease::{
     meta, BreakPeriod, LeaseDuration, LeaseError, LeaseRecord, LeaseState, LeaseStore, LostReason,
     MAX_BREAK_PERIOD, MAX_LEASE, MIN_LEASE,
 };
-use shared::spec::LeaseStoreSpec;
+use shared::secret::{SecretProperties, SecretStore};
+use shared::spec::{LeaseStoreSpec, SecretStoreSpec};
 use shared::Name;
 
 const EXIT_STATUS_HELP: &str = "\
@@ -89,7 +94,17 @@ A note also names a daemon that gave an identity up (its hand-off failed, its cl
 crashing, it missed its fence deadline or lost the lease) with the reason it wrote; a
 daemon that was stopped is not noted.
 EXPIRES-IN shows <=15s (a bound: the holder's lease duration) where the store does not
-report the time left, as a blob: store never does.",
+report the time left, as a blob: store never does.
+
+The ADDRESS of an identity no daemon has held yet is empty unless --secrets names the
+secret store: then it is read from the identity's secret's tags (never its value).
+
+--watch redraws the table every second until Ctrl-C (exit 0): in a terminal it clears the
+screen each time; when stdout is not a terminal it writes each table after the last, under
+a time line, so it can be logged.
+
+Example: leased status --leases sqlite:/var/lib/leased/leases.db
+  --secrets dir:/var/lib/leased/secrets --watch",
     after_long_help = EXIT_STATUS_HELP
 )]
 pub struct StatusArgs {
@@ -103,9 +118,18 @@ pub struct StatusArgs {
     /// last_fence_detail and last_fence_by (null when unknown or not applicable).
     #[arg(long)]
     pub json: bool,
-    /// How to authenticate to a blob: store: managed-identity (the default, on a VM) or
-    /// developer-tools (your `az login`). The storage emulator needs neither: set
-    /// AZURE_STORAGE_CONNECTION_STRING to its connection string.
+    /// Secret store to read the addresses of identities nobody has held yet from, as in
+    /// the daemons' `store.secrets`: dir:PATH or keyvault:https://NAME.vault.azure.net.
+    /// Only the secrets' tags are read, never a value; a store that cannot be listed is
+    /// noted on stderr and the table shown without those addresses.
+    #[arg(long, value_name = "SPEC")]
+    pub secrets: Option<String>,
+    /// Redraw every second until Ctrl-C (see above).
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+    /// How to authenticate to a blob: or keyvault: store: managed-identity (the default,
+    /// on a VM) or developer-tools (your `az login`). The storage emulator needs neither:
+    /// set AZURE_STORAGE_CONNECTION_STRING to its connection string.
     #[arg(long, value_name = "KIND", value_parser = parse_credential)]
     pub azure_credential: Option<CredentialKind>,
 }
@@ -136,7 +160,9 @@ end.
 
 Prefer stopping the holder's daemon when you can reach its VM (systemctl stop leased): it
 fences and releases, and a standby takes over within about a second. A holder that died
-loses its lease by itself within one lease duration.",
+loses its lease by itself within one lease duration.
+
+Example: leased break m0-v1 --leases sqlite:/var/lib/leased/leases.db --yes",
     after_long_help = EXIT_STATUS_HELP
 )]
 pub struct BreakArgs {
@@ -330,6 +356,23 @@ pub async fn status(store: &dyn LeaseStore, now_unix: u64) -> Result<Vec<StatusR
         .iter()
         .map(|r| status_row(r, now_unix))
         .collect())
+}
+
+/// The tag `orchestrator` writes on each identity's secret with its address
+/// (`orchestrator::provision::tag::ADDRESS`).
+pub const ADDRESS_TAG: &str = "address";
+
+/// Gives each row without an address (nobody has held it yet) the `address` tag of its
+/// identity's secret in `secrets`; a row whose holder wrote one keeps it.
+pub fn fill_addresses(rows: &mut [StatusRow], secrets: &[SecretProperties]) {
+    for row in rows.iter_mut().filter(|r| r.address.is_none()) {
+        row.address = secrets
+            .iter()
+            .find(|p| p.name.as_str().eq_ignore_ascii_case(&row.identity))
+            .and_then(|p| p.tags.get(ADDRESS_TAG))
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty());
+    }
 }
 
 /// What on-call sees of one record at `now_unix` (seconds since the Unix epoch).
@@ -1009,12 +1052,64 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `leased status`: prints the table (or JSON) on stdout; errors as one line on stderr.
+/// Opens the secret store `spec` names for `--secrets`, refusing to create a missing `dir:`.
+fn open_secrets(spec: &str, azure: &AzureOptions) -> Result<Arc<dyn SecretStore>, Failure> {
+    let spec: SecretStoreSpec = spec
+        .parse()
+        .map_err(|e| Failure::new(Status::Usage, format!("--secrets: {e}")))?;
+    if let SecretStoreSpec::Dir(path) = &spec {
+        if !path.is_dir() {
+            return Err(Failure::new(
+                Status::NoInput,
+                format!(
+                    "--secrets {spec}: no secret store directory at {} (use the daemons' \
+                     store.secrets)",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    spec.open(azure).map_err(|e| {
+        Failure::new(
+            Status::Unavailable,
+            format!("--secrets {spec}: cannot open: {e}"),
+        )
+    })
+}
+
+/// `leased status`: prints the table (or JSON) on stdout, once or every second with
+/// `--watch`; errors as one line on stderr.
 pub fn run_status(args: StatusArgs) -> ExitCode {
     exit((|| {
-        let store = open_store(&args.leases, &azure_options(args.azure_credential))?;
-        runtime()?.block_on(status_on(
-            store.as_ref(),
+        let azure = azure_options(args.azure_credential);
+        let store = open_store(&args.leases, &azure)?;
+        let secrets = args
+            .secrets
+            .as_deref()
+            .map(|spec| open_secrets(spec, &azure))
+            .transpose()?;
+        let stores = StatusStores {
+            leases: store.as_ref(),
+            secrets: secrets.as_deref(),
+        };
+        let rt = runtime()?;
+        if args.watch {
+            let terminal = io::IsTerminal::is_terminal(&io::stdout());
+            return rt.block_on(watch_on(
+                stores,
+                terminal,
+                Duration::from_secs(1),
+                &mut io::stdout().lock(),
+                async {
+                    // No handler means no Ctrl-C to wait for: run until killed.
+                    if tokio::signal::ctrl_c().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                },
+            ));
+        }
+        rt.block_on(status_on(
+            stores,
             args.json,
             now_unix(),
             &mut io::stdout().lock(),
@@ -1038,18 +1133,136 @@ pub fn run_break(args: BreakArgs) -> ExitCode {
     })())
 }
 
+/// The stores `leased status` reads: the lease store, and the secret store's tags when
+/// `--secrets` names one.
+#[derive(Clone, Copy)]
+struct StatusStores<'a> {
+    leases: &'a dyn LeaseStore,
+    secrets: Option<&'a dyn SecretStore>,
+}
+
+/// The rows, with the addresses of unheld identities from the secrets' tags where the
+/// secret store can be listed; a note for stderr when it cannot.
+async fn status_rows(
+    stores: StatusStores<'_>,
+    now_unix: u64,
+) -> Result<(Vec<StatusRow>, Option<String>), Failure> {
+    let mut rows = status(stores.leases, now_unix)
+        .await
+        .map_err(lease_failure)?;
+    let mut note = None;
+    if let Some(secrets) = stores.secrets {
+        if rows.iter().any(|r| r.address.is_none()) {
+            match tokio::time::timeout(SECRETS_TIMEOUT, secrets.list()).await {
+                Ok(Ok(list)) => fill_addresses(&mut rows, &list),
+                Ok(Err(e)) => {
+                    note = Some(format!(
+                        "addresses of identities nobody has held are not shown: {e}"
+                    ))
+                }
+                Err(_) => {
+                    note = Some(format!(
+                        "addresses of identities nobody has held are not shown: the secret \
+                         store did not answer within {} s",
+                        SECRETS_TIMEOUT.as_secs()
+                    ))
+                }
+            }
+        }
+    }
+    Ok((rows, note))
+}
+
+/// Longest `--secrets` may take to list before the table is shown without its addresses.
+const SECRETS_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn warn(note: &str) {
+    let _ = writeln!(io::stderr(), "leased: warning: {note}");
+}
+
 async fn status_on(
-    store: &dyn LeaseStore,
+    stores: StatusStores<'_>,
     json: bool,
     now_unix: u64,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let rows = status(store, now_unix).await.map_err(lease_failure)?;
+    let (rows, note) = status_rows(stores, now_unix).await?;
+    if let Some(note) = note {
+        warn(&note);
+    }
     if json {
         writeln!(out, "{}", render_json(&rows)).map_err(stdout_failure)
     } else {
         out.write_all(render_table(&rows).as_bytes())
             .map_err(stdout_failure)
+    }
+}
+
+/// Moves a terminal's cursor home and clears the screen.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+/// `HH:MM:SS UTC` of `unix` seconds.
+fn utc_time(unix: u64) -> String {
+    let s = unix % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// One `--watch` frame: in a terminal, a clear screen first; always a time line, then the
+/// table, or the error that kept it from being read (the watch goes on).
+fn watch_frame(terminal: bool, now_unix: u64, body: Result<String, String>) -> String {
+    let mut frame = String::new();
+    if terminal {
+        frame.push_str(CLEAR_SCREEN);
+    }
+    frame.push_str(&format!(
+        "leased status at {} (every 1s; Ctrl-C to stop)\n\n",
+        utc_time(now_unix)
+    ));
+    match body {
+        Ok(table) => frame.push_str(&table),
+        Err(e) => frame.push_str(&format!("cannot read the lease store: {e}\n")),
+    }
+    if !terminal {
+        frame.push('\n');
+    }
+    frame
+}
+
+/// `leased status --watch`: a frame every `every` until `shutdown` (Ctrl-C) completes,
+/// which ends it with success, even in the middle of a store call. A store error is shown
+/// in its frame, not fatal; only a failed write to stdout ends the watch with an error.
+async fn watch_on(
+    stores: StatusStores<'_>,
+    terminal: bool,
+    every: Duration,
+    out: &mut dyn Write,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Failure> {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = now_unix();
+        let body = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            r = status_rows(stores, now) => r,
+        };
+        let body = body
+            .map(|(rows, note)| {
+                let mut text = render_table(&rows);
+                if let Some(note) = note {
+                    text.push_str(&format!("warning: {note}\n"));
+                }
+                text
+            })
+            .map_err(|f| f.message().to_owned());
+        out.write_all(watch_frame(terminal, now, body).as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(stdout_failure)?;
     }
 }
 

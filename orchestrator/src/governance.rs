@@ -72,6 +72,8 @@ pub(crate) enum GovernanceCommand {
     /// Example: orchestrator governance vote-add-admin 0xNEW --rpc URL --key-file admin.key
     VoteAddAdmin(Vote),
     /// Vote to remove admin ADDRESS; a strict majority removes it, with its validators.
+    ///
+    /// Example: orchestrator governance vote-remove-admin 0xOLD --rpc URL --key-file admin.key
     VoteRemoveAdmin(Vote),
     /// Add validators run by the signing admin: the addresses given, or the identities of
     /// `--member N` in `--secrets`. Each is one transaction.
@@ -80,6 +82,8 @@ pub(crate) enum GovernanceCommand {
     /// --rpc URL --key-file admin1.key
     AddValidator(Validators),
     /// Remove validators of the signing admin.
+    ///
+    /// Example: orchestrator governance remove-validator 0xADDR --rpc URL --key-file admin1.key
     RemoveValidator(Validators),
 }
 

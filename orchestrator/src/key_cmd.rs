@@ -27,11 +27,15 @@ pub(crate) enum KeyCommand {
     ///
     /// The file is created with mode 0600 and is never overwritten. The address is printed
     /// on stdout; the private key is not.
+    ///
+    /// Example: orchestrator key generate --format besu --out ./validator.key
     Generate(GenerateArgs),
     /// Show the address, public key and enode id of a key file. Never prints the private key.
     ///
     /// The format (raw hex, Besu `key`, Nethermind binary `node.key.plain`, keystore v3) is
     /// detected from the file's content.
+    ///
+    /// Example: orchestrator key inspect ./validator.key --json
     Inspect(InspectArgs),
 }
 

@@ -23,7 +23,7 @@ pub mod provision;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub use exit::Failure;
 
@@ -44,6 +44,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate and inspect validator key files (secp256k1).
+    ///
+    /// Example: orchestrator key generate --out ./validator.key
     #[command(subcommand)]
     Key(key_cmd::KeyCommand),
     /// Start a consortium: this member's identities into the stores, genesis for each
@@ -73,6 +75,12 @@ enum Command {
     ///
     /// Example: orchestrator bootnodes --leases sqlite:./leases.db --form bootnodes
     Bootnodes(bootnodes_cmd::BootnodesArgs),
+}
+
+/// The whole command tree, for man pages, completions and help checks (the integration
+/// tests' gen-assets); the binary itself never calls it.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Runs the CLI on `args` (including the program name) and returns the exit status.

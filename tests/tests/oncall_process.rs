@@ -193,3 +193,239 @@ fn item04_break_with_force_overlap_on_a_frozen_holder_prints_a_window_that_bound
         secs(taken.at - asked_at)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// `leased check-config` and `leased status --secrets/--watch` on dir: and sqlite:, as the
+// binary runs them. No daemons: `orchestrator init` provisions the stores.
+
+const ADMIN: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+/// A member provisioned by `orchestrator init` (2 identities m0-v0, m0-v1) on `dir:` and
+/// `sqlite:` under a temporary directory: (dir, secrets spec, leases spec, [(id, address)]).
+fn provisioned() -> (tempfile::TempDir, String, String, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = format!("dir:{}", dir.path().join("secrets").display());
+    let leases = format!("sqlite:{}", dir.path().join("leases.db").display());
+    let out = dir.path().join("out");
+    let run = Command::new(integration_tests::bin_path("orchestrator-host"))
+        .args([
+            "init",
+            "--member",
+            "0",
+            "--validators",
+            "2",
+            "--admin",
+            ADMIN,
+        ])
+        .args([
+            "--flavour",
+            "clique",
+            "--secrets",
+            &secrets,
+            "--leases",
+            &leases,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let deployment: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("deployment-output.json")).unwrap())
+            .unwrap();
+    let ids = deployment["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (dir, secrets, leases, ids)
+}
+
+/// A leased.toml under `dir` with these settings (TOML values).
+fn write_config(
+    dir: &std::path::Path,
+    leases: &str,
+    secrets: &str,
+    pool: &str,
+    command: &str,
+) -> String {
+    let path = dir.join("leased.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "node = \"vm-1\"\nruntime_dir = {:?}\n[store]\nleases = {leases:?}\nsecrets = \
+             {secrets:?}\n[identity]\npool = {pool:?}\n[lease]\nduration_secs = 15\n[client]\n\
+             format = \"raw-hex\"\ncommand = [{command:?}, \"--key={{key_file}}\"]\n[http]\n\
+             listen = \"127.0.0.1:0\"\n",
+            dir.join("run").display().to_string()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// Every secret value in a `dir:` store's files, for checking that none is printed.
+fn secret_values(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("secrets"))
+        .unwrap()
+        .map(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            let (_, value) = shared::secret::dir::decode_secret_file(&bytes).unwrap();
+            value.expose().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn check_config_passes_on_a_provisioned_member_and_prints_no_secret() {
+    let (dir, secrets, leases, ids) = provisioned();
+    let client = integration_tests::bin_path("standin-client");
+    let config = write_config(
+        dir.path(),
+        &leases,
+        &secrets,
+        "m0-",
+        &client.display().to_string(),
+    );
+    let (code, stdout, stderr) = leased(&["check-config", "--config", &config]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 identities of pool \"m0-\" (m0-v0, m0-v1)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("address {}", ids[0].1)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("client command {} found", client.display())),
+        "{stdout}"
+    );
+    for value in secret_values(dir.path()) {
+        assert!(
+            !stdout.contains(&value) && !stderr.contains(&value),
+            "a secret value was printed"
+        );
+    }
+    // Read-only: the check wrote nothing to the stores.
+    let (code, status, _) = leased(&["status", "--leases", &leases, "--json"]);
+    assert_eq!(code, 0);
+    assert!(status.matches("\"available\"").count() == 2, "{status}");
+}
+
+#[test]
+fn check_config_lists_every_problem_at_once() {
+    let (dir, secrets, _, _) = provisioned();
+    // A pool nobody provisioned, a client that is not installed, a lease store not there.
+    let missing = format!("sqlite:{}", dir.path().join("nope.db").display());
+    let config = write_config(dir.path(), &missing, &secrets, "m7-", "no-such-client-xyz");
+    let (code, stdout, stderr) = leased(&["check-config", "--config", &config]);
+    assert_eq!(code, 64, "{stdout}\n{stderr}");
+    let text = flat(&stderr);
+    assert!(text.contains("has 3 problems"), "{stderr}");
+    assert!(
+        text.contains("no-such-client-xyz is not found on PATH"),
+        "{stderr}"
+    );
+    assert!(text.contains("no lease store file"), "{stderr}");
+    assert!(text.contains("no secret of pool \"m7-\""), "{stderr}");
+    assert!(
+        !dir.path().join("nope.db").exists(),
+        "check-config created a lease store"
+    );
+
+    // A file the reader refuses: every bad setting is named, and nothing is reached.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[store]\nleases = \"s3:x\"\nsecrets = \"dir:/x\"\n[identity]\npool = \"\"\n[lease]\n\
+         duration_secs = 5\n[client]\nformat = \"raw-hex\"\ncommand = [\"geth\"]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = leased(&["check-config", "--config", &bad.display().to_string()]);
+    assert_eq!(code, 64, "{stderr}");
+    for key in ["store.leases", "identity.pool", "lease.duration_secs"] {
+        assert!(stderr.contains(key), "{key} not named:\n{stderr}");
+    }
+}
+
+#[test]
+fn status_shows_the_addresses_of_unheld_identities_from_the_secrets() {
+    let (dir, secrets, leases, ids) = provisioned();
+    let (code, stdout, stderr) = leased(&[
+        "status",
+        "--leases",
+        &leases,
+        "--secrets",
+        &secrets,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for (row, (id, address)) in rows.as_array().unwrap().iter().zip(&ids) {
+        assert_eq!(row["identity"], id.as_str());
+        assert_eq!(row["state"], "available");
+        assert_eq!(row["address"], address.as_str(), "{row}");
+    }
+    for value in secret_values(dir.path()) {
+        assert!(!stdout.contains(&value), "a secret value was printed");
+    }
+    let (_, table, _) = leased(&["status", "--leases", &leases, "--secrets", &secrets]);
+    assert!(table.contains(&ids[1].1), "{table}");
+    // Without --secrets, as before.
+    let (_, stdout, _) = leased(&["status", "--leases", &leases, "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["address"].is_null()),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn status_watch_redraws_every_second_and_ctrl_c_ends_it_with_0() {
+    use std::io::Read;
+    let (_dir, _, leases, _) = provisioned();
+    let mut child = Command::new(integration_tests::bin_path("leased-host"))
+        .args(["status", "--leases", &leases, "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2600));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{out}");
+    // Not a terminal: frames one after another, no escape codes.
+    let frames = out.matches("leased status at ").count();
+    assert!((2..=4).contains(&frames), "{frames} frames:\n{out}");
+    assert_eq!(
+        out.matches("2 identities: 2 available").count(),
+        frames,
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "{out:?}");
+}

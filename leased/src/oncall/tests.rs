@@ -1283,14 +1283,175 @@ async fn breaking_an_unknown_identity_names_it() {
 async fn status_output_is_json_or_the_table() {
     let f = every_state().await;
     let mut json = Vec::new();
-    status_on(&f.store, true, f.now(), &mut json).await.unwrap();
+    status_on(leases_only(&f.store), true, f.now(), &mut json)
+        .await
+        .unwrap();
     let json = String::from_utf8(json).unwrap();
     assert!(json.starts_with('[') && json.ends_with("]\n"), "{json}");
     let mut table = Vec::new();
-    status_on(&f.store, false, f.now(), &mut table)
+    status_on(leases_only(&f.store), false, f.now(), &mut table)
         .await
         .unwrap();
     assert!(String::from_utf8(table).unwrap().starts_with("IDENTITY"));
+}
+
+fn leases_only(store: &dyn LeaseStore) -> StatusStores<'_> {
+    StatusStores {
+        leases: store,
+        secrets: None,
+    }
+}
+
+/// A `dir:` secret store holding, for each `(identity, address)`, a secret with that
+/// address tag (or no tags for an empty address).
+async fn secrets_with(
+    dir: &std::path::Path,
+    ids: &[(&str, &str)],
+) -> shared::secret::dir::DirSecretStore {
+    let store = shared::secret::dir::DirSecretStore::open(dir).unwrap();
+    for (id, address) in ids {
+        let mut tags = shared::secret::Tags::new();
+        if !address.is_empty() {
+            tags.insert(ADDRESS_TAG.to_owned(), (*address).to_owned());
+        }
+        let value = shared::secret::SecretValue::new(zeroize::Zeroizing::new("ab".repeat(32)));
+        store
+            .create_if_absent(&name(id), &value, Some("application/x-raw-hex"), &tags)
+            .await
+            .unwrap();
+    }
+    store
+}
+
+#[tokio::test]
+async fn unheld_identities_get_their_address_from_the_secret_tags() {
+    let f = every_state().await;
+    let dir = tempfile::tempdir().unwrap();
+    // m0-v0 was never held; m0-v1's holder wrote ADDR[1], which its tag must not replace.
+    let secrets = secrets_with(
+        &dir.path().join("s"),
+        &[("m0-v0", ADDR[3]), ("m0-v1", ADDR[0])],
+    )
+    .await;
+    let stores = StatusStores {
+        leases: &f.store,
+        secrets: Some(&secrets),
+    };
+    let mut out = Vec::new();
+    status_on(stores, true, f.now(), &mut out).await.unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let row = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["identity"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("m0-v0")["state"], "available");
+    assert_eq!(row("m0-v0")["address"], ADDR[3]);
+    assert_eq!(row("m0-v1")["address"], ADDR[1]);
+    // The secret's value is never shown.
+    assert!(!String::from_utf8(out).unwrap().contains(&"ab".repeat(32)));
+
+    // Without --secrets, as before: no address until a holder writes one.
+    let mut out = Vec::new();
+    status_on(leases_only(&f.store), true, f.now(), &mut out)
+        .await
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v0 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["identity"] == "m0-v0")
+        .unwrap();
+    assert!(v0["address"].is_null());
+}
+
+#[test]
+fn fill_addresses_ignores_missing_tags_and_matches_names_in_any_case() {
+    let row = |id: &str, address: Option<&str>| StatusRow {
+        identity: id.to_owned(),
+        address: address.map(str::to_owned),
+        state: LeaseState::Available,
+        holder: None,
+        epoch: None,
+        held_for_secs: None,
+        expires_in_secs: None,
+        last_fence: None,
+        last_fence_detail: None,
+        last_fence_by: None,
+        enode: None,
+        sign_bound: None,
+    };
+    let props = |n: &str, tags: &[(&str, &str)]| SecretProperties {
+        name: name(n),
+        content_type: None,
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    let mut rows = vec![
+        row("m0-v0", None),
+        row("m0-v1", None),
+        row("m0-v2", Some("0xkept")),
+    ];
+    fill_addresses(
+        &mut rows,
+        &[
+            props("M0-V0", &[(ADDRESS_TAG, "0xaa")]),
+            props("m0-v1", &[("member", "0")]),
+            props("m0-v2", &[(ADDRESS_TAG, "0xbb")]),
+        ],
+    );
+    let got: Vec<Option<&str>> = rows.iter().map(|r| r.address.as_deref()).collect();
+    assert_eq!(got, [Some("0xaa"), None, Some("0xkept")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_redraws_every_second_until_shutdown() {
+    let f = every_state().await;
+    let mut out = Vec::new();
+    let shutdown = tokio::time::sleep(Duration::from_millis(2500));
+    watch_on(leases_only(&f.store), false, secs(1), &mut out, shutdown)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // Frames at 0 s, 1 s and 2 s; none after the shutdown at 2.5 s.
+    assert_eq!(text.matches("leased status at ").count(), 3, "{text}");
+    assert_eq!(text.matches("IDENTITY").count(), 3, "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes without a terminal: {text:?}"
+    );
+
+    let mut out = Vec::new();
+    let shutdown = tokio::time::sleep(Duration::from_millis(500));
+    watch_on(leases_only(&f.store), true, secs(1), &mut out, shutdown)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with(CLEAR_SCREEN), "{text:?}");
+    assert_eq!(text.matches(CLEAR_SCREEN).count(), 1);
+}
+
+#[test]
+fn a_missing_secrets_dir_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let spec = format!("dir:{}", missing.display());
+    let err = open_secrets(&spec, &AzureOptions::default()).err().unwrap();
+    assert_eq!(err.status(), Status::NoInput);
+    assert!(!missing.exists());
+    assert_eq!(
+        open_secrets("s3:bucket", &AzureOptions::default())
+            .err()
+            .unwrap()
+            .status(),
+        Status::Usage
+    );
 }
 
 #[test]
