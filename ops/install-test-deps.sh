@@ -5,6 +5,8 @@
 #   .tools/venv   Python virtual environment from ops/test-deps/requirements.txt (PyPI)
 #   .tools/node   node_modules from ops/test-deps/package.json + package-lock.json (npm)
 #   .tools/deb    Debian packages from ops/test-deps/debian-packages.txt, unpacked (apt, no root)
+#   .tools/cargo/bin/cargo-deb  cargo-deb $CARGO_DEB_VERSION (crates.io, `cargo install --locked`),
+#                 which builds the Debian package (ops/package.sh)
 #   .tools/bin/geth  geth 1.13.15, the last geth that seals Clique blocks, for the geth
 #                 network tests: from ../shared/tools/geth/ beside the checkout (checked
 #                 against GETH_SHA256 below) or from $GETH, a path to a geth 1.13 binary.
@@ -34,6 +36,9 @@ readonly MIN_PYTHON='3.10' # eth-account 0.14 requires it
 # the gunzipped binary, as ../shared/tools/geth/README.md gives it.
 readonly GETH_VERSION='1.13.15'
 readonly GETH_SHA256='f05b4abe40888fe598e2b8771b5407b8f3664bf9972e945c9991c52bd1f10621'
+# Builds the .deb (ops/package.sh); its --profile and --no-build let the package reuse the
+# binaries the fleet benchmark's profile already built.
+readonly CARGO_DEB_VERSION='3.8.0'
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pins="$root/ops/test-deps"
@@ -256,6 +261,22 @@ install_geth() {
     say "geth $GETH_VERSION installed in .tools/bin (sha256 checked)"
 }
 
+# Installs cargo-deb into .tools/cargo/bin with its own lock file (`--locked`); a few
+# minutes once, then skipped while it reports the pinned version.
+install_cargo_deb() {
+    local bin="$tools/cargo/bin/cargo-deb"
+    if [[ -x "$bin" && "$("$bin" --version 2>/dev/null)" == "cargo-deb $CARGO_DEB_VERSION" ]]; then
+        say "cargo-deb up to date in .tools/cargo"
+        return
+    fi
+    need cargo "Install Rust (rustup.rs); cargo-deb is built from crates.io."
+    say "installing cargo-deb $CARGO_DEB_VERSION into .tools/cargo (cargo install --locked)"
+    cargo install --quiet --locked --force --version "$CARGO_DEB_VERSION" --root "$tools/cargo" \
+        cargo-deb </dev/null ||
+        die "\`cargo install cargo-deb --version $CARGO_DEB_VERSION\` failed (see cargo's message above): is crates.io reachable?"
+    say "cargo-deb installed: $("$bin" --version)"
+}
+
 # Regenerates the lock files from requirements.in and package.json. Resolves against the
 # registries, so the result can change from day to day: review the diff before committing.
 relock() {
@@ -317,6 +338,7 @@ main() {
     install_python_tools
     install_node_tools
     install_deb_tools
+    install_cargo_deb
     install_geth
 }
 

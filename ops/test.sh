@@ -17,6 +17,9 @@
 # Last, the fleet benchmark in its quick mode (issue 15): it prints one table of take-over,
 # hand-over, herd, store-load and footprint figures on sqlite: and Azurite beside etcd's
 # lock. It fails only on an overlap of two signers; figures that miss a target are marked.
+#
+# Then the Debian package: built in the benchmark's profile, its contents, modes and
+# maintainer scripts checked, and lintian (from .tools/deb) with no errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +43,9 @@ chaos "$seed"
 
 echo "==> fleet benchmark, quick (cargo bench -p integration-tests --bench fleet -- --quick)"
 cargo bench --locked -p integration-tests --bench fleet -- --quick
+
+# After the benchmark, which built every dependency in the bench profile: only leased,
+# orchestrator and gen-assets are linked here.
+echo "==> Debian package (ops/package.sh; ops/check-package.sh: dpkg-deb --info/--contents, lintian)"
+deb=$(ops/package.sh)
+ops/check-package.sh "$deb"

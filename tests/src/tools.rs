@@ -137,6 +137,48 @@ pub fn etcd() -> (PathBuf, PathBuf) {
         .clone()
 }
 
+/// `shellcheck` from the shellcheck package that `ops/install-test-deps.sh` unpacks into
+/// `.tools/deb`, after the same check as [`libfaketime`].
+pub fn shellcheck() -> PathBuf {
+    let path = deb_root().join("usr").join("bin").join("shellcheck");
+    if !path.is_file() {
+        missing(&format!("no shellcheck at {}", path.display()));
+    }
+    path
+}
+
+/// A command that runs Debian's `cloud-init` from `.tools/deb` (add its arguments, e.g.
+/// `schema --config-file FILE`), through [`cloud_init_python`].
+pub fn cloud_init() -> Command {
+    let script = deb_root().join("usr").join("bin").join("cloud-init");
+    if !script.is_file() {
+        missing(&format!("no cloud-init at {}", script.display()));
+    }
+    let mut cmd = cloud_init_python();
+    cmd.arg(script);
+    cmd
+}
+
+/// The Python that runs cloud-init: that of `.tools/venv` with `-S`, so that only the
+/// standard library and the Debian packages' modules unpacked with cloud-init into
+/// `.tools/deb` (PyYAML, jsonschema, requests, …) are on its path, never the venv's own
+/// PyPI packages. Add `-c` and a script, or cloud-init's.
+pub fn cloud_init_python() -> Command {
+    let modules = deb_root()
+        .join("usr")
+        .join("lib")
+        .join("python3")
+        .join("dist-packages");
+    if !modules.join("cloudinit").is_dir() {
+        missing(&format!("no cloudinit module in {}", modules.display()));
+    }
+    let mut cmd = Command::new(python());
+    cmd.arg("-S")
+        .env("PYTHONPATH", modules)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
 /// `.tools/deb`, after checking that every package pinned in
 /// `ops/test-deps/debian-packages.txt` is what was unpacked there.
 fn deb_root() -> PathBuf {

@@ -200,44 +200,49 @@ impl ValidatorNetwork {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, v)| format!("\"http://{}\"", v.rpc.addr))
                 .collect();
-            let command: Vec<String> = [
-                geth.display().to_string(),
-                "--config".into(),
-                vm.datadir.with_extension("toml").display().to_string(),
-                "--datadir".into(),
-                vm.datadir.display().to_string(),
-                "--networkid".into(),
-                NETWORK_ID.to_string(),
-                "--syncmode".into(),
-                "full".into(),
-                "--nat".into(),
-                "none".into(),
-                "--nodiscover".into(),
-                "--netrestrict".into(),
-                "127.0.0.0/8".into(),
-                "--ipcdisable".into(),
-                "--http".into(),
-                "--http.addr".into(),
-                "127.0.0.1".into(),
-                "--http.port".into(),
-                vm.rpc.addr.port().to_string(),
-                "--http.api".into(),
-                "eth,net,web3,clique,miner,personal".into(),
-                "--authrpc.addr".into(),
-                "127.0.0.1".into(),
-                "--authrpc.port".into(),
-                free_port().to_string(),
-                "--keystore".into(),
-                "{keystore_dir}".into(),
-                "--mine".into(),
-                "--miner.etherbase".into(),
-                "{address}".into(),
-                "--rpc.enabledeprecatedpersonal".into(),
-                "--allow-insecure-unlock".into(),
-            ]
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect();
+            // geth runs as it would under ops/leased.service where that can be had without
+            // systemd: no capabilities, an empty bounding set, no new privileges
+            // (`setpriv`). The unit's seccomp filters and mount namespaces need systemd as
+            // PID 1 (docs/architecture.md, "The unit's sandbox").
+            let command: Vec<String> = setpriv_like_the_unit()
+                .into_iter()
+                .chain([
+                    geth.display().to_string(),
+                    "--config".into(),
+                    vm.datadir.with_extension("toml").display().to_string(),
+                    "--datadir".into(),
+                    vm.datadir.display().to_string(),
+                    "--networkid".into(),
+                    NETWORK_ID.to_string(),
+                    "--syncmode".into(),
+                    "full".into(),
+                    "--nat".into(),
+                    "none".into(),
+                    "--nodiscover".into(),
+                    "--netrestrict".into(),
+                    "127.0.0.0/8".into(),
+                    "--ipcdisable".into(),
+                    "--http".into(),
+                    "--http.addr".into(),
+                    "127.0.0.1".into(),
+                    "--http.port".into(),
+                    vm.rpc.addr.port().to_string(),
+                    "--http.api".into(),
+                    "eth,net,web3,clique,miner,personal".into(),
+                    "--authrpc.addr".into(),
+                    "127.0.0.1".into(),
+                    "--authrpc.port".into(),
+                    free_port().to_string(),
+                    "--keystore".into(),
+                    "{keystore_dir}".into(),
+                    "--mine".into(),
+                    "--miner.etherbase".into(),
+                    "{address}".into(),
+                    "--rpc.enabledeprecatedpersonal".into(),
+                    "--allow-insecure-unlock".into(),
+                ])
+                .map(|a| format!("{a:?}"))
+                .collect();
             let text = format!(
                 "[client]\nformat = \"geth-keystore\"\npassword_file = {password:?}\n\
                  command = [{command}]\nunlock_rpc = \"http://{rpc}\"\nsync_with = [{others}]\n\
@@ -662,4 +667,28 @@ impl ValidatorNetwork {
                 .unwrap_or(0)
         })
     }
+}
+
+/// `setpriv` (util-linux) and its arguments for a client command: what of
+/// `ops/leased.service`'s `CapabilityBoundingSet=`, `AmbientCapabilities=` and
+/// `NoNewPrivileges=yes` a process can give itself without systemd. Under root, as these
+/// tests may run, the empty bounding set leaves geth no capability after its `exec`.
+fn setpriv_like_the_unit() -> Vec<String> {
+    let setpriv = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("setpriv"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("setpriv is not on PATH: install util-linux, which runs geth the way ops/leased.service would")
+        });
+    [
+        setpriv.display().to_string(),
+        "--no-new-privs".into(),
+        "--bounding-set=-all".into(),
+        "--inh-caps=-all".into(),
+        "--ambient-caps=-all".into(),
+        "--".into(),
+    ]
+    .into()
 }
