@@ -13,6 +13,23 @@ use std::process::ExitCode;
 
 use clap_complete::Shell;
 
+/// `cmd` without its hidden subcommands. clap_complete lists hidden subcommands in the
+/// zsh and bash scripts (under `help` and in the dispatch tables), so the completions are
+/// generated from a tree that never had them.
+fn without_hidden(name: &'static str, cmd: &clap::Command) -> clap::Command {
+    let mut visible = clap::Command::new(name)
+        .args(cmd.get_arguments().cloned())
+        .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = cmd.get_about() {
+        visible = visible.about(about.clone());
+    }
+    if cmd.get_version().is_some() {
+        // Only whether `-V` exists matters to a completion script.
+        visible = visible.version(env!("CARGO_PKG_VERSION"));
+    }
+    visible
+}
+
 fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     let man = out.join("man");
     let completions = out.join("completions");
@@ -30,7 +47,7 @@ fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
     ] {
         clap_mangen::generate_to(cmd.clone(), &man)?;
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let mut cmd = cmd.clone();
+            let mut cmd = without_hidden(name, &cmd);
             written.push(clap_complete::generate_to(
                 shell,
                 &mut cmd,
