@@ -33,6 +33,7 @@ field() { dpkg-deb --field "$deb" "$1"; }
 # depending on the cargo-deb version; the pattern allows both.
 expected=(
     '-rwxr-xr-x root/root ./usr/bin/leased'
+    '-rwxr-xr-x root/root ./usr/bin/leased-guard'
     '-rwxr-xr-x root/root ./usr/bin/orchestrator'
     '-rw-r--r-- root/root ./(usr/)?lib/systemd/system/leased.service'
     '-rw-r--r-- root/root ./usr/lib/sysusers.d/leased.conf'
@@ -52,8 +53,9 @@ for page in leased leased-run leased-status leased-break leased-check-config \
     orchestrator-key-inspect orchestrator-governance orchestrator-bootnodes; do
     expected+=("-rw-r--r-- root/root ./usr/share/man/man1/$page.1.gz")
 done
-# dpkg-deb --contents: MODE OWNER SIZE DATE TIME PATH
-listing=$(awk '{ print $1, $2, $6 }' <<<"$contents")
+# dpkg-deb --contents: MODE OWNER SIZE DATE TIME PATH. cargo-deb writes numeric owners,
+# which dpkg-deb prints as 0/0: that is root/root.
+listing=$(awk '{ owner = ($2 == "0/0") ? "root/root" : $2; print $1, owner, $6 }' <<<"$contents")
 for want in "${expected[@]}"; do
     read -r mode owner path <<<"$want"
     grep -Eq -e "^$mode $owner ${path//./\\.}\$" <<<"$listing" ||

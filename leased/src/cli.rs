@@ -36,6 +36,10 @@ enum Command {
     /// the key to the local Ethereum client, renews, and fences before the lease can lapse.
     /// Check a new configuration first with `leased check-config`.
     ///
+    /// The client runs under a guard, `leased-guard` from beside this program (or
+    /// `leased guard` if it is missing): it stops the client and deletes the key file at
+    /// the fence deadline, even if the daemon is killed or frozen.
+    ///
     /// Example: leased run --config /etc/leased/leased.toml
     Run(RunArgs),
     Status(crate::oncall::StatusArgs),
