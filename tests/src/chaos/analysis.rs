@@ -192,7 +192,7 @@ fn cause<'a>(o: &'a Outcome, span: &Span, timing: &Timing) -> Option<&'a FaultRe
         .iter()
         .filter(could)
         .filter(|f| match f.kind {
-            Kind::Break => f.identity.as_deref() == Some(span.identity.as_str()),
+            Kind::Break => f.took_effect && f.identity.as_deref() == Some(span.identity.as_str()),
             k if k.is_process() => f.node.as_deref() == Some(span.node.as_str()),
             _ => false,
         })
@@ -209,6 +209,9 @@ fn cause<'a>(o: &'a Outcome, span: &Span, timing: &Timing) -> Option<&'a FaultRe
 /// Whether fault `f` takes its target's right to sign away for certain, whatever else
 /// happens: then the holder's client must stop within the fault's fence window.
 fn must_fence(f: &FaultRecord, timing: &Timing) -> bool {
+    if !f.took_effect {
+        return false;
+    }
     let lasted = f.cleared.saturating_sub(f.at) >= nanos(timing.fence_window(f.kind));
     match f.kind {
         Kind::DaemonKill
@@ -444,7 +447,10 @@ fn deadline_for_gap(
         let relevant = match (f.kind, &f.node, &f.identity) {
             (k, _, _) if k.is_storage() => f.cleared.max(f.at) >= lookback(k) && f.at <= n,
             (Kind::Break, _, Some(id)) => {
-                id == address && f.cleared.max(f.at) >= lookback(Kind::Break) && f.at <= n
+                f.took_effect
+                    && id == address
+                    && f.cleared.max(f.at) >= lookback(Kind::Break)
+                    && f.at <= n
             }
             (Kind::BadConfig, _, _) => f.cleared >= e && f.at <= n,
             (k, Some(target), _) if k.is_process() => {
@@ -625,6 +631,7 @@ impl Analysis {
                     "at_secs": rel(f.at),
                     "cleared_secs": rel(f.cleared),
                     "detail": f.detail,
+                    "took_effect": f.took_effect,
                     "fence_window_secs": timing.fence_window(f.kind).as_secs_f64(),
                     "disrupted": results,
                 })
@@ -672,7 +679,30 @@ impl Analysis {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339_nanos;
+    use super::{must_fence, rfc3339_nanos};
+    use crate::chaos::faults::{Kind, Timing};
+    use crate::chaos::world::FaultRecord;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_break_that_took_effect_must_fence_its_holder() {
+        let timing = Timing::for_lease(Duration::from_secs(15));
+        let mut f = FaultRecord {
+            id: 80,
+            kind: Kind::Break,
+            group: None,
+            node: Some("vm-1".into()),
+            identity: Some("0x21".into()),
+            holder: true,
+            at: 1_000,
+            cleared: 5_000_000_000,
+            detail: "leased break m0-v1 --yes".into(),
+            took_effect: true,
+        };
+        assert!(must_fence(&f, &timing));
+        f.took_effect = false;
+        assert!(!must_fence(&f, &timing));
+    }
 
     #[test]
     fn tracing_time_stamps_become_nanoseconds_since_the_epoch() {

@@ -50,6 +50,9 @@ pub struct FaultRecord {
     /// re-created); `at` for an instant fault.
     pub cleared: u64,
     pub detail: String,
+    /// False for a `leased break` that failed (the store stayed locked past its wait, …):
+    /// the lease was not broken, so nobody had to fence for it.
+    pub took_effect: bool,
 }
 
 /// A node's daemon was down or frozen: no standby there.
@@ -610,15 +613,24 @@ impl World {
         // A break takes effect when its command is done (on `sqlite:` it may wait for a
         // write lock): that is when the fault is cleared.
         let mut done = Vec::new();
-        self.breaks.retain_mut(|(c, id)| {
-            let finished = matches!(c.try_wait(), Ok(Some(_)));
-            if finished {
-                done.push(*id);
+        self.breaks.retain_mut(|(c, id)| match c.try_wait() {
+            Ok(Some(status)) => {
+                done.push((*id, status));
+                false
             }
-            !finished
+            _ => true,
         });
-        for id in done {
-            self.faults[id].cleared = mono_now();
+        for (id, status) in done {
+            let fault = &mut self.faults[id];
+            fault.cleared = mono_now();
+            // Found by seed 956926316: a break that waited out a write-locked SQLite file
+            // and gave up broke nothing, and its holder rightly went on signing.
+            if !status.success() {
+                fault.took_effect = false;
+                fault
+                    .detail
+                    .push_str(&format!("; it failed ({status}): nothing was broken"));
+            }
         }
     }
 
@@ -827,6 +839,7 @@ impl World {
             at,
             cleared: at,
             detail,
+            took_effect: true,
         });
         id
     }
