@@ -12,9 +12,8 @@
 #
 # Steps: build leased, leased-guard and orchestrator in the profile; gen-assets
 # (integration-tests) writes the man pages and completions from both command trees into
-# target/assets/; then
-# `cargo deb -p leased --no-build --profile P` packs them as leased/Cargo.toml's
-# [package.metadata.deb] lists. cargo-deb comes from ops/install-test-deps.sh
+# target/assets/; then `cargo deb -p leased --no-build --profile P` packs them as
+# leased/Cargo.toml's [package.metadata.deb] lists. cargo-deb comes from ops/install-test-deps.sh
 # (.tools/cargo/bin); without it this fails and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
