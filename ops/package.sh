@@ -23,7 +23,7 @@ case "${1:-}" in
 "") ;;
 --release) profile=release ;;
 -h | --help)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
