@@ -385,7 +385,8 @@ fn a_sealer_killed_and_replaced_behind_the_sync_gate_seals_again_without_equivoc
 
 /// The doppelganger quarantine against a real chain (issue 13 §3): while geth seals with an
 /// identity outside any daemon (a zombie), a daemon that leases it must not hand its key
-/// over; once the zombie stops, the identity is handed over within the watch window plus D.
+/// over; once the zombie stops, the identity is handed over within the watch window plus D,
+/// plus the quarantines of other identities the daemon was busy with (see the bound below).
 /// Here every identity is sealed by a bare geth, so the daemon refuses all three until the
 /// sealer of `m0-v0` is killed; then it hands over `m0-v0` and only it.
 #[test]
@@ -401,6 +402,18 @@ fn a_daemon_keeps_an_identity_a_zombie_geth_seals_with_until_the_zombie_stops() 
 
     const WINDOW_SECS: u64 = 4;
     const D_SECS: u64 = 15;
+    // How long a quarantine of an identity a zombie still seals can last: until that
+    // zombie's next block. With m0-v0's sealer gone, the two left alternate (Clique lets a
+    // signer seal at most one of two consecutive blocks), and a block waits at most the
+    // 1 s period plus 1 s of out-of-turn wiggle: two blocks, 4 s.
+    const SEALER_QUARANTINE_SECS: u64 = 4;
+    // The hand-over after m0-v0's zombie stops: m0-v0's cool-down, D from the last seal the
+    // daemon saw (which came before the kill), then the quarantines of the other two
+    // identities if their cool-downs ended first (one daemon quarantines one identity at a
+    // time: CI once saw 21.1 s, m0-v0 waiting 2 s behind m0-v2), then m0-v0's own window,
+    // then the key written and the stand-in started and signing (2 s).
+    const HAND_OVER_BOUND_SECS: u64 =
+        D_SECS + (IDENTITIES as u64 - 1) * SEALER_QUARANTINE_SECS + WINDOW_SECS + 2;
     let provisioned = (0..IDENTITIES)
         .map(|i| {
             (
@@ -447,7 +460,7 @@ fn a_daemon_keeps_an_identity_a_zombie_geth_seals_with_until_the_zombie_stops() 
     net.sampler.remove("v0");
     net.nodes[0] = None;
     let zombie = net.validators[0].to_string().to_ascii_lowercase();
-    let limit = Duration::from_secs(WINDOW_SECS + D_SECS + 10);
+    let limit = Duration::from_secs(HAND_OVER_BOUND_SECS + 10);
     let handed = integration_tests::cluster::wait_for(limit, || {
         cluster
             .sign_lines()
@@ -462,13 +475,13 @@ fn a_daemon_keeps_an_identity_a_zombie_geth_seals_with_until_the_zombie_stops() 
         )
     });
     geth::say(&format!(
-        "GETH_FIGURES doppelganger: zombie_killed_to_hand_over_ms={} window_s={WINDOW_SECS} d_s={D_SECS}",
+        "GETH_FIGURES doppelganger: zombie_killed_to_hand_over_ms={} window_s={WINDOW_SECS} d_s={D_SECS} bound_s={HAND_OVER_BOUND_SECS}",
         handed.as_millis()
     ));
     assert!(
-        handed <= Duration::from_secs(WINDOW_SECS + D_SECS + 2),
-        "handed over {handed:?} after the zombie stopped (window + D = {} s)",
-        WINDOW_SECS + D_SECS
+        handed <= Duration::from_secs(HAND_OVER_BOUND_SECS),
+        "handed over {handed:?} after the zombie stopped (bound {HAND_OVER_BOUND_SECS} s)\n{}",
+        cluster.daemon_log("vm-1")
     );
     // The identities still sealed by their bare geths were never handed over.
     let others: Vec<String> = net.validators[1..]
