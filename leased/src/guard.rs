@@ -1303,12 +1303,22 @@ where
 /// How long after its daemon's death plus the grace the janitor gives the guard to fence
 /// (and kill the janitor) before it calls the guard stuck; as the daemon's backstop.
 pub const JANITOR_SLACK: Duration = Duration::from_millis(500);
-/// How often the janitor looks for its daemon.
+/// How often the janitor looks for its daemon where it cannot wait on a pidfd.
 const JANITOR_POLL: Duration = Duration::from_millis(50);
 
 /// Returns once `daemon` has not been the guard's parent for `patience`: the daemon died
 /// (the guard was reparented) and the guard did not fence in that time.
+///
+/// The janitor sleeps on a pidfd of the daemon, which the kernel makes readable when the
+/// daemon exits, so a healthy holder's janitor never wakes. Where no pidfd can be had
+/// (a kernel before 5.3), it looks at the guard's parent every [`JANITOR_POLL`].
 async fn watch_daemon(guard: Pid, daemon: i32, patience: Duration) {
+    if let Some(exited) = daemon_exit(guard, daemon) {
+        if exited.await {
+            tokio::time::sleep(patience).await;
+            return;
+        }
+    }
     let mut tick = tokio::time::interval(JANITOR_POLL);
     let mut gone_since: Option<tokio::time::Instant> = None;
     loop {
@@ -1321,6 +1331,43 @@ async fn watch_daemon(guard: Pid, daemon: i32, patience: Duration) {
             return;
         }
     }
+}
+
+/// A future that ends when `daemon` exits (`true`), from a pidfd; `None` when no pidfd can
+/// be had. The pidfd is checked against the guard's parent after it is opened: a daemon
+/// already gone (its pid perhaps reused by another process) counts as exited at once. A
+/// blocking thread sleeps in `poll` on it (tokio registers a descriptor only through
+/// `unsafe`). `false`: the wait failed, and the caller looks at the guard's parent instead,
+/// so a failed wait never reads as a dead daemon.
+fn daemon_exit(guard: Pid, daemon: i32) -> Option<impl Future<Output = bool>> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let pid = rustix::process::Pid::from_raw(daemon)?;
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::debug!("key-janitor: no pidfd for the daemon ({e}); polling instead");
+            return None;
+        }
+    };
+    let alive = parent_of(guard.as_raw()) == Some(daemon);
+    let exited = tokio::task::spawn_blocking(move || {
+        if !alive {
+            return true;
+        }
+        // Readable once the daemon has exited; with no timeout, only then does poll return.
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        loop {
+            match poll(&mut fds, None) {
+                Ok(_) => return true,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::debug!("key-janitor: waiting on the daemon's pidfd: {e}");
+                    return false;
+                }
+            }
+        }
+    });
+    Some(async move { exited.await.unwrap_or(false) })
 }
 
 /// The parent of `pid`, from `/proc`; `None` when it cannot be read (it is gone).

@@ -709,6 +709,48 @@ fn a_guard_that_fenced_leaves_no_janitor_behind() {
     assert!(leftovers.is_empty(), "janitors left: {leftovers:?}");
 }
 
+/// A healthy holder's janitor sleeps: it waits on a pidfd of the daemon instead of looking
+/// at `/proc` every 50 ms, which woke every janitor 20 times a second for as long as its
+/// client ran. Counted over 2 s: its threads' context switches.
+#[test]
+fn the_janitor_of_a_healthy_guard_does_not_wake() {
+    let setup = Setup::new();
+    let mut g = Guard::spawn(&setup.config("vm-1", &[]));
+    let guard = pid_of(&g.guard);
+    g.start_until(after(Duration::from_secs(60)), &setup);
+    let janitor = all_pids()
+        .into_iter()
+        .find(|pid| {
+            cmdline(*pid).contains(leased::guard::JANITOR_SUBCOMMAND)
+                && cmdline(*pid).contains(&format!("--guard-pid\0{guard}\0"))
+        })
+        .expect("the guard started its janitor");
+    let switches = || -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{janitor}/task")).expect("the janitor runs");
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+            .flat_map(|status| {
+                status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    // Let it settle into its wait first.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = switches();
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = switches() - before;
+    assert!(
+        woke <= 4,
+        "the janitor woke {woke} times in 2 s while its daemon and guard were healthy"
+    );
+    g.send(GuardCommand::Fence);
+    g.fenced();
+}
+
 fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .map(|d| {
