@@ -699,13 +699,7 @@ fn a_guard_that_fenced_leaves_no_janitor_behind() {
     g.send(GuardCommand::Fence);
     g.fenced();
     assert_eq!(g.exit_code(), Some(0));
-    let leftovers: Vec<i32> = all_pids()
-        .into_iter()
-        .filter(|pid| {
-            cmdline(*pid).contains(leased::guard::JANITOR_SUBCOMMAND)
-                && cmdline(*pid).contains(&format!("--guard-pid\0{guard}\0"))
-        })
-        .collect();
+    let leftovers = janitors_of(guard);
     assert!(leftovers.is_empty(), "janitors left: {leftovers:?}");
 }
 
@@ -718,23 +712,19 @@ fn the_janitor_of_a_healthy_guard_does_not_wake() {
     let mut g = Guard::spawn(&setup.config("vm-1", &[]));
     let guard = pid_of(&g.guard);
     g.start_until(after(Duration::from_secs(60)), &setup);
-    let janitor = all_pids()
-        .into_iter()
-        .find(|pid| {
-            cmdline(*pid).contains(leased::guard::JANITOR_SUBCOMMAND)
-                && cmdline(*pid).contains(&format!("--guard-pid\0{guard}\0"))
-        })
+    let janitor = *janitors_of(guard)
+        .first()
         .expect("the guard started its janitor");
     let switches = || -> u64 {
         let tasks = std::fs::read_dir(format!("/proc/{janitor}/task")).expect("the janitor runs");
         tasks
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
-            .flat_map(|status| {
+            .map(|status| {
                 status
                     .lines()
                     .filter(|l| l.contains("ctxt_switches"))
                     .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .collect::<Vec<_>>()
+                    .sum::<u64>()
             })
             .sum()
     };
@@ -749,6 +739,17 @@ fn the_janitor_of_a_healthy_guard_does_not_wake() {
     );
     g.send(GuardCommand::Fence);
     g.fenced();
+}
+
+/// The key janitors started by the guard `guard`, found by their command lines.
+fn janitors_of(guard: Pid) -> Vec<i32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            cmdline(*pid).contains(leased::guard::JANITOR_SUBCOMMAND)
+                && cmdline(*pid).contains(&format!("--guard-pid\0{guard}\0"))
+        })
+        .collect()
 }
 
 fn all_pids() -> Vec<i32> {
